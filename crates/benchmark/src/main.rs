@@ -1,0 +1,208 @@
+//! `benchmark`: drives an etcd (ours or the real one) with put or range load
+//! and prints throughput and latency percentiles in the shape of etcd's own
+//! benchmark tool.
+//!
+//! `--clients` concurrent clients share `--conns` gRPC connections (round
+//! robin); together they issue `--total` requests, each client taking the
+//! next request number from a shared counter.
+
+mod report;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use api::etcdserverpb::kv_client::KvClient;
+use api::etcdserverpb::{PutRequest, RangeRequest};
+use clap::{Parser, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser)]
+#[command(name = "benchmark", about = "A low-level benchmark tool for etcd3")]
+struct Cli {
+    /// gRPC endpoints, comma separated.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2379",
+        value_delimiter = ',',
+        global = true
+    )]
+    endpoints: Vec<String>,
+    /// Total number of gRPC connections.
+    #[arg(long, default_value_t = 1, global = true)]
+    conns: usize,
+    /// Total number of concurrent clients.
+    #[arg(long, default_value_t = 1, global = true)]
+    clients: usize,
+    /// Print a one-line JSON summary instead of the text report.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Benchmark put.
+    Put {
+        #[arg(long, default_value_t = 10000)]
+        total: u64,
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+        /// Maximum possible keys.
+        #[arg(long, default_value_t = 1)]
+        key_space_size: u64,
+        /// Use sequential keys instead of random ones.
+        #[arg(long)]
+        sequential_keys: bool,
+    },
+    /// Benchmark range.
+    Range {
+        key: String,
+        end: Option<String>,
+        #[arg(long, default_value_t = 10000)]
+        total: u64,
+        /// Linearizable (l) or serializable (s).
+        #[arg(long, default_value = "l")]
+        consistency: String,
+        /// Maximum number of results (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+    },
+}
+
+/// A small, fast PRNG (xorshift64*), seeded per client: the load, not the keys, is measured.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Channel>>> {
+    let mut out = Vec::with_capacity(conns);
+    for i in 0..conns.max(1) {
+        let ep = &endpoints[i % endpoints.len()];
+        let uri = if ep.contains("://") {
+            ep.clone()
+        } else {
+            format!("http://{ep}")
+        };
+        let channel = Endpoint::from_shared(uri.clone())
+            .with_context(|| format!("bad endpoint {ep}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {uri}"))?;
+        out.push(
+            KvClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.endpoints.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    let conns = connect(&cli.endpoints, cli.conns).await?;
+    let total = match &cli.cmd {
+        Cmd::Put { total, .. } | Cmd::Range { total, .. } => *total,
+    };
+    let next = Arc::new(AtomicU64::new(0));
+    let cmd = Arc::new(cli.cmd);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(cli.clients);
+    for c in 0..cli.clients.max(1) {
+        let mut kv = conns[c % conns.len()].clone();
+        let next = next.clone();
+        let cmd = cmd.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng =
+                Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0x1234_5678_9ABC_DEF1));
+            let mut latencies: Vec<Duration> = Vec::new();
+            let mut errors: Vec<String> = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let t = Instant::now();
+                let r = match &*cmd {
+                    Cmd::Put {
+                        key_size,
+                        val_size,
+                        key_space_size,
+                        sequential_keys,
+                        ..
+                    } => {
+                        let k = if *sequential_keys {
+                            n % key_space_size.max(&1)
+                        } else {
+                            rng.next() % key_space_size.max(&1)
+                        };
+                        let mut key = vec![b'0'; *key_size];
+                        let digits = k.to_string().into_bytes();
+                        let start = key.len().saturating_sub(digits.len());
+                        key[start..]
+                            .copy_from_slice(&digits[digits.len().saturating_sub(*key_size)..]);
+                        kv.put(PutRequest {
+                            key,
+                            value: vec![b'v'; *val_size],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                    }
+                    Cmd::Range {
+                        key,
+                        end,
+                        consistency,
+                        limit,
+                        ..
+                    } => kv
+                        .range(RangeRequest {
+                            key: key.clone().into_bytes(),
+                            range_end: end.clone().unwrap_or_default().into_bytes(),
+                            serializable: consistency == "s",
+                            limit: *limit,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                };
+                match r {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(e) => errors.push(e.message().to_string()),
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut errors = Vec::new();
+    for t in tasks {
+        let (l, e) = t.await.context("client task failed")?;
+        latencies.extend(l);
+        errors.extend(e);
+    }
+    let elapsed = started.elapsed();
+    let r = report::Report::new(latencies, errors, elapsed);
+    if cli.json {
+        println!("{}", r.json());
+    } else {
+        print!("{}", r.text());
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The applier: one OS thread that applies committed raft entries to the
+//! mvcc store, in log order, and wakes the proposers.
+//!
+//! - A batch of entries is applied in one backend transaction; the consistent
+//!   index (the last entry's index) is stored in the same transaction, so
+//!   after a crash entries at or below it are skipped and replay is idempotent.
+//! - Backend commits are not fsynced (the WAL already holds the entries), except
+//!   every `BACKEND_DURABLE_INTERVAL`, when idle, before a raft snapshot, and at
+//!   shutdown.
+//! - Proposers are woken only after the commit, so a client that saw its write
+//!   acknowledged reads it back from any later local read.
+//! - `apply` is deterministic: the same entries give the same state on every
+//!   member. A backend failure stops the node instead of diverging.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use api::etcdserverpb::{
+    request_op, CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse,
+    RequestOp, TxnRequest, TxnResponse,
+};
+use api::EtcdError;
+use prost::Message;
+use raft::eraftpb::{Entry, EntryType};
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::raft_node::{ApplyBatch, RaftMsg};
+use crate::status::mvcc_error;
+use crate::wait::Wait;
+
+/// The result of applying one request.
+#[derive(Debug)]
+pub enum ApplyResult {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    /// Cluster metadata requests carry no client-visible response.
+    Done,
+}
+
+pub type ApplyOutcome = Result<ApplyResult, EtcdError>;
+
+/// How often a non-durable backend commit is followed by an fsynced one (etcd's batch interval).
+const BACKEND_DURABLE_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct Applier {
+    pub store: Arc<mvcc::Store>,
+    pub wait: Arc<Wait>,
+    pub cluster: Arc<Cluster>,
+    pub applied_tx: watch::Sender<u64>,
+    pub raft_tx: Sender<RaftMsg>,
+    pub snapshot_count: u64,
+    pub last_snapshot_index: u64,
+}
+
+impl Applier {
+    pub fn run(mut self, rx: Receiver<ApplyBatch>) -> Result<()> {
+        let mut last_durable = Instant::now();
+        let mut dirty = false;
+        loop {
+            let batch = match rx.recv_timeout(BACKEND_DURABLE_INTERVAL) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let Some(first) = batch else {
+                if dirty {
+                    self.commit_durable()?;
+                    dirty = false;
+                    last_durable = Instant::now();
+                }
+                continue;
+            };
+            // Take whatever else is already committed, to amortize the backend commit.
+            let mut entries = first.entries;
+            while let Ok(more) = rx.try_recv() {
+                entries.extend(more.entries);
+            }
+            let durable_due = last_durable.elapsed() >= BACKEND_DURABLE_INTERVAL;
+            let snapshot_at = self.apply_entries(entries, durable_due)?;
+            if durable_due || snapshot_at.is_some() {
+                last_durable = Instant::now();
+                dirty = false;
+            } else {
+                dirty = true;
+            }
+            if let Some(index) = snapshot_at {
+                self.last_snapshot_index = index;
+                let _ = self.raft_tx.send(RaftMsg::Snapshot { index });
+            }
+        }
+        if dirty {
+            self.commit_durable()?;
+        }
+        Ok(())
+    }
+
+    fn commit_durable(&self) -> Result<()> {
+        let wb = self.store.write_batch().context("open backend batch")?;
+        wb.commit(true).context("durable backend commit")
+    }
+
+    /// Applies `entries`; returns the index to snapshot at, if one is due.
+    fn apply_entries(&mut self, entries: Vec<Entry>, durable_due: bool) -> Result<Option<u64>> {
+        let Some(last) = entries.last() else {
+            return Ok(None);
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        let (consistent_index, _) = self.store.consistent_index();
+        let mut wb = self.store.write_batch().context("open backend batch")?;
+        let mut results: Vec<(u64, ApplyOutcome)> = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            if entry.index <= consistent_index {
+                continue; // already in the backend (replay after restart)
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if entry.data.is_empty() {
+                        continue; // a new leader's empty entry
+                    }
+                    let req = match InternalRaftRequest::decode(entry.data.as_slice()) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Every member decodes the same bytes the same way: skipping is deterministic.
+                            tracing::error!(index = entry.index, error = %e, "cannot decode a raft entry; skipped");
+                            continue;
+                        }
+                    };
+                    let id = req.header.as_ref().map_or(req.id, |h| h.id);
+                    let outcome = self.apply_request(&mut wb, req)?;
+                    results.push((id, outcome));
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // Membership changes arrive with multi-member clusters.
+                    tracing::warn!(index = entry.index, "ignoring a conf change entry");
+                }
+            }
+        }
+        let snapshot_due = last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
+        wb.set_consistent_index(last_index, last_term);
+        wb.commit(durable_due || snapshot_due)
+            .context("backend commit")?;
+        self.applied_tx.send_replace(last_index);
+        for (id, outcome) in results {
+            self.wait.trigger(id, outcome);
+        }
+        Ok(snapshot_due.then_some(last_index))
+    }
+
+    /// Applies one request. `Err` only for backend failures, which stop the node;
+    /// request errors are part of the outcome.
+    fn apply_request(
+        &self,
+        wb: &mut mvcc::WriteBatch<'_>,
+        req: InternalRaftRequest,
+    ) -> Result<ApplyOutcome> {
+        let outcome = if let Some(r) = req.put {
+            if r.lease != 0 {
+                Err(EtcdError::LeaseNotFound)
+            } else {
+                wb.put(&r).map(|(resp, _events)| ApplyResult::Put(resp))
+                    .map_err(mvcc_error)
+            }
+        } else if let Some(r) = req.delete_range {
+            wb.delete_range(&r)
+                .map(|(resp, _events)| ApplyResult::DeleteRange(resp))
+                .map_err(mvcc_error)
+        } else if let Some(r) = req.txn {
+            if txn_uses_lease(&r) {
+                Err(EtcdError::LeaseNotFound)
+            } else {
+                wb.txn(&r)
+                    .map(|(resp, _events)| ApplyResult::Txn(resp))
+                    .map_err(mvcc_error)
+            }
+        } else if let Some(r) = req.compaction {
+            wb.compact(&r)
+                .map(ApplyResult::Compaction)
+                .map_err(mvcc_error)
+        } else if let Some(r) = req.cluster_member_attr_set {
+            self.cluster.set_member_attributes(&r);
+            Ok(ApplyResult::Done)
+        } else if let Some(r) = req.cluster_version_set {
+            self.cluster.set_version(&r.ver);
+            Ok(ApplyResult::Done)
+        } else {
+            tracing::warn!("ignoring a raft request of a kind this version does not know");
+            Ok(ApplyResult::Done)
+        };
+        // A backend failure is not a request error: stop rather than diverge.
+        if let Err(EtcdError::Corrupt) = outcome {
+            anyhow::bail!("the backend failed while applying an entry");
+        }
+        Ok(outcome)
+    }
+}
+
+/// Whether any put in the txn (either branch, nested too) names a lease.
+/// Until the lessor exists, every lease is unknown.
+fn txn_uses_lease(txn: &TxnRequest) -> bool {
+    fn op_uses(op: &RequestOp) -> bool {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) => p.lease != 0,
+            Some(request_op::Request::RequestTxn(t)) => txn_uses_lease(t),
+            _ => false,
+        }
+    }
+    txn.success.iter().chain(&txn.failure).any(op_uses)
+}

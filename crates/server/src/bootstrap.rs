@@ -1,0 +1,248 @@
+//! Opening the data directory: a fresh member writes its identity and the
+//! initial voters; a restarting one rebuilds raft's storage from the newest
+//! snapshot and the WAL behind it.
+//!
+//! ```text
+//! <data-dir>/
+//!   member/
+//!     lock              held (flock) while a server uses the directory
+//!     snap/
+//!       db              the mvcc backend (redb)
+//!       <term>-<index>.snap  raft snapshot metadata (conf state, index, term)
+//!     wal/              the raft log (or --wal-dir)
+//! ```
+//!
+//! Invariants:
+//! - the WAL is created last, so a directory with a WAL is fully initialized;
+//! - a new member writes a snapshot at index 0 holding the initial voters, so
+//!   a restart before the first real snapshot still knows the configuration;
+//! - the backend's consistent index is never behind the newest snapshot (a
+//!   snapshot is taken only after a durable backend commit covering it).
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use api::etcdserverpb::WalMetadata;
+use fs4::fs_std::FileExt;
+use prost::Message;
+use raft::eraftpb::{ConfState, HardState, Snapshot};
+use raft::storage::MemStorage;
+use wal::{Snapshotter, Wal, WalSnapshot};
+
+use crate::config::{ClusterState, Config};
+use crate::ids;
+
+/// A member of the cluster as configured (membership changes arrive with the cluster work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+/// Everything the raft node needs to start.
+pub struct Bootstrapped {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub members: Vec<MemberInfo>,
+    pub storage: MemStorage,
+    pub wal: Wal,
+    pub snapshotter: Snapshotter,
+    /// Index of the newest snapshot: raft re-delivers committed entries after it.
+    pub snapshot_index: u64,
+    /// True for a brand-new member (no WAL existed).
+    pub fresh: bool,
+    /// Held for the life of the process: a second server on the same directory is refused.
+    pub lock: File,
+}
+
+pub fn open(cfg: &Config) -> Result<Bootstrapped> {
+    let member_dir = cfg.member_dir();
+    fs::create_dir_all(&member_dir)
+        .with_context(|| format!("cannot access data directory {}", member_dir.display()))?;
+    let lock = lock_dir(&member_dir)?;
+    let snap_dir = cfg.snap_dir();
+    fs::create_dir_all(&snap_dir)
+        .with_context(|| format!("cannot create {}", snap_dir.display()))?;
+    let snapshotter = Snapshotter::new(&snap_dir);
+    let wal_dir = cfg.wal_dir();
+
+    let members = configured_members(cfg);
+    if !Wal::exists(&wal_dir) {
+        if cfg.initial_cluster_state == ClusterState::Existing {
+            bail!(
+                "joining an existing cluster (--initial-cluster-state=existing) is not supported yet; \
+                 start with --initial-cluster-state=new"
+            );
+        }
+        return create(cfg, members, snapshotter, lock);
+    }
+    restart(cfg, members, snapshotter, lock)
+}
+
+fn lock_dir(member_dir: &Path) -> Result<File> {
+    let path = member_dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock_exclusive() {
+        Ok(true) => Ok(file),
+        Ok(false) => bail!(
+            "data directory {} is in use by another etcd process (cannot lock {})",
+            member_dir.display(),
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+fn configured_members(cfg: &Config) -> Vec<MemberInfo> {
+    cfg.initial_cluster
+        .iter()
+        .map(|(name, urls)| MemberInfo {
+            id: ids::member_id(urls, &cfg.initial_cluster_token),
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: if *name == cfg.name {
+                cfg.advertise_client_urls.clone()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
+}
+
+fn create(
+    cfg: &Config,
+    members: Vec<MemberInfo>,
+    snapshotter: Snapshotter,
+    lock: File,
+) -> Result<Bootstrapped> {
+    let local = members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .context("local member missing from --initial-cluster")?;
+    let mut own_urls = cfg.initial_advertise_peer_urls.clone();
+    let mut listed = local.peer_urls.clone();
+    own_urls.sort();
+    listed.sort();
+    if own_urls != listed {
+        bail!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (\"{}\"(resolved from {}) != \"{}\"(resolved from {}))",
+            cfg.name,
+            local.peer_urls.join(","),
+            cfg.initial_advertise_peer_urls.join(","),
+            own_urls.join(","),
+            cfg.initial_advertise_peer_urls.join(","),
+            listed.join(","),
+            local.peer_urls.join(",")
+        );
+    }
+    let member_id = local.id;
+    let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let cluster_id = ids::cluster_id(&voters);
+
+    let conf_state = ConfState::from((voters, vec![]));
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().set_conf_state(conf_state.clone());
+    snapshotter
+        .save(&snap)
+        .context("cannot write the initial snapshot")?;
+
+    let meta = WalMetadata {
+        node_id: member_id,
+        cluster_id,
+    }
+    .encode_to_vec();
+    let wal = Wal::create(&cfg.wal_dir(), &meta)
+        .with_context(|| format!("cannot create WAL in {}", cfg.wal_dir().display()))?;
+
+    let storage = MemStorage::new();
+    storage.initialize_with_conf_state(conf_state);
+    Ok(Bootstrapped {
+        member_id,
+        cluster_id,
+        members,
+        storage,
+        wal,
+        snapshotter,
+        snapshot_index: 0,
+        fresh: true,
+        lock,
+    })
+}
+
+fn restart(
+    cfg: &Config,
+    members: Vec<MemberInfo>,
+    snapshotter: Snapshotter,
+    lock: File,
+) -> Result<Bootstrapped> {
+    let snap = snapshotter
+        .load_newest()
+        .context("cannot load the newest snapshot")?
+        .context("the WAL exists but no snapshot was found: the data directory is damaged")?;
+    let meta = snap.get_metadata();
+    let walsnap = WalSnapshot {
+        index: meta.index,
+        term: meta.term,
+    };
+    let (wal, state) = Wal::open(&cfg.wal_dir(), walsnap)
+        .with_context(|| format!("cannot open WAL in {}", cfg.wal_dir().display()))?;
+    if state.repaired_tail_bytes > 0 {
+        tracing::warn!(
+            bytes = state.repaired_tail_bytes,
+            "repaired a torn write at the end of the WAL"
+        );
+    }
+    let wal_meta = WalMetadata::decode(state.metadata.as_slice())
+        .context("the WAL metadata record is unreadable")?;
+
+    let storage = MemStorage::new();
+    if meta.index == 0 {
+        storage.initialize_with_conf_state(meta.get_conf_state().clone());
+    } else {
+        storage
+            .wl()
+            .apply_snapshot(snap.clone())
+            .context("cannot restore the raft snapshot")?;
+    }
+    {
+        let mut core = storage.wl();
+        core.append(&state.entries)
+            .context("the WAL entries do not follow the snapshot")?;
+        let hs: HardState = state.hard_state.clone();
+        if hs != HardState::default() {
+            core.set_hardstate(hs);
+        }
+    }
+    tracing::info!(
+        local_member_id = %format!("{:x}", wal_meta.node_id),
+        cluster_id = %format!("{:x}", wal_meta.cluster_id),
+        snapshot_index = meta.index,
+        entries = state.entries.len(),
+        "restarting local member"
+    );
+    // Until membership is persisted through raft, the configured members are authoritative
+    // except for the local member's ID, which the WAL fixes.
+    let mut members = members;
+    if let Some(m) = members.iter_mut().find(|m| m.name == cfg.name) {
+        m.id = wal_meta.node_id;
+    }
+    Ok(Bootstrapped {
+        member_id: wal_meta.node_id,
+        cluster_id: wal_meta.cluster_id,
+        members,
+        storage,
+        wal,
+        snapshotter,
+        snapshot_index: meta.index,
+        fresh: false,
+        lock,
+    })
+}

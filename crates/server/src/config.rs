@@ -1,0 +1,511 @@
+//! Server configuration from command-line flags and `ETCD_*` environment
+//! variables, with etcd's names, defaults and error lines.
+//!
+//! etcd parses flags with Go's `flag` package, and scripts depend on its
+//! behaviour, so this module follows it rather than clap's conventions:
+//! - `-name value`, `--name value`, `-name=value` and `--name=value` are all accepted;
+//! - a boolean flag takes its value only with `=` (`--flag`, `--flag=false`);
+//! - a flag not given on the command line falls back to `ETCD_<NAME>` (upper case,
+//!   dashes as underscores), then to the default;
+//! - an unknown flag or a bad value ends start-up with one line naming it
+//!   (`flag provided but not defined: -foo`,
+//!   `invalid value "abc" for flag -max-txn-ops: parse error`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error: one line, printed as is, exit code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    PrintVersion,
+    PrintHelp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub wal_dir: Option<PathBuf>,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// (name, peer URLs) in the order given.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub snapshot_count: u64,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub max_request_bytes: u64,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: i64,
+    pub log_level: tracing::Level,
+    pub log_outputs: Vec<String>,
+}
+
+impl Config {
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(5000 + 2 * self.election_timeout_ms)
+    }
+
+    pub fn member_dir(&self) -> PathBuf {
+        self.data_dir.join("member")
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.member_dir().join("wal"))
+    }
+
+    pub fn snap_dir(&self) -> PathBuf {
+        self.member_dir().join("snap")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Value,
+}
+
+/// One flag: name, kind, default and help text (etcd's wording where it exists).
+struct Flag {
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    help: &'static str,
+}
+
+const fn value(name: &'static str, default: &'static str, help: &'static str) -> Flag {
+    Flag { name, kind: Kind::Value, default, help }
+}
+
+const fn boolean(name: &'static str, help: &'static str) -> Flag {
+    Flag { name, kind: Kind::Bool, default: "false", help }
+}
+
+const FLAGS: &[Flag] = &[
+    value("name", "default", "Human-readable name for this member."),
+    value("data-dir", "", "Path to the data directory (default '${name}.etcd')."),
+    value("wal-dir", "", "Path to the dedicated wal directory."),
+    value("listen-client-urls", "http://localhost:2379", "List of URLs to listen on for client traffic."),
+    value("advertise-client-urls", "http://localhost:2379", "List of this member's client URLs to advertise to the public."),
+    value("listen-peer-urls", "http://localhost:2380", "List of URLs to listen on for peer traffic."),
+    value("initial-advertise-peer-urls", "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster."),
+    value("initial-cluster", "", "Initial cluster configuration for bootstrapping (default '${name}=${initial-advertise-peer-urls}')."),
+    value("initial-cluster-state", "new", "Initial cluster state ('new' or 'existing')."),
+    value("initial-cluster-token", "etcd-cluster", "Initial cluster token for the etcd cluster during bootstrap."),
+    value("snapshot-count", "10000", "Number of committed transactions to trigger a snapshot to disk."),
+    value("heartbeat-interval", "100", "Time (in milliseconds) of a heartbeat interval."),
+    value("election-timeout", "1000", "Time (in milliseconds) for an election to timeout."),
+    value("max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept."),
+    value("max-txn-ops", "128", "Maximum number of operations permitted in a transaction."),
+    value("quota-backend-bytes", "0", "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
+    value("logger", "zap", "Currently only supports 'zap' for structured logging."),
+    value("log-level", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
+    value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets."),
+    boolean("version", "Print the version and exit."),
+    boolean("help", "Show this help and exit."),
+];
+
+/// Parses `args` (without the program name) with `env` as the environment.
+pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
+    let mut given: HashMap<&'static str, String> = HashMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" || !arg.starts_with('-') || arg == "-" {
+            return Err(ConfigError(format!(
+                "'{arg}' is not a valid flag"
+            )));
+        }
+        let body = arg.trim_start_matches('-');
+        if arg.starts_with("---") || body.is_empty() {
+            return Err(ConfigError(format!("bad flag syntax: {arg}")));
+        }
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        if name == "h" {
+            return Ok(Command::PrintHelp);
+        }
+        let flag = FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| ConfigError(format!("flag provided but not defined: -{name}")))?;
+        let raw = match (flag.kind, inline) {
+            (_, Some(v)) => v,
+            (Kind::Bool, None) => "true".to_string(),
+            (Kind::Value, None) => {
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| ConfigError(format!("flag needs an argument: -{name}")))?;
+                i += 1;
+                v.clone()
+            }
+        };
+        if flag.kind == Kind::Bool {
+            parse_bool(&raw).ok_or_else(|| bad_flag(&raw, name))?;
+        }
+        given.insert(flag.name, raw);
+    }
+
+    let lookup = Lookup { given: &given, env };
+    if lookup.boolean("help")? {
+        return Ok(Command::PrintHelp);
+    }
+    if lookup.boolean("version")? {
+        return Ok(Command::PrintVersion);
+    }
+    lookup.build().map(|c| Command::Run(Box::new(c)))
+}
+
+/// The usage text for `--help`.
+pub fn usage() -> String {
+    let mut out = String::from("Usage:\n\n  etcd [flags]\n    Start an etcd server.\n\n  etcd --version\n    Show the version of etcd.\n\n  etcd -h | --help\n    Show the help information about etcd.\n\nFlags:\n\n");
+    for f in FLAGS {
+        let default = if f.kind == Kind::Bool || f.default.is_empty() {
+            String::new()
+        } else {
+            format!(" (default '{}')", f.default)
+        };
+        out.push_str(&format!("  --{}\n    {}{}\n", f.name, f.help, default));
+    }
+    out
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn bad_flag(raw: &str, name: &str) -> ConfigError {
+    ConfigError(format!("invalid value \"{raw}\" for flag -{name}: parse error"))
+}
+
+fn env_name(flag: &str) -> String {
+    format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+struct Lookup<'a> {
+    given: &'a HashMap<&'static str, String>,
+    env: &'a HashMap<String, String>,
+}
+
+impl Lookup<'_> {
+    /// The raw value of a flag, whether it was set explicitly, and how to name it in errors.
+    fn raw(&self, name: &'static str) -> (String, Option<String>) {
+        if let Some(v) = self.given.get(name) {
+            return (v.clone(), Some(format!("flag -{name}")));
+        }
+        let key = env_name(name);
+        if let Some(v) = self.env.get(&key) {
+            return (v.clone(), Some(key));
+        }
+        let default = FLAGS.iter().find(|f| f.name == name).map_or("", |f| f.default);
+        (default.to_string(), None)
+    }
+
+    fn is_set(&self, name: &'static str) -> bool {
+        self.raw(name).1.is_some()
+    }
+
+    fn string(&self, name: &'static str) -> String {
+        self.raw(name).0
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &'static str) -> Result<T, ConfigError> {
+        let (raw, source) = self.raw(name);
+        raw.trim().parse().map_err(|_| {
+            let source = source.unwrap_or_else(|| format!("flag -{name}"));
+            ConfigError(format!("invalid value \"{raw}\" for {source}: parse error"))
+        })
+    }
+
+    fn boolean(&self, name: &'static str) -> Result<bool, ConfigError> {
+        let (raw, source) = self.raw(name);
+        parse_bool(&raw).ok_or_else(|| {
+            let source = source.unwrap_or_else(|| format!("flag -{name}"));
+            ConfigError(format!("invalid value \"{raw}\" for {source}: parse error"))
+        })
+    }
+
+    fn urls(&self, name: &'static str) -> Result<Vec<String>, ConfigError> {
+        let raw = self.string(name);
+        let urls: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        for u in &urls {
+            parse_url(u).map_err(|why| {
+                ConfigError(format!("invalid value \"{raw}\" for flag -{name}: {why}"))
+            })?;
+        }
+        Ok(urls)
+    }
+
+    fn build(&self) -> Result<Config, ConfigError> {
+        let name = self.string("name");
+        let data_dir = match self.string("data-dir") {
+            d if d.is_empty() => PathBuf::from(format!("{name}.etcd")),
+            d => PathBuf::from(d),
+        };
+        let wal_dir = Some(self.string("wal-dir"))
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        let initial_advertise_peer_urls = self.urls("initial-advertise-peer-urls")?;
+        let initial_cluster = if self.is_set("initial-cluster") {
+            parse_initial_cluster(&self.string("initial-cluster"))?
+        } else {
+            vec![(name.clone(), initial_advertise_peer_urls.clone())]
+        };
+        let initial_cluster_state = match self.string("initial-cluster-state").as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                return Err(ConfigError(format!(
+                    "invalid value \"{other}\" for flag -initial-cluster-state: valid values are \"new\", \"existing\""
+                )))
+            }
+        };
+        let logger = self.string("logger");
+        if logger != "zap" {
+            return Err(ConfigError(format!(
+                "invalid value \"{logger}\" for flag -logger: only 'zap' is supported"
+            )));
+        }
+        let log_level = match self.string("log-level").as_str() {
+            "debug" => tracing::Level::DEBUG,
+            "info" => tracing::Level::INFO,
+            "warn" => tracing::Level::WARN,
+            "error" | "panic" | "fatal" => tracing::Level::ERROR,
+            other => {
+                return Err(ConfigError(format!("unrecognized level: \"{other}\"")));
+            }
+        };
+        let log_outputs = self
+            .string("log-outputs")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+
+        let config = Config {
+            name,
+            data_dir,
+            wal_dir,
+            listen_client_urls: self.urls("listen-client-urls")?,
+            advertise_client_urls: self.urls("advertise-client-urls")?,
+            listen_peer_urls: self.urls("listen-peer-urls")?,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state,
+            initial_cluster_token: self.string("initial-cluster-token"),
+            snapshot_count: self.parsed("snapshot-count")?,
+            heartbeat_interval_ms: self.parsed("heartbeat-interval")?,
+            election_timeout_ms: self.parsed("election-timeout")?,
+            max_request_bytes: self.parsed("max-request-bytes")?,
+            max_txn_ops: self.parsed("max-txn-ops")?,
+            quota_backend_bytes: self.parsed("quota-backend-bytes")?,
+            log_level,
+            log_outputs,
+        };
+        validate(&config)?;
+        Ok(config)
+    }
+}
+
+/// etcd's cross-flag checks.
+fn validate(c: &Config) -> Result<(), ConfigError> {
+    if c.heartbeat_interval_ms == 0 {
+        return Err(ConfigError("--heartbeat-interval must be > 0".into()));
+    }
+    if 5 * c.heartbeat_interval_ms > c.election_timeout_ms {
+        return Err(ConfigError(format!(
+            "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+            c.election_timeout_ms, c.heartbeat_interval_ms
+        )));
+    }
+    if c.election_timeout_ms > 50_000 {
+        return Err(ConfigError(format!(
+            "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+            c.election_timeout_ms
+        )));
+    }
+    if c.max_txn_ops == 0 {
+        return Err(ConfigError("--max-txn-ops must be > 0".into()));
+    }
+    if c.max_request_bytes == 0 {
+        return Err(ConfigError("--max-request-bytes must be > 0".into()));
+    }
+    if !c.initial_cluster.iter().any(|(n, _)| n == &c.name) {
+        return Err(ConfigError(format!(
+            "couldn't find local name \"{}\" in the initial cluster configuration",
+            c.name
+        )));
+    }
+    Ok(())
+}
+
+/// `name1=url1,name1=url2,name2=url3` → [(name1, [url1, url2]), (name2, [url3])].
+fn parse_initial_cluster(raw: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = part.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "invalid value \"{raw}\" for flag -initial-cluster: \"{part}\" is not of the form name=url"
+            ))
+        })?;
+        parse_url(url).map_err(|why| {
+            ConfigError(format!("invalid value \"{raw}\" for flag -initial-cluster: {why}"))
+        })?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => out.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    Ok(out)
+}
+
+/// A listen or advertise URL: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `http://host:port` (also `https`, `unix`-less forms etcd accepts for TCP).
+pub fn parse_url(s: &str) -> Result<Url, String> {
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| format!("URL scheme must be http, https, unix, or unixs: {s}"))?;
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("URL scheme must be http, https, unix, or unixs: {s}"));
+    }
+    let hostport = rest.trim_end_matches('/');
+    if hostport.contains('/') {
+        return Err(format!("URL must not contain a path: {s}"));
+    }
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| format!("URL address does not have the form \"host:port\": {s}"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("URL address does not have the form \"host:port\": {s}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok(Url { scheme: scheme.to_string(), host, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match parse(&args, &env)? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(c.listen_client_urls, vec!["http://localhost:2379"]);
+        assert_eq!(c.initial_cluster, vec![("default".to_string(), vec!["http://localhost:2380".to_string()])]);
+        assert_eq!(c.initial_cluster_token, "etcd-cluster");
+        assert_eq!((c.max_request_bytes, c.max_txn_ops), (1572864, 128));
+        assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (100, 1000));
+        assert_eq!(c.request_timeout(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        let c = run(&["-name", "n1", "--max-txn-ops=7", "--data-dir", "/x"], &[]).unwrap();
+        assert_eq!((c.name.as_str(), c.max_txn_ops), ("n1", 7));
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.initial_cluster[0].0, "n1");
+    }
+
+    #[test]
+    fn env_falls_back_and_flags_win() {
+        let c = run(&["--snapshot-count=5"], &[("ETCD_SNAPSHOT_COUNT", "9"), ("ETCD_NAME", "e")]).unwrap();
+        assert_eq!((c.snapshot_count, c.name.as_str()), (5, "e"));
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_flag() {
+        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&["--foo"], &[], "flag provided but not defined: -foo"),
+            (&["--max-txn-ops=abc"], &[], "invalid value \"abc\" for flag -max-txn-ops: parse error"),
+            (&["--version=maybe"], &[], "invalid value \"maybe\" for flag -version: parse error"),
+            (&[], &[("ETCD_SNAPSHOT_COUNT", "x")], "invalid value \"x\" for ETCD_SNAPSHOT_COUNT: parse error"),
+            (&["--name"], &[], "flag needs an argument: -name"),
+            (&["--initial-cluster-state=old"], &[], "invalid value \"old\" for flag -initial-cluster-state: valid values are \"new\", \"existing\""),
+        ];
+        for (args, env, want) in cases {
+            let err = run(args, env).unwrap_err();
+            assert_eq!(err.0, *want, "{args:?}");
+            assert!(!err.0.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn initial_cluster_groups_urls_by_name() {
+        let c = run(
+            &["--name=b", "--initial-cluster=a=http://h:1,b=http://h:2,a=http://h:3"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.initial_cluster,
+            vec![
+                ("a".to_string(), vec!["http://h:1".to_string(), "http://h:3".to_string()]),
+                ("b".to_string(), vec!["http://h:2".to_string()])
+            ]
+        );
+    }
+
+    #[test]
+    fn url_parsing() {
+        assert_eq!(parse_url("http://127.0.0.1:2379").unwrap().port, 2379);
+        assert_eq!(parse_url("https://[::1]:1").unwrap().host, "::1");
+        assert!(parse_url("ftp://a:1").is_err());
+        assert!(parse_url("http://a").is_err());
+    }
+}

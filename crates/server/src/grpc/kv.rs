@@ -1,0 +1,146 @@
+//! The KV service: edge validation as etcd's v3rpc does it, then reads from
+//! the local store (after a ReadIndex barrier unless serializable) and writes
+//! through raft.
+
+use std::sync::Arc;
+
+use api::etcdserverpb::kv_server::Kv;
+use api::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    InternalRaftRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
+    TxnResponse,
+};
+use api::EtcdError;
+use tonic::{Request, Response, Status};
+
+use crate::apply::ApplyResult;
+use crate::server::EtcdServer;
+use crate::status::mvcc_status;
+
+pub struct KvService {
+    server: Arc<EtcdServer>,
+}
+
+impl KvService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        KvService { server }
+    }
+
+    async fn write(&self, req: InternalRaftRequest) -> Result<ApplyResult, Status> {
+        self.server.propose(req).await.map_err(Status::from)
+    }
+}
+
+fn unexpected(result: ApplyResult) -> Status {
+    tracing::error!(?result, "the applier answered with a result of another kind");
+    Status::internal("etcdserver: unexpected apply result")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        if !req.serializable {
+            self.server.read_barrier().await?;
+        }
+        let mut resp = self.server.store.range(&req).map_err(mvcc_status)?;
+        self.server.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        if req.ignore_value && !req.value.is_empty() {
+            return Err(EtcdError::ValueProvided.into());
+        }
+        if req.ignore_lease && req.lease != 0 {
+            return Err(EtcdError::LeaseProvided.into());
+        }
+        let result = self
+            .write(InternalRaftRequest {
+                put: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        match result {
+            ApplyResult::Put(mut resp) => {
+                self.server.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        let result = self
+            .write(InternalRaftRequest {
+                delete_range: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        match result {
+            ApplyResult::DeleteRange(mut resp) => {
+                self.server.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        mvcc::validate_txn(&req, self.server.cfg.max_txn_ops).map_err(mvcc_status)?;
+        let result = self
+            .write(InternalRaftRequest {
+                txn: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        match result {
+            ApplyResult::Txn(mut resp) => {
+                fill_txn_headers(&self.server, &mut resp);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = request.into_inner();
+        let result = self
+            .write(InternalRaftRequest {
+                compaction: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        match result {
+            ApplyResult::Compaction(mut resp) => {
+                self.server.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// etcd fills the cluster fields of the txn's header only; nested responses keep
+/// the headers mvcc gave them (revision only), as etcd's do.
+fn fill_txn_headers(server: &EtcdServer, resp: &mut TxnResponse) {
+    server.fill_header(&mut resp.header);
+}

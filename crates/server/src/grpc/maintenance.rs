@@ -1,0 +1,90 @@
+//! The Maintenance service: Status (what `etcdctl endpoint status` shows).
+//! Alarm, Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade come
+//! with the operations issue.
+
+use std::sync::Arc;
+
+use api::etcdserverpb::maintenance_server::Maintenance;
+use api::etcdserverpb::*;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{CLUSTER_VERSION, SERVER_VERSION};
+use crate::server::EtcdServer;
+
+pub struct MaintenanceService {
+    server: Arc<EtcdServer>,
+}
+
+impl MaintenanceService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        MaintenanceService { server }
+    }
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not implemented by this server yet"))
+}
+
+type SnapshotStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let s = &self.server;
+        let quota = if s.cfg.quota_backend_bytes <= 0 {
+            crate::DEFAULT_QUOTA_BACKEND_BYTES
+        } else {
+            s.cfg.quota_backend_bytes
+        };
+        Ok(Response::new(StatusResponse {
+            header: Some(s.header(0)),
+            version: SERVER_VERSION.to_string(),
+            db_size: s.store.db_size_bytes() as i64,
+            leader: s.raft_status.leader(),
+            raft_index: s.raft_status.commit_index(),
+            raft_term: s.raft_status.term(),
+            raft_applied_index: s.applied_index(),
+            errors: Vec::new(),
+            db_size_in_use: s.store.db_size_in_use_bytes() as i64,
+            is_learner: false,
+            storage_version: CLUSTER_VERSION.to_string(),
+            db_size_quota: quota,
+        }))
+    }
+
+    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        Err(not_yet("Alarm"))
+    }
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(not_yet("Defragment"))
+    }
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(not_yet("Hash"))
+    }
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(not_yet("HashKV"))
+    }
+    type SnapshotStream = SnapshotStream;
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("Snapshot"))
+    }
+    async fn move_leader(
+        &self,
+        _: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(not_yet("MoveLeader"))
+    }
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(not_yet("Downgrade"))
+    }
+}

@@ -1,0 +1,39 @@
+//! The gRPC services of etcd's v3 API that this server implements so far:
+//! KV, Maintenance (Status) and Cluster (MemberList). The others (Watch,
+//! Lease, Auth, the rest of Cluster and Maintenance) answer `Unimplemented`
+//! until their issues land.
+
+mod cluster;
+mod kv;
+mod maintenance;
+
+use std::sync::Arc;
+
+use crate::limits;
+use crate::server::EtcdServer;
+
+pub use cluster::ClusterService;
+pub use kv::KvService;
+pub use maintenance::MaintenanceService;
+
+/// The gRPC routes for the client listener, with receive limits sized from
+/// --max-request-bytes as etcd sizes them.
+pub fn routes(server: Arc<EtcdServer>) -> tonic::service::Routes {
+    use api::etcdserverpb::{
+        cluster_server::ClusterServer, kv_server::KvServer,
+        maintenance_server::MaintenanceServer,
+    };
+    let max_recv = server.cfg.max_request_bytes as usize + limits::GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(KvService::new(server.clone()))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(server.clone()))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(ClusterService::new(server))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
+    tonic::service::Routes::new(kv)
+        .add_service(maintenance)
+        .add_service(cluster)
+}

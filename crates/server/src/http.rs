@@ -1,0 +1,87 @@
+//! The HTTP endpoints served beside gRPC on the client port: `/health` and
+//! `/version`, with etcd's JSON bodies. (The gateway, /livez, /readyz and
+//! /metrics come with the operations issue.)
+
+use std::sync::Arc;
+
+use api::etcdserverpb::RangeRequest;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use crate::cluster::SERVER_VERSION;
+use crate::server::EtcdServer;
+
+pub fn router(server: Arc<EtcdServer>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .with_state(server)
+}
+
+#[derive(Deserialize)]
+struct HealthQuery {
+    serializable: Option<String>,
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> axum::response::Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `{"health":"true","reason":""}` when the member has a leader and can serve
+/// a read (linearizable unless `?serializable=true`); otherwise 503 with
+/// `"false"` and the reason, as etcd answers.
+async fn health(
+    State(server): State<Arc<EtcdServer>>,
+    Query(q): Query<HealthQuery>,
+) -> axum::response::Response {
+    let serializable = q.serializable.as_deref() == Some("true");
+    let unhealthy = |reason: &str| {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"health": "false", "reason": reason}),
+        )
+    };
+    if server.raft_status.leader() == 0 {
+        return unhealthy("RAFT NO LEADER");
+    }
+    if !serializable {
+        let check = tokio::time::timeout(server.request_timeout(), server.read_barrier()).await;
+        if !matches!(check, Ok(Ok(()))) {
+            return unhealthy("QGET ERROR");
+        }
+    }
+    let probe = RangeRequest {
+        key: b"health".to_vec(),
+        keys_only: true,
+        limit: 1,
+        serializable: true,
+        ..Default::default()
+    };
+    if server.store.range(&probe).is_err() {
+        return unhealthy("QGET ERROR");
+    }
+    json(
+        StatusCode::OK,
+        serde_json::json!({"health": "true", "reason": ""}),
+    )
+}
+
+async fn version(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
+    let cluster = server
+        .cluster
+        .version()
+        .unwrap_or_else(|| "not_decided".to_string());
+    json(
+        StatusCode::OK,
+        serde_json::json!({"etcdserver": SERVER_VERSION, "etcdcluster": cluster}),
+    )
+}

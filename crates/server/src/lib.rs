@@ -1,0 +1,246 @@
+//! The etcd server.
+//!
+//! ```text
+//! client ─gRPC/HTTP─▶ grpc::KvService ──propose──▶ raft_node (thread) ──WAL fdatasync
+//!                          │                              │ committed entries
+//!                          │ read_barrier (ReadIndex)     ▼
+//!                          └──────── reads ◀──── mvcc::Store ◀── apply (thread)
+//! ```
+//! See docs/ARCHITECTURE.md for the layers and the invariants.
+
+pub mod apply;
+pub mod bootstrap;
+pub mod cluster;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod ids;
+pub mod limits;
+pub mod logging;
+pub mod raft_node;
+pub mod serve;
+pub mod server;
+pub mod status;
+pub mod wait;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use api::etcdserverpb::{
+    Attributes, ClusterMemberAttrSetRequest, ClusterVersionSetRequest, InternalRaftRequest,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{parse_url, Config};
+
+/// etcd's default backend quota when --quota-backend-bytes is 0: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+
+/// Our own build version, shown by `etcd --version`.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Starts the member and serves until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let cfg = Arc::new(cfg);
+    for u in cfg.listen_client_urls.iter() {
+        if parse_url(u).map_err(anyhow::Error::msg)?.scheme == "https" {
+            bail!("--listen-client-urls {u}: TLS is not supported by this build yet");
+        }
+    }
+    // Bind first, so a port in use fails start-up before anything touches the data dir.
+    let mut listeners = Vec::new();
+    for u in cfg.listen_client_urls.iter() {
+        let url = parse_url(u).map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind((url.host.as_str(), url.port))
+            .await
+            .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
+        listeners.push((u.clone(), listener));
+    }
+
+    let boot = bootstrap::open(&cfg)?;
+    let store = Arc::new(
+        mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
+            .context("cannot open the backend")?,
+    );
+    let (consistent_index, _) = store.consistent_index();
+    if consistent_index < boot.snapshot_index {
+        bail!(
+            "the backend's consistent index {consistent_index} is behind the snapshot index {}: \
+             the backend file is older than the WAL",
+            boot.snapshot_index
+        );
+    }
+    tracing::info!(
+        name = %cfg.name,
+        data_dir = %cfg.data_dir.display(),
+        member_id = %format!("{:x}", boot.member_id),
+        cluster_id = %format!("{:x}", boot.cluster_id),
+        consistent_index,
+        "starting etcd member"
+    );
+
+    let raft_cfg = raft::Config {
+        id: boot.member_id,
+        election_tick: (cfg.election_timeout_ms / cfg.heartbeat_interval_ms) as usize,
+        heartbeat_tick: 1,
+        applied: boot.snapshot_index,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 512,
+        pre_vote: true,
+        check_quorum: true,
+        ..Default::default()
+    };
+    raft_cfg.validate().context("raft configuration")?;
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let raw = raft::RawNode::new(&raft_cfg, boot.storage, &logger).context("start raft")?;
+
+    let cluster = Arc::new(cluster::Cluster::new(
+        boot.cluster_id,
+        boot.member_id,
+        boot.members,
+    ));
+    let wait = Arc::new(wait::Wait::default());
+    let raft_status = Arc::new(raft_node::RaftStatus::default());
+    let (raft_tx, raft_rx) = std::sync::mpsc::channel();
+    let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+    let (applied_tx, applied_rx) = watch::channel(consistent_index);
+    let _lock = boot.lock;
+
+    let node = raft_node::RaftNode {
+        member_id: boot.member_id,
+        raw,
+        wal: boot.wal,
+        snapshotter: boot.snapshotter,
+        apply_tx,
+        status: raft_status.clone(),
+        wait: wait.clone(),
+        tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+    };
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let raft_fatal = fatal_tx.clone();
+    let raft_thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            if let Err(e) = node.run(raft_rx) {
+                let _ = raft_fatal.send(format!("raft loop stopped: {e:#}"));
+            }
+        })
+        .context("spawn the raft thread")?;
+
+    let applier = apply::Applier {
+        store: store.clone(),
+        wait: wait.clone(),
+        cluster: cluster.clone(),
+        applied_tx,
+        raft_tx: raft_tx.clone(),
+        snapshot_count: cfg.snapshot_count.max(1),
+        last_snapshot_index: boot.snapshot_index,
+    };
+    let apply_fatal = fatal_tx;
+    let apply_thread = std::thread::Builder::new()
+        .name("apply".into())
+        .spawn(move || {
+            if let Err(e) = applier.run(apply_rx) {
+                let _ = apply_fatal.send(format!("applier stopped: {e:#}"));
+            }
+        })
+        .context("spawn the applier thread")?;
+
+    let server = Arc::new(server::EtcdServer::new(
+        cfg.clone(),
+        boot.member_id,
+        cluster.clone(),
+        store,
+        raft_status,
+        raft_tx,
+        wait,
+        applied_rx,
+    ));
+
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = publish(&server) => r?,
+        m = fatal_rx.recv() => bail!(m.unwrap_or_else(|| "the server stopped".into())),
+        _ = &mut shutdown => {
+            server.stop();
+            return Ok(());
+        }
+    }
+
+    let router = grpc::routes(server.clone())
+        .into_axum_router()
+        .merge(http::router(server.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut serving = Vec::new();
+    for (url, listener) in listeners {
+        tracing::info!("ready to serve client requests");
+        tracing::warn!(
+            address = %url,
+            "serving client traffic insecurely; this is strongly discouraged!"
+        );
+        serving.push(tokio::spawn(serve::serve(
+            listener,
+            router.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    let outcome = tokio::select! {
+        _ = &mut shutdown => Ok(()),
+        m = fatal_rx.recv() => Err(anyhow::anyhow!(m.unwrap_or_else(|| "the server stopped".into()))),
+    };
+    let _ = stop_tx.send(true);
+    server.stop();
+    drop(server);
+    for s in serving {
+        let _ = s.await;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = raft_thread.join();
+        let _ = apply_thread.join();
+    })
+    .await;
+    tracing::info!("stopped etcd member");
+    outcome
+}
+
+/// Publishes this member's name and client URLs through raft, then (as leader)
+/// sets the cluster version: etcd's steps before it serves clients.
+async fn publish(server: &server::EtcdServer) -> Result<()> {
+    let attrs = InternalRaftRequest {
+        cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
+            member_id: server.member_id,
+            member_attributes: Some(Attributes {
+                name: server.cfg.name.clone(),
+                client_urls: server.cfg.advertise_client_urls.clone(),
+            }),
+        }),
+        ..Default::default()
+    };
+    loop {
+        match server.propose(attrs.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to publish local member to cluster through raft; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if server.raft_status.leader() == server.member_id
+        && server.cluster.version().as_deref() != Some(cluster::CLUSTER_VERSION)
+    {
+        let ver = InternalRaftRequest {
+            cluster_version_set: Some(ClusterVersionSetRequest {
+                ver: cluster::CLUSTER_VERSION.to_string(),
+            }),
+            ..Default::default()
+        };
+        server
+            .propose(ver)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot set the cluster version: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Structured logs in the shape etcd's zap logger writes them: one JSON
+//! object per line with `level`, `ts`, `caller`, `msg`, then the event's
+//! fields, e.g.
+//! `{"level":"info","ts":"2026-11-21T11:18:11.557Z","caller":"server/src/serve.rs:98","msg":"ready to serve client requests"}`.
+//! Operators' tooling parses these lines and waits for the messages.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// Where log lines go (`--log-outputs`): stderr, stdout or files.
+type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+struct ZapLayer {
+    max_level: Level,
+    sinks: Vec<Sink>,
+}
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().to_string(), Value::String(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().to_string(), Value::String(value.to_string()));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for ZapLayer {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        // Our crates log at the configured level; libraries only their warnings and errors.
+        let ours = ["server", "wal", "mvcc", "api", "etcd"]
+            .iter()
+            .any(|c| metadata.target().starts_with(c));
+        let level = *metadata.level();
+        level <= self.max_level && (ours || level <= Level::WARN)
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut fields = Fields(Map::new());
+        event.record(&mut fields);
+        let msg = fields.0.remove("message").unwrap_or(Value::String(String::new()));
+        let mut line = Map::new();
+        let level = match *meta.level() {
+            Level::ERROR => "error",
+            Level::WARN => "warn",
+            Level::INFO => "info",
+            _ => "debug",
+        };
+        line.insert("level".into(), Value::from(level));
+        line.insert(
+            "ts".into(),
+            Value::from(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
+        );
+        let caller = match (meta.file(), meta.line()) {
+            (Some(f), Some(l)) => format!("{}:{l}", f.trim_start_matches("crates/")),
+            _ => meta.target().to_string(),
+        };
+        line.insert("caller".into(), Value::from(caller));
+        line.insert("msg".into(), msg);
+        line.extend(fields.0);
+        let Ok(mut text) = serde_json::to_vec(&Value::Object(line)) else {
+            return;
+        };
+        text.push(b'\n');
+        for sink in &self.sinks {
+            if let Ok(mut w) = sink.lock() {
+                let _ = w.write_all(&text);
+            }
+        }
+    }
+}
+
+/// Installs the global logger. `outputs` are etcd's `--log-outputs` values.
+pub fn init(max_level: Level, outputs: &[String]) -> std::io::Result<()> {
+    let mut sinks: Vec<Sink> = Vec::new();
+    for out in outputs {
+        let w: Box<dyn Write + Send> = match out.as_str() {
+            "default" | "stderr" => Box::new(std::io::stderr()),
+            "stdout" => Box::new(std::io::stdout()),
+            path => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        sinks.push(Arc::new(Mutex::new(w)));
+    }
+    let _ = tracing_subscriber::registry()
+        .with(ZapLayer { max_level, sinks })
+        .try_init();
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `etcd`: the server binary.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use server::config::{self, Command};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let cfg = match config::parse(&args, &env) {
+        Ok(Command::Run(cfg)) => *cfg,
+        Ok(Command::PrintVersion) => {
+            println!("etcd Version: {}", server::cluster::SERVER_VERSION);
+            println!("etcd-rs Version: {}", server::BUILD_VERSION);
+            println!("Rust Version: {}", env!("CARGO_PKG_RUST_VERSION"));
+            println!("OS/Arch: {}/{}", std::env::consts::OS, std::env::consts::ARCH);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::PrintHelp) => {
+            print!("{}", config::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = server::logging::init(cfg.log_level, &cfg.log_outputs) {
+        eprintln!("cannot open log output: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "etcd stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    let name = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupt",
+        _ = term.recv() => "terminated",
+    };
+    tracing::info!(signal = name, "received signal; shutting down");
+}

@@ -1,0 +1,286 @@
+//! The raft node loop: one OS thread that owns raft-rs's `RawNode`, the WAL
+//! and the snapshotter. It runs on its own thread (not a tokio task) because
+//! it blocks in `fdatasync`; every other part talks to it through a channel.
+//!
+//! Each turn of the loop, in raft-rs's Ready order:
+//! 1. take every queued message (proposals, read-index requests, snapshot
+//!    requests): proposals that arrive during an fsync are batched into the
+//!    next Ready, so one fdatasync acknowledges many writes (group commit);
+//! 2. tick when the heartbeat interval has passed;
+//! 3. handle a Ready: hand committed entries to the applier, append new
+//!    entries and the hard state to the WAL with one fdatasync, answer
+//!    read-index requests, advance, and hand over newly committed entries.
+//!
+//! Invariants: an entry reaches the applier only once raft committed it, and
+//! raft commits only entries a quorum persisted (for one member: after our
+//! fdatasync); the applied index only grows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use api::EtcdError;
+use raft::eraftpb::{Entry, Snapshot};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::oneshot;
+use wal::{Snapshotter, Wal, WalSnapshot};
+
+use crate::limits;
+use crate::wait::Wait;
+
+/// What other parts of the server ask of the raft loop.
+pub enum RaftMsg {
+    /// Append `data` (an encoded `InternalRaftRequest` with header ID `id`) to the log.
+    Propose { id: u64, data: Vec<u8> },
+    /// Reply with an index that, once applied, makes a local read linearizable.
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, EtcdError>>,
+    },
+    /// The backend is durable through `index`: take a raft snapshot there and
+    /// release the WAL behind it.
+    Snapshot { index: u64 },
+    Shutdown,
+}
+
+/// Committed entries for the applier, in log order.
+pub struct ApplyBatch {
+    pub entries: Vec<Entry>,
+}
+
+/// Raft state published for status queries, updated by the loop.
+#[derive(Default)]
+pub struct RaftStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit_index: AtomicU64,
+}
+
+impl RaftStatus {
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index.load(Ordering::Acquire)
+    }
+}
+
+pub struct RaftNode {
+    pub member_id: u64,
+    pub raw: RawNode<MemStorage>,
+    pub wal: Wal,
+    pub snapshotter: Snapshotter,
+    pub apply_tx: Sender<ApplyBatch>,
+    pub status: Arc<RaftStatus>,
+    pub wait: Arc<Wait>,
+    pub tick_interval: Duration,
+}
+
+/// Entries kept in memory behind a snapshot, for slow followers (etcd's SnapshotCatchUpEntries).
+const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
+/// Snapshot files kept on disk (etcd keeps 5).
+const SNAPSHOTS_KEPT: usize = 5;
+
+impl RaftNode {
+    /// Runs until `Shutdown` or until every sender is gone. A storage failure
+    /// stops the loop with an error: the process must not keep acknowledging.
+    pub fn run(mut self, rx: Receiver<RaftMsg>) -> Result<()> {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        let mut read_waiters: Vec<oneshot::Sender<Result<u64, EtcdError>>> = Vec::new();
+        let mut read_batches: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>> =
+            HashMap::new();
+        let mut read_ctx: u64 = 0;
+        self.publish_status();
+
+        // A lone voter needs no election timeout to find out it wins.
+        if self.is_single_voter() {
+            self.raw.campaign().context("campaign")?;
+        }
+
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(timeout) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            let mut pending = first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
+            let mut taken = 0;
+            while taken < limits::RAFT_MSGS_PER_TURN_MAX {
+                let Some(msg) = pending.next() else { break };
+                taken += 1;
+                match msg {
+                    RaftMsg::Propose { id, data } => {
+                        if let Err(e) = self.raw.propose(vec![], data) {
+                            tracing::debug!(error = %e, "proposal dropped");
+                            self.wait.fail(id, self.no_leader_error());
+                        }
+                    }
+                    RaftMsg::ReadIndex { reply } => read_waiters.push(reply),
+                    RaftMsg::Snapshot { index } => self.snapshot(index)?,
+                    RaftMsg::Shutdown => return Ok(()),
+                }
+            }
+
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick += self.tick_interval;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.tick_interval;
+                }
+            }
+
+            if !read_waiters.is_empty() {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    for w in read_waiters.drain(..) {
+                        let _ = w.send(Err(EtcdError::NoLeader));
+                    }
+                } else {
+                    read_ctx += 1;
+                    let ctx = read_ctx.to_be_bytes().to_vec();
+                    self.raw.read_index(ctx.clone());
+                    read_batches.insert(ctx, std::mem::take(&mut read_waiters));
+                }
+            }
+
+            self.on_ready(&mut read_batches)?;
+        }
+    }
+
+    fn is_single_voter(&self) -> bool {
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        cs.voters == [self.member_id] && cs.learners.is_empty()
+    }
+
+    fn no_leader_error(&self) -> EtcdError {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            EtcdError::NoLeader
+        } else {
+            EtcdError::NotLeader
+        }
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        self.status.term.store(r.term, Ordering::Release);
+        self.status.leader.store(r.leader_id, Ordering::Release);
+        self.status
+            .commit_index
+            .store(r.raft_log.committed, Ordering::Release);
+    }
+
+    fn on_ready(
+        &mut self,
+        read_batches: &mut HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>>,
+    ) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+
+        if let Some(ss) = rd.ss() {
+            if ss.raft_state == StateRole::Leader {
+                tracing::info!(
+                    logger = "raft",
+                    "{:x} became leader at term {}",
+                    self.member_id,
+                    self.raw.raft.term
+                );
+            }
+            if ss.leader_id != self.status.leader() {
+                tracing::info!(
+                    logger = "raft",
+                    "raft.node: {:x} elected leader {:x} at term {}",
+                    self.member_id,
+                    ss.leader_id,
+                    self.raw.raft.term
+                );
+            }
+        }
+
+        if !rd.snapshot().is_empty() {
+            // Followers receive snapshots once clusters exist; a lone member never does.
+            anyhow::bail!("received a raft snapshot, which a single-member cluster never sends");
+        }
+
+        let committed = rd.take_committed_entries();
+        self.hand_to_applier(committed)?;
+
+        // Persist before anything that depends on it (raft-rs's order).
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            self.wal
+                .save(rd.hs(), rd.entries())
+                .context("cannot write to the WAL")?;
+            let mut core = self.raw.mut_store().wl();
+            if !rd.entries().is_empty() {
+                core.append(rd.entries()).context("append to raft storage")?;
+            }
+            if let Some(hs) = rd.hs() {
+                core.set_hardstate(hs.clone());
+            }
+        }
+
+        for rs in rd.take_read_states() {
+            if let Some(waiters) = read_batches.remove(&rs.request_ctx) {
+                for w in waiters {
+                    let _ = w.send(Ok(rs.index));
+                }
+            }
+        }
+
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().wl().mut_hard_state().set_commit(commit);
+        }
+        self.hand_to_applier(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.publish_status();
+        Ok(())
+    }
+
+    fn hand_to_applier(&self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.apply_tx
+            .send(ApplyBatch { entries })
+            .context("the applier has stopped")
+    }
+
+    /// Takes a raft snapshot at `index` (the backend is durable through it),
+    /// then trims raft's in-memory log and releases the WAL behind it.
+    fn snapshot(&mut self, index: u64) -> Result<()> {
+        let store = self.raw.store();
+        let term = store.term(index).context("term of the snapshot index")?;
+        let conf_state = store.initial_state().context("raft state")?.conf_state;
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state);
+        self.snapshotter.save(&snap).context("save snapshot")?;
+        self.wal
+            .save_snapshot(WalSnapshot { index, term })
+            .context("record snapshot in WAL")?;
+        let compact_to = index.saturating_sub(SNAPSHOT_CATCH_UP_ENTRIES);
+        if compact_to > self.raw.store().first_index().unwrap_or(0) {
+            self.raw
+                .mut_store()
+                .wl()
+                .compact(compact_to)
+                .context("compact raft log")?;
+        }
+        self.wal.release_to(index).context("release WAL")?;
+        self.snapshotter
+            .purge(SNAPSHOTS_KEPT)
+            .context("purge old snapshots")?;
+        tracing::info!(snapshot_index = index, snapshot_term = term, "saved snapshot");
+        Ok(())
+    }
+}

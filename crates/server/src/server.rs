@@ -1,0 +1,162 @@
+//! `EtcdServer`: the handle the gRPC and HTTP edges use. It proposes requests
+//! to raft and waits for their results, serves linearizable reads through
+//! ReadIndex, and reports status. It owns no loop itself: the raft node and
+//! the applier run on their own threads.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
+use api::EtcdError;
+use prost::Message;
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use crate::apply::{ApplyOutcome, ApplyResult};
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::ids::RequestIdGenerator;
+use crate::limits;
+use crate::raft_node::{RaftMsg, RaftStatus};
+use crate::wait::Wait;
+
+pub struct EtcdServer {
+    pub cfg: Arc<Config>,
+    pub member_id: u64,
+    pub cluster: Arc<Cluster>,
+    pub store: Arc<mvcc::Store>,
+    pub raft_status: Arc<RaftStatus>,
+    raft_tx: Sender<RaftMsg>,
+    wait: Arc<Wait>,
+    applied: watch::Receiver<u64>,
+    request_ids: RequestIdGenerator,
+    proposal_slots: Semaphore,
+}
+
+impl EtcdServer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Arc<Config>,
+        member_id: u64,
+        cluster: Arc<Cluster>,
+        store: Arc<mvcc::Store>,
+        raft_status: Arc<RaftStatus>,
+        raft_tx: Sender<RaftMsg>,
+        wait: Arc<Wait>,
+        applied: watch::Receiver<u64>,
+    ) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        EtcdServer {
+            cfg,
+            member_id,
+            cluster,
+            store,
+            raft_status,
+            raft_tx,
+            wait,
+            applied,
+            request_ids: RequestIdGenerator::new(member_id, now_ms),
+            proposal_slots: Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.cfg.request_timeout()
+    }
+
+    /// A response header for `revision` (0: the store's current revision).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster.id,
+            member_id: self.member_id,
+            revision: if revision == 0 {
+                self.store.current_revision()
+            } else {
+                revision
+            },
+            raft_term: self.raft_status.term(),
+        }
+    }
+
+    /// Fills in the cluster fields of a header that mvcc produced.
+    pub fn fill_header(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = Some(self.header(revision));
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Proposes `req` through raft and waits until it is applied.
+    pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<ApplyResult, EtcdError> {
+        let _slot = self
+            .proposal_slots
+            .acquire()
+            .await
+            .map_err(|_| EtcdError::Stopped)?;
+        let id = self.request_ids.next();
+        req.header = Some(RequestHeader {
+            id,
+            ..Default::default()
+        });
+        let data = req.encode_to_vec();
+        if data.len() as u64 > self.cfg.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let rx = self.wait.register(id);
+        if self.raft_tx.send(RaftMsg::Propose { id, data }).is_err() {
+            self.wait.cancel(id);
+            return Err(EtcdError::Stopped);
+        }
+        self.await_outcome(id, rx).await
+    }
+
+    async fn await_outcome(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<ApplyOutcome>,
+    ) -> Result<ApplyResult, EtcdError> {
+        match tokio::time::timeout(self.request_timeout(), rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.wait.cancel(id);
+                Err(if self.raft_status.leader() == 0 {
+                    EtcdError::NoLeader
+                } else {
+                    EtcdError::Timeout
+                })
+            }
+        }
+    }
+
+    /// Waits until a local read reflects every write acknowledged before this
+    /// call (ReadIndex, then applied ≥ that index).
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let (tx, rx) = oneshot::channel();
+        self.raft_tx
+            .send(RaftMsg::ReadIndex { reply: tx })
+            .map_err(|_| EtcdError::Stopped)?;
+        let index = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(EtcdError::Stopped),
+            Err(_) => return Err(EtcdError::Timeout),
+        };
+        let mut applied = self.applied.clone();
+        match tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::TimeoutWaitAppliedIndex),
+        }
+    }
+
+    /// Stops the raft loop; pending proposers get "server stopped".
+    pub fn stop(&self) {
+        let _ = self.raft_tx.send(RaftMsg::Shutdown);
+        self.wait.fail_all(EtcdError::Stopped);
+    }
+}

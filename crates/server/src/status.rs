@@ -1,0 +1,56 @@
+//! Domain errors → etcd's client-visible errors. The only place that decides
+//! which mvcc failure a client sees as which `etcdserver: …` error.
+
+use api::EtcdError;
+use tonic::Status;
+
+/// The client-visible error for a request error, or `Err` for a failure of
+/// the backend itself (which must stop the applier rather than be reported).
+pub fn request_error(e: mvcc::Error) -> Result<EtcdError, mvcc::Error> {
+    use mvcc::Error as E;
+    Ok(match e {
+        E::Compacted => EtcdError::Compacted,
+        E::FutureRevision => EtcdError::FutureRev,
+        E::KeyNotFound => EtcdError::KeyNotFound,
+        E::LeaseNotFound => EtcdError::LeaseNotFound,
+        E::TooManyOps => EtcdError::TooManyOps,
+        E::DuplicateKey => EtcdError::DuplicateKey,
+        E::EmptyKey => EtcdError::EmptyKey,
+        E::ValueProvided => EtcdError::ValueProvided,
+        E::LeaseProvided => EtcdError::LeaseProvided,
+        E::InvalidSortOption => EtcdError::InvalidSortOption,
+        e @ (E::NotReadOnly | E::Backend { .. } | E::Corrupt(_) | E::Broken) => return Err(e),
+    })
+}
+
+/// The gRPC status for an mvcc error on the read path.
+pub fn mvcc_status(e: mvcc::Error) -> Status {
+    match request_error(e) {
+        Ok(etcd) => etcd.into(),
+        Err(e) => {
+            tracing::error!(error = %e, "backend read failed");
+            Status::internal(format!("etcdserver: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_map_to_etcds_strings() {
+        let cases = [
+            (mvcc::Error::Compacted, "etcdserver: mvcc: required revision has been compacted"),
+            (mvcc::Error::FutureRevision, "etcdserver: mvcc: required revision is a future revision"),
+            (mvcc::Error::TooManyOps, "etcdserver: too many operations in txn request"),
+            (mvcc::Error::DuplicateKey, "etcdserver: duplicate key given in txn request"),
+            (mvcc::Error::KeyNotFound, "etcdserver: key not found"),
+            (mvcc::Error::LeaseNotFound, "etcdserver: requested lease not found"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(mvcc_status(e).message(), want);
+        }
+        assert!(request_error(mvcc::Error::Corrupt("x".into())).is_err());
+    }
+}
