@@ -78,11 +78,14 @@ where
     decode_kv(rev, value.value())
 }
 
-/// What a scan of the backend found: the rebuilt key index and the highest
-/// revision stored.
+/// What a scan of the backend found.
 pub(crate) struct Restored {
+    /// The rebuilt key index.
     pub(crate) tree: KeyTree,
+    /// The highest main revision stored.
     pub(crate) last_rev: Option<i64>,
+    /// Key and value bytes in the "key" table.
+    pub(crate) stored_bytes: u64,
 }
 
 /// Rebuilds the key index from every change in the "key" table.
@@ -93,6 +96,7 @@ where
     let mut tree = KeyTree::new();
     let mut last_rev = None;
     let mut previous: Option<Revision> = None;
+    let mut stored_bytes = 0u64;
     for entry in table.iter().context("scan key table")? {
         let (key, value) = entry.context("scan key table")?;
         let (rev, tombstone) = decode_rev_key(key.value())?;
@@ -100,28 +104,35 @@ where
             return Err(Error::Corrupt(format!("revision {rev} out of order")));
         }
         previous = Some(rev);
+        stored_bytes += (key.value().len() + value.value().len()) as u64;
         let kv = decode_kv(rev, value.value())?;
         tree.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
         last_rev = Some(rev.main);
     }
-    Ok(Restored { tree, last_rev })
+    Ok(Restored {
+        tree,
+        last_rev,
+        stored_bytes,
+    })
 }
 
 /// Deletes from the "key" table every revision `<= at` that is not in
-/// `keep`. Returns how many were deleted.
+/// `keep`. Returns the key and value bytes deleted.
 pub(crate) fn compact_key_table(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     at: i64,
     keep: &HashSet<Revision>,
 ) -> Result<u64> {
     let end = RevKey::new(Revision::new(at.saturating_add(1), 0), false);
-    let mut deleted = 0u64;
+    let mut deleted_bytes = 0u64;
     let mut bad_key = None;
     table
-        .retain_in::<&[u8], _>(..end.as_bytes(), |key, _| match decode_rev_key(key) {
+        .retain_in::<&[u8], _>(..end.as_bytes(), |key, value| match decode_rev_key(key) {
             Ok((rev, _)) => {
                 let stays = keep.contains(&rev);
-                deleted += u64::from(!stays);
+                if !stays {
+                    deleted_bytes += (key.len() + value.len()) as u64;
+                }
                 stays
             }
             Err(e) => {
@@ -132,6 +143,6 @@ pub(crate) fn compact_key_table(
         .context("compact key table")?;
     match bad_key {
         Some(e) => Err(e),
-        None => Ok(deleted),
+        None => Ok(deleted_bytes),
     }
 }

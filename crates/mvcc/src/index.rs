@@ -40,7 +40,7 @@ impl<'a> KeyRange<'a> {
         }
     }
 
-    fn bounds(&self) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    fn bounds(&self) -> Option<KeyBounds<'a>> {
         match *self {
             KeyRange::Key(k) => Some((Bound::Included(k), Bound::Included(k))),
             KeyRange::From(k) => Some((Bound::Included(k), Bound::Unbounded)),
@@ -51,6 +51,9 @@ impl<'a> KeyRange<'a> {
         }
     }
 }
+
+/// Lower and upper bound of a [`KeyRange`] over the key tree.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// All keys and their histories.
 #[derive(Clone, Debug, Default)]
@@ -258,7 +261,16 @@ mod tests {
     #[test]
     fn revisions_over_ranges() {
         let t = tree();
-        let cases: &[(&[u8], &[u8], i64, usize, &[i64], usize)] = &[
+        // key, range_end, at, limit, wanted main revisions, wanted count
+        type Case = (
+            &'static [u8],
+            &'static [u8],
+            i64,
+            usize,
+            &'static [i64],
+            usize,
+        );
+        let cases: &[Case] = &[
             (b"foo", b"", 7, 0, &[6], 1),
             (b"foo", b"", 5, 0, &[1], 1),
             (b"foo1", b"", 7, 0, &[], 0),
@@ -275,7 +287,11 @@ mod tests {
         for &(key, end, at, limit, want, want_count) in cases {
             let (revs, count) = t.revisions(KeyRange::new(key, end), at, limit);
             let mains: Vec<i64> = revs.iter().map(|r| r.main).collect();
-            assert_eq!((mains.as_slice(), count), (want, want_count), "{key:?} {end:?} @{at} limit {limit}");
+            assert_eq!(
+                (mains.as_slice(), count),
+                (want, want_count),
+                "{key:?} {end:?} @{at} limit {limit}"
+            );
         }
     }
 
@@ -319,7 +335,10 @@ mod tests {
         t.restore(b"gone", rev(5), true, 0, 0);
         t.restore(b"a", rev(6), true, 0, 0);
         t.restore(b"a", rev(7), false, 7, 1);
-        assert_eq!(t.key_index(b"a").unwrap().to_string(), "c2 v3 [4 6] | c7 v1 [7]");
+        assert_eq!(
+            t.key_index(b"a").unwrap().to_string(),
+            "c2 v3 [4 6] | c7 v1 [7]"
+        );
         assert!(t.key_index(b"gone").is_none());
         assert_eq!(t.get(b"a", 5), Some((rev(4), rev(2), 2)));
     }

@@ -143,8 +143,7 @@ impl KeyIndex {
     fn find_generation(&self, at: i64) -> Option<&Generation> {
         let last = self.generations.len().checked_sub(1)?;
         for (i, generation) in self.generations.iter().enumerate().rev() {
-            let (Some(first), Some(end)) = (generation.revs.first(), generation.revs.last())
-            else {
+            let (Some(first), Some(end)) = (generation.revs.first(), generation.revs.last()) else {
                 continue;
             };
             // A closed generation whose tombstone is at or before `at`: the
@@ -322,7 +321,7 @@ mod tests {
         assert_eq!(ki.to_string(), "c5 v3 [5 7 9] | []");
         assert_eq!(ki.tombstone(rev(10)), Err(RevisionNotFound));
         ki.put(rev(11));
-        assert_eq!(ki.to_string(), "c5 v3 [5 7 9] | c11.0 v1 [11]");
+        assert_eq!(ki.to_string(), "c5 v3 [5 7 9] | c11 v1 [11]");
         assert_eq!(ki.modified(), rev(11));
         assert!(!ki.is_empty());
         assert_eq!(KeyIndex::new().tombstone(rev(1)), Err(RevisionNotFound));
@@ -350,7 +349,8 @@ mod tests {
         // Compacting at 4 keeps the version numbers of what remains.
         let mut ki = three_generations();
         ki.compact(4, &mut HashSet::new());
-        let cases: &[(i64, Option<(Revision, Revision, i64)>)] = &[
+        type Got = Option<(Revision, Revision, i64)>;
+        let cases: &[(i64, Got)] = &[
             (17, None),
             (16, None),
             (15, Some((Revision::new(14, 1), rev(14), 2))),

@@ -36,6 +36,15 @@
 //! The revision key format and the value encoding are etcd's own, so a hash
 //! over the "key" table (HashKV) can be computed exactly as etcd does.
 //!
+//! # Use
+//!
+//! - Edge: [`validate_range`], [`validate_put`], [`validate_delete_range`],
+//!   [`validate_txn`] before proposing; [`is_txn_read_only`] txns are served
+//!   locally by [`Store::txn_read_only`], like ranges by [`Store::range`].
+//! - Apply: one [`WriteBatch`] per raft Ready ([`Store::write_batch`]): put,
+//!   delete_range, txn, compact, then [`WriteBatch::set_consistent_index`]
+//!   and [`WriteBatch::commit`]. Each write returns its mvccpb events.
+//!
 //! # Invariants
 //!
 //! - Revisions only grow; a request that changes nothing (a delete matching
@@ -73,6 +82,8 @@ mod validate;
 
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod txn_tests;
 
 pub use batch::WriteBatch;
 pub use error::{Error, Result};
@@ -80,6 +91,4 @@ pub use key_index::KeyIndex;
 pub use revision::Revision;
 pub use store::{LeaseLookup, Store, StoreOptions};
 pub use txn::{is_txn_read_only, is_txn_serializable};
-pub use validate::{
-    validate_compaction, validate_delete_range, validate_put, validate_range, validate_txn,
-};
+pub use validate::{validate_delete_range, validate_put, validate_range, validate_txn};

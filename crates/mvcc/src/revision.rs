@@ -122,7 +122,10 @@ mod tests {
             &b"\0\0\0\0\0\0\0\x02_\0\0\0\0\0\0\0\x01x"[..],
             &b"\x80\0\0\0\0\0\0\x02_\0\0\0\0\0\0\0\x01"[..],
         ] {
-            assert!(matches!(decode_rev_key(bad), Err(Error::Corrupt(_))), "{bad:?}");
+            assert!(
+                matches!(decode_rev_key(bad), Err(Error::Corrupt(_))),
+                "{bad:?}"
+            );
         }
     }
 }

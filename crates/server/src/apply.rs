@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use api::etcdserverpb::{
-    request_op, CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse,
-    RequestOp, TxnRequest, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse, TxnResponse,
 };
 use api::EtcdError;
 use prost::Message;
@@ -28,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::raft_node::{ApplyBatch, RaftMsg};
-use crate::status::mvcc_error;
+use crate::status::request_error;
 use crate::wait::Wait;
 
 /// The result of applying one request.
@@ -112,6 +111,7 @@ impl Applier {
         let (last_index, last_term) = (last.index, last.term);
         let (consistent_index, _) = self.store.consistent_index();
         let mut wb = self.store.write_batch().context("open backend batch")?;
+        wb.set_lease_lookup(&NoLeases);
         let mut results: Vec<(u64, ApplyOutcome)> = Vec::with_capacity(entries.len());
         for entry in &entries {
             if entry.index <= consistent_index {
@@ -122,7 +122,7 @@ impl Applier {
                     if entry.data.is_empty() {
                         continue; // a new leader's empty entry
                     }
-                    let req = match InternalRaftRequest::decode(entry.data.as_slice()) {
+                    let req = match InternalRaftRequest::decode(&entry.data[..]) {
                         Ok(r) => r,
                         Err(e) => {
                             // Every member decodes the same bytes the same way: skipping is deterministic.
@@ -140,7 +140,8 @@ impl Applier {
                 }
             }
         }
-        let snapshot_due = last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
+        let snapshot_due =
+            last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
         wb.set_consistent_index(last_index, last_term);
         wb.commit(durable_due || snapshot_due)
             .context("backend commit")?;
@@ -158,29 +159,15 @@ impl Applier {
         wb: &mut mvcc::WriteBatch<'_>,
         req: InternalRaftRequest,
     ) -> Result<ApplyOutcome> {
-        let outcome = if let Some(r) = req.put {
-            if r.lease != 0 {
-                Err(EtcdError::LeaseNotFound)
-            } else {
-                wb.put(&r).map(|(resp, _events)| ApplyResult::Put(resp))
-                    .map_err(mvcc_error)
-            }
+        let result = if let Some(r) = req.put {
+            wb.put(&r).map(|(resp, _events)| ApplyResult::Put(resp))
         } else if let Some(r) = req.delete_range {
             wb.delete_range(&r)
                 .map(|(resp, _events)| ApplyResult::DeleteRange(resp))
-                .map_err(mvcc_error)
         } else if let Some(r) = req.txn {
-            if txn_uses_lease(&r) {
-                Err(EtcdError::LeaseNotFound)
-            } else {
-                wb.txn(&r)
-                    .map(|(resp, _events)| ApplyResult::Txn(resp))
-                    .map_err(mvcc_error)
-            }
+            wb.txn(&r).map(|(resp, _events)| ApplyResult::Txn(resp))
         } else if let Some(r) = req.compaction {
-            wb.compact(&r)
-                .map(ApplyResult::Compaction)
-                .map_err(mvcc_error)
+            wb.compact(&r).map(ApplyResult::Compaction)
         } else if let Some(r) = req.cluster_member_attr_set {
             self.cluster.set_member_attributes(&r);
             Ok(ApplyResult::Done)
@@ -191,23 +178,23 @@ impl Applier {
             tracing::warn!("ignoring a raft request of a kind this version does not know");
             Ok(ApplyResult::Done)
         };
-        // A backend failure is not a request error: stop rather than diverge.
-        if let Err(EtcdError::Corrupt) = outcome {
-            anyhow::bail!("the backend failed while applying an entry");
+        match result {
+            Ok(r) => Ok(Ok(r)),
+            // A backend failure is not a request error: stop rather than diverge.
+            Err(e) => match request_error(e) {
+                Ok(etcd) => Ok(Err(etcd)),
+                Err(fatal) => Err(anyhow::Error::new(fatal).context("applying a committed entry")),
+            },
         }
-        Ok(outcome)
     }
 }
 
-/// Whether any put in the txn (either branch, nested too) names a lease.
-/// Until the lessor exists, every lease is unknown.
-fn txn_uses_lease(txn: &TxnRequest) -> bool {
-    fn op_uses(op: &RequestOp) -> bool {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => p.lease != 0,
-            Some(request_op::Request::RequestTxn(t)) => txn_uses_lease(t),
-            _ => false,
-        }
+/// The lessor until leases exist: no lease is known, so a put naming one
+/// fails with etcd's "requested lease not found".
+struct NoLeases;
+
+impl mvcc::LeaseLookup for NoLeases {
+    fn lease_exists(&self, _id: i64) -> bool {
+        false
     }
-    txn.success.iter().chain(&txn.failure).any(op_uses)
 }

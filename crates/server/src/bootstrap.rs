@@ -14,8 +14,8 @@
 //!
 //! Invariants:
 //! - the WAL is created last, so a directory with a WAL is fully initialized;
-//! - a new member writes a snapshot at index 0 holding the initial voters, so
-//!   a restart before the first real snapshot still knows the configuration;
+//! - the WAL's metadata record holds the initial voters, so a restart before
+//!   the first snapshot still knows raft's configuration;
 //! - the backend's consistent index is never behind the newest snapshot (a
 //!   snapshot is taken only after a durable backend commit covering it).
 
@@ -24,7 +24,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use api::etcdserverpb::WalMetadata;
-use fs4::fs_std::FileExt;
 use prost::Message;
 use raft::eraftpb::{ConfState, HardState, Snapshot};
 use raft::storage::MemStorage;
@@ -90,14 +89,16 @@ fn lock_dir(member_dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock_exclusive() {
-        Ok(true) => Ok(file),
-        Ok(false) => bail!(
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
             "data directory {} is in use by another etcd process (cannot lock {})",
             member_dir.display(),
             path.display()
         ),
-        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 
@@ -147,16 +148,11 @@ fn create(
     let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
     let cluster_id = ids::cluster_id(&voters);
 
-    let conf_state = ConfState::from((voters, vec![]));
-    let mut snap = Snapshot::default();
-    snap.mut_metadata().set_conf_state(conf_state.clone());
-    snapshotter
-        .save(&snap)
-        .context("cannot write the initial snapshot")?;
-
+    let conf_state = ConfState::from((voters.clone(), vec![]));
     let meta = WalMetadata {
         node_id: member_id,
         cluster_id,
+        initial_voters: voters,
     }
     .encode_to_vec();
     let wal = Wal::create(&cfg.wal_dir(), &meta)
@@ -183,15 +179,15 @@ fn restart(
     snapshotter: Snapshotter,
     lock: File,
 ) -> Result<Bootstrapped> {
-    let snap = snapshotter
+    let snap: Option<Snapshot> = snapshotter
         .load_newest()
-        .context("cannot load the newest snapshot")?
-        .context("the WAL exists but no snapshot was found: the data directory is damaged")?;
-    let meta = snap.get_metadata();
-    let walsnap = WalSnapshot {
-        index: meta.index,
-        term: meta.term,
-    };
+        .context("cannot load the newest snapshot")?;
+    let walsnap = snap
+        .as_ref()
+        .map_or(WalSnapshot::default(), |s| WalSnapshot {
+            index: s.get_metadata().index,
+            term: s.get_metadata().term,
+        });
     let (wal, state) = Wal::open(&cfg.wal_dir(), walsnap)
         .with_context(|| format!("cannot open WAL in {}", cfg.wal_dir().display()))?;
     if state.repaired_tail_bytes > 0 {
@@ -204,13 +200,13 @@ fn restart(
         .context("the WAL metadata record is unreadable")?;
 
     let storage = MemStorage::new();
-    if meta.index == 0 {
-        storage.initialize_with_conf_state(meta.get_conf_state().clone());
-    } else {
-        storage
+    match snap {
+        Some(snap) => storage
             .wl()
-            .apply_snapshot(snap.clone())
-            .context("cannot restore the raft snapshot")?;
+            .apply_snapshot(snap)
+            .context("cannot restore the raft snapshot")?,
+        None => storage
+            .initialize_with_conf_state(ConfState::from((wal_meta.initial_voters.clone(), vec![]))),
     }
     {
         let mut core = storage.wl();
@@ -224,7 +220,7 @@ fn restart(
     tracing::info!(
         local_member_id = %format!("{:x}", wal_meta.node_id),
         cluster_id = %format!("{:x}", wal_meta.cluster_id),
-        snapshot_index = meta.index,
+        snapshot_index = walsnap.index,
         entries = state.entries.len(),
         "restarting local member"
     );
@@ -241,7 +237,7 @@ fn restart(
         storage,
         wal,
         snapshotter,
-        snapshot_index: meta.index,
+        snapshot_index: walsnap.index,
         fresh: false,
         lock,
     })

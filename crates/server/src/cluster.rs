@@ -67,7 +67,10 @@ impl Cluster {
     }
 
     pub fn version(&self) -> Option<String> {
-        self.version.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.version
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_version(&self, ver: &str) {

@@ -100,11 +100,21 @@ struct Flag {
 }
 
 const fn value(name: &'static str, default: &'static str, help: &'static str) -> Flag {
-    Flag { name, kind: Kind::Value, default, help }
+    Flag {
+        name,
+        kind: Kind::Value,
+        default,
+        help,
+    }
 }
 
 const fn boolean(name: &'static str, help: &'static str) -> Flag {
-    Flag { name, kind: Kind::Bool, default: "false", help }
+    Flag {
+        name,
+        kind: Kind::Bool,
+        default: "false",
+        help,
+    }
 }
 
 const FLAGS: &[Flag] = &[
@@ -139,9 +149,7 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         let arg = &args[i];
         i += 1;
         if arg == "--" || !arg.starts_with('-') || arg == "-" {
-            return Err(ConfigError(format!(
-                "'{arg}' is not a valid flag"
-            )));
+            return Err(ConfigError(format!("'{arg}' is not a valid flag")));
         }
         let body = arg.trim_start_matches('-');
         if arg.starts_with("---") || body.is_empty() {
@@ -208,7 +216,9 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 fn bad_flag(raw: &str, name: &str) -> ConfigError {
-    ConfigError(format!("invalid value \"{raw}\" for flag -{name}: parse error"))
+    ConfigError(format!(
+        "invalid value \"{raw}\" for flag -{name}: parse error"
+    ))
 }
 
 fn env_name(flag: &str) -> String {
@@ -230,7 +240,10 @@ impl Lookup<'_> {
         if let Some(v) = self.env.get(&key) {
             return (v.clone(), Some(key));
         }
-        let default = FLAGS.iter().find(|f| f.name == name).map_or("", |f| f.default);
+        let default = FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .map_or("", |f| f.default);
         (default.to_string(), None)
     }
 
@@ -388,7 +401,9 @@ fn parse_initial_cluster(raw: &str) -> Result<Vec<(String, Vec<String>)>, Config
             ))
         })?;
         parse_url(url).map_err(|why| {
-            ConfigError(format!("invalid value \"{raw}\" for flag -initial-cluster: {why}"))
+            ConfigError(format!(
+                "invalid value \"{raw}\" for flag -initial-cluster: {why}"
+            ))
         })?;
         match out.iter_mut().find(|(n, _)| n == name) {
             Some((_, urls)) => urls.push(url.to_string()),
@@ -412,7 +427,9 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
         .split_once("://")
         .ok_or_else(|| format!("URL scheme must be http, https, unix, or unixs: {s}"))?;
     if !matches!(scheme, "http" | "https") {
-        return Err(format!("URL scheme must be http, https, unix, or unixs: {s}"));
+        return Err(format!(
+            "URL scheme must be http, https, unix, or unixs: {s}"
+        ));
     }
     let hostport = rest.trim_end_matches('/');
     if hostport.contains('/') {
@@ -424,8 +441,15 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
     let port = port
         .parse::<u16>()
         .map_err(|_| format!("URL address does not have the form \"host:port\": {s}"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    Ok(Url { scheme: scheme.to_string(), host, port })
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Url {
+        scheme: scheme.to_string(),
+        host,
+        port,
+    })
 }
 
 #[cfg(test)]
@@ -434,7 +458,10 @@ mod tests {
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match parse(&args, &env)? {
             Command::Run(c) => Ok(*c),
             other => panic!("unexpected {other:?}"),
@@ -447,10 +474,19 @@ mod tests {
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
         assert_eq!(c.listen_client_urls, vec!["http://localhost:2379"]);
-        assert_eq!(c.initial_cluster, vec![("default".to_string(), vec!["http://localhost:2380".to_string()])]);
+        assert_eq!(
+            c.initial_cluster,
+            vec![(
+                "default".to_string(),
+                vec!["http://localhost:2380".to_string()]
+            )]
+        );
         assert_eq!(c.initial_cluster_token, "etcd-cluster");
         assert_eq!((c.max_request_bytes, c.max_txn_ops), (1572864, 128));
-        assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (100, 1000));
+        assert_eq!(
+            (c.heartbeat_interval_ms, c.election_timeout_ms),
+            (100, 1000)
+        );
         assert_eq!(c.request_timeout(), Duration::from_secs(7));
     }
 
@@ -464,7 +500,11 @@ mod tests {
 
     #[test]
     fn env_falls_back_and_flags_win() {
-        let c = run(&["--snapshot-count=5"], &[("ETCD_SNAPSHOT_COUNT", "9"), ("ETCD_NAME", "e")]).unwrap();
+        let c = run(
+            &["--snapshot-count=5"],
+            &[("ETCD_SNAPSHOT_COUNT", "9"), ("ETCD_NAME", "e")],
+        )
+        .unwrap();
         assert_eq!((c.snapshot_count, c.name.as_str()), (5, "e"));
     }
 
@@ -488,14 +528,20 @@ mod tests {
     #[test]
     fn initial_cluster_groups_urls_by_name() {
         let c = run(
-            &["--name=b", "--initial-cluster=a=http://h:1,b=http://h:2,a=http://h:3"],
+            &[
+                "--name=b",
+                "--initial-cluster=a=http://h:1,b=http://h:2,a=http://h:3",
+            ],
             &[],
         )
         .unwrap();
         assert_eq!(
             c.initial_cluster,
             vec![
-                ("a".to_string(), vec!["http://h:1".to_string(), "http://h:3".to_string()]),
+                (
+                    "a".to_string(),
+                    vec!["http://h:1".to_string(), "http://h:3".to_string()]
+                ),
                 ("b".to_string(), vec!["http://h:2".to_string()])
             ]
         );

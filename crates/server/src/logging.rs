@@ -25,27 +25,30 @@ struct ZapLayer {
 
 struct Fields(Map<String, Value>);
 
+/// etcd's field names use dashes (`local-member-id`); Rust identifiers cannot.
+fn key(field: &Field) -> String {
+    field.name().replace('_', "-")
+}
+
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0
-            .insert(field.name().to_string(), Value::String(format!("{value:?}")));
+            .insert(key(field), Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_string(), Value::String(value.to_string()));
+        self.0.insert(key(field), Value::String(value.to_string()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.0.insert(key(field), Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.0.insert(key(field), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.0.insert(key(field), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_string(), Value::String(value.to_string()));
+        self.0.insert(key(field), Value::String(value.to_string()));
     }
 }
 
@@ -63,7 +66,10 @@ impl<S: Subscriber> Layer<S> for ZapLayer {
         let meta = event.metadata();
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
-        let msg = fields.0.remove("message").unwrap_or(Value::String(String::new()));
+        let msg = fields
+            .0
+            .remove("message")
+            .unwrap_or(Value::String(String::new()));
         let mut line = Map::new();
         let level = match *meta.level() {
             Level::ERROR => "error",

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
             println!("etcd Version: {}", server::cluster::SERVER_VERSION);
             println!("etcd-rs Version: {}", server::BUILD_VERSION);
             println!("Rust Version: {}", env!("CARGO_PKG_RUST_VERSION"));
-            println!("OS/Arch: {}/{}", std::env::consts::OS, std::env::consts::ARCH);
+            println!(
+                "OS/Arch: {}/{}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
             return ExitCode::SUCCESS;
         }
         Ok(Command::PrintHelp) => {
@@ -30,7 +34,10 @@ fn main() -> ExitCode {
         eprintln!("cannot open log output: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

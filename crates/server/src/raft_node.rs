@@ -35,14 +35,19 @@ use crate::wait::Wait;
 /// What other parts of the server ask of the raft loop.
 pub enum RaftMsg {
     /// Append `data` (an encoded `InternalRaftRequest` with header ID `id`) to the log.
-    Propose { id: u64, data: Vec<u8> },
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
     /// Reply with an index that, once applied, makes a local read linearizable.
     ReadIndex {
         reply: oneshot::Sender<Result<u64, EtcdError>>,
     },
     /// The backend is durable through `index`: take a raft snapshot there and
     /// release the WAL behind it.
-    Snapshot { index: u64 },
+    Snapshot {
+        index: u64,
+    },
     Shutdown,
 }
 
@@ -110,7 +115,9 @@ impl RaftNode {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
-            let mut pending = first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
+            let mut pending = first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()));
             let mut taken = 0;
             while taken < limits::RAFT_MSGS_PER_TURN_MAX {
                 let Some(msg) = pending.next() else { break };
@@ -219,7 +226,8 @@ impl RaftNode {
                 .context("cannot write to the WAL")?;
             let mut core = self.raw.mut_store().wl();
             if !rd.entries().is_empty() {
-                core.append(rd.entries()).context("append to raft storage")?;
+                core.append(rd.entries())
+                    .context("append to raft storage")?;
             }
             if let Some(hs) = rd.hs() {
                 core.set_hardstate(hs.clone());
@@ -236,7 +244,11 @@ impl RaftNode {
 
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().wl().mut_hard_state().set_commit(commit);
+            self.raw
+                .mut_store()
+                .wl()
+                .mut_hard_state()
+                .set_commit(commit);
         }
         self.hand_to_applier(light.take_committed_entries())?;
         self.raw.advance_apply();
@@ -280,7 +292,11 @@ impl RaftNode {
         self.snapshotter
             .purge(SNAPSHOTS_KEPT)
             .context("purge old snapshots")?;
-        tracing::info!(snapshot_index = index, snapshot_term = term, "saved snapshot");
+        tracing::info!(
+            snapshot_index = index,
+            snapshot_term = term,
+            "saved snapshot"
+        );
         Ok(())
     }
 }

@@ -13,7 +13,11 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::limits;
 
-pub async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(limits::CLIENT_CONNECTIONS_MAX));
     loop {
         let permit = tokio::select! {

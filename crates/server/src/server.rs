@@ -147,9 +147,13 @@ impl EtcdServer {
             Err(_) => return Err(EtcdError::Timeout),
         };
         let mut applied = self.applied.clone();
-        match tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(EtcdError::Stopped),
+        let reached = tokio::time::timeout_at(deadline, async move {
+            applied.wait_for(|a| *a >= index).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EtcdError::Stopped),
             Err(_) => Err(EtcdError::TimeoutWaitAppliedIndex),
         }
     }

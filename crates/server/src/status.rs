@@ -41,12 +41,27 @@ mod tests {
     #[test]
     fn request_errors_map_to_etcds_strings() {
         let cases = [
-            (mvcc::Error::Compacted, "etcdserver: mvcc: required revision has been compacted"),
-            (mvcc::Error::FutureRevision, "etcdserver: mvcc: required revision is a future revision"),
-            (mvcc::Error::TooManyOps, "etcdserver: too many operations in txn request"),
-            (mvcc::Error::DuplicateKey, "etcdserver: duplicate key given in txn request"),
+            (
+                mvcc::Error::Compacted,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                mvcc::Error::FutureRevision,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                mvcc::Error::TooManyOps,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                mvcc::Error::DuplicateKey,
+                "etcdserver: duplicate key given in txn request",
+            ),
             (mvcc::Error::KeyNotFound, "etcdserver: key not found"),
-            (mvcc::Error::LeaseNotFound, "etcdserver: requested lease not found"),
+            (
+                mvcc::Error::LeaseNotFound,
+                "etcdserver: requested lease not found",
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(mvcc_status(e).message(), want);

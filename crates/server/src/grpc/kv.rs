@@ -10,7 +10,6 @@ use api::etcdserverpb::{
     InternalRaftRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
     TxnResponse,
 };
-use api::EtcdError;
 use tonic::{Request, Response, Status};
 
 use crate::apply::ApplyResult;
@@ -32,17 +31,21 @@ impl KvService {
 }
 
 fn unexpected(result: ApplyResult) -> Status {
-    tracing::error!(?result, "the applier answered with a result of another kind");
+    tracing::error!(
+        ?result,
+        "the applier answered with a result of another kind"
+    );
     Status::internal("etcdserver: unexpected apply result")
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey.into());
-        }
+        mvcc::validate_range(&req).map_err(mvcc_status)?;
         if !req.serializable {
             self.server.read_barrier().await?;
         }
@@ -53,15 +56,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey.into());
-        }
-        if req.ignore_value && !req.value.is_empty() {
-            return Err(EtcdError::ValueProvided.into());
-        }
-        if req.ignore_lease && req.lease != 0 {
-            return Err(EtcdError::LeaseProvided.into());
-        }
+        mvcc::validate_put(&req).map_err(mvcc_status)?;
         let result = self
             .write(InternalRaftRequest {
                 put: Some(req),
@@ -82,9 +77,7 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey.into());
-        }
+        mvcc::validate_delete_range(&req).map_err(mvcc_status)?;
         let result = self
             .write(InternalRaftRequest {
                 delete_range: Some(req),
@@ -103,6 +96,15 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
         mvcc::validate_txn(&req, self.server.cfg.max_txn_ops).map_err(mvcc_status)?;
+        // A txn that only reads is served locally, as etcd serves it.
+        if mvcc::is_txn_read_only(&req) {
+            if !mvcc::is_txn_serializable(&req) {
+                self.server.read_barrier().await?;
+            }
+            let mut resp = self.server.store.txn_read_only(&req).map_err(mvcc_status)?;
+            fill_txn_headers(&self.server, &mut resp);
+            return Ok(Response::new(resp));
+        }
         let result = self
             .write(InternalRaftRequest {
                 txn: Some(req),

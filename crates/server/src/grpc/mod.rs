@@ -20,8 +20,7 @@ pub use maintenance::MaintenanceService;
 /// --max-request-bytes as etcd sizes them.
 pub fn routes(server: Arc<EtcdServer>) -> tonic::service::Routes {
     use api::etcdserverpb::{
-        cluster_server::ClusterServer, kv_server::KvServer,
-        maintenance_server::MaintenanceServer,
+        cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
     };
     let max_recv = server.cfg.max_request_bytes as usize + limits::GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(KvService::new(server.clone()))

