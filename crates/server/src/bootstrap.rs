@@ -212,7 +212,12 @@ fn restart(
         let mut core = storage.wl();
         core.append(&state.entries)
             .context("the WAL entries do not follow the snapshot")?;
-        let hs: HardState = state.hard_state.clone();
+        // The commit index is persisted lazily (with the next write after it
+        // moved), so it may trail; it is never below the snapshot, and raft
+        // re-commits what lies between.
+        let mut hs: HardState = state.hard_state.clone();
+        let last = state.entries.last().map_or(walsnap.index, |e| e.index);
+        hs.commit = hs.commit.clamp(walsnap.index, last.max(walsnap.index));
         if hs != HardState::default() {
             core.set_hardstate(hs);
         }

@@ -117,6 +117,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         status: raft_status.clone(),
         wait: wait.clone(),
         tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+        saved_commit: 0,
     };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let raft_fatal = fatal_tx.clone();

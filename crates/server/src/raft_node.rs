@@ -85,6 +85,8 @@ pub struct RaftNode {
     pub status: Arc<RaftStatus>,
     pub wait: Arc<Wait>,
     pub tick_interval: Duration,
+    /// The commit index last written to the WAL.
+    pub saved_commit: u64,
 }
 
 /// Entries kept in memory behind a snapshot, for slow followers (etcd's SnapshotCatchUpEntries).
@@ -219,11 +221,22 @@ impl RaftNode {
         let committed = rd.take_committed_entries();
         self.hand_to_applier(committed)?;
 
-        // Persist before anything that depends on it (raft-rs's order).
-        if !rd.entries().is_empty() || rd.hs().is_some() {
+        // Persist before anything that depends on it (raft-rs's order). A commit
+        // index that moved since the last write rides along with this one.
+        let hard_state = match rd.hs() {
+            Some(hs) => Some(hs.clone()),
+            None if self.raw.store().rl().hard_state().commit != self.saved_commit => {
+                Some(self.raw.store().rl().hard_state().clone())
+            }
+            None => None,
+        };
+        if !rd.entries().is_empty() || hard_state.is_some() {
             self.wal
-                .save(rd.hs(), rd.entries())
+                .save(hard_state.as_ref(), rd.entries())
                 .context("cannot write to the WAL")?;
+            if let Some(hs) = &hard_state {
+                self.saved_commit = hs.commit;
+            }
             let mut core = self.raw.mut_store().wl();
             if !rd.entries().is_empty() {
                 core.append(rd.entries())

@@ -222,8 +222,9 @@ impl Wal {
     }
 
     /// Appends `entries` and then `hard_state`, and returns once they are on stable storage
-    /// (one `fdatasync`; none if there was nothing to write). Cuts a new segment when the
-    /// tail has grown past the segment size.
+    /// (one `fdatasync`). No sync is done when there was nothing to write, or when only
+    /// the commit index of the hard state moved (it may trail after a crash). Cuts a new
+    /// segment when the tail has grown past the segment size.
     pub fn save(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         if hard_state.is_none() && entries.is_empty() {
@@ -254,6 +255,13 @@ impl Wal {
             self.buf = buf;
             return Err(e);
         }
+        // As etcd (raft's MustSync): only new entries or a new term or vote
+        // must be durable before anyone acts on them. A commit index that
+        // moved alone may be lost in a crash: it is re-derived on restart.
+        let must_sync = !entries.is_empty()
+            || hard_state.is_some_and(|hs| {
+                hs.term != self.hard_state.term || hs.vote != self.hard_state.vote
+            });
         let written = self.append(&buf, crc);
         self.buf = buf;
         written?;
@@ -266,8 +274,10 @@ impl Wal {
         }
         if self.offset >= self.segment_size {
             self.cut()
-        } else {
+        } else if must_sync {
             self.sync()
+        } else {
+            Ok(())
         }
     }
 
