@@ -41,7 +41,7 @@ pub enum RaftMsg {
     },
     /// Reply with an index that, once applied, makes a local read linearizable.
     ReadIndex {
-        reply: oneshot::Sender<Result<u64, EtcdError>>,
+        reply: ReadReply,
     },
     /// The backend is durable through `index`: take a raft snapshot there and
     /// release the WAL behind it.
@@ -50,6 +50,9 @@ pub enum RaftMsg {
     },
     Shutdown,
 }
+
+/// Where a read-index answer goes.
+pub type ReadReply = oneshot::Sender<Result<u64, EtcdError>>;
 
 /// Committed entries for the applier, in log order.
 pub struct ApplyBatch {
@@ -99,9 +102,8 @@ impl RaftNode {
     /// stops the loop with an error: the process must not keep acknowledging.
     pub fn run(mut self, rx: Receiver<RaftMsg>) -> Result<()> {
         let mut next_tick = Instant::now() + self.tick_interval;
-        let mut read_waiters: Vec<oneshot::Sender<Result<u64, EtcdError>>> = Vec::new();
-        let mut read_batches: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>> =
-            HashMap::new();
+        let mut read_waiters: Vec<ReadReply> = Vec::new();
+        let mut read_batches: HashMap<Vec<u8>, Vec<ReadReply>> = HashMap::new();
         let mut read_ctx: u64 = 0;
         self.publish_status();
 
@@ -186,7 +188,7 @@ impl RaftNode {
 
     fn on_ready(
         &mut self,
-        read_batches: &mut HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>>,
+        read_batches: &mut HashMap<Vec<u8>, Vec<ReadReply>>,
     ) -> Result<()> {
         if !self.raw.has_ready() {
             return Ok(());
