@@ -166,6 +166,11 @@ impl<'s> WriteBatch<'s> {
     /// Records the raft entry this batch applies up to; written in the same
     /// redb transaction as the data.
     pub fn set_consistent_index(&mut self, index: u64, term: u64) {
+        let (current, _) = self.store.consistent_index();
+        assert!(
+            index >= current,
+            "the consistent index only grows: {current} -> {index}"
+        );
         self.consistent = Some((index, term));
     }
 

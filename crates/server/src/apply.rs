@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use api::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse,
+    TxnResponse,
 };
 use api::EtcdError;
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 use tokio::sync::watch;
 
+use crate::alarm::AlarmStore;
 use crate::cluster::Cluster;
 use crate::raft_node::{ApplyBatch, RaftMsg};
 use crate::status::request_error;
@@ -37,6 +39,7 @@ pub enum ApplyResult {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    Alarm(AlarmResponse),
     /// Cluster metadata requests carry no client-visible response.
     Done,
 }
@@ -50,6 +53,7 @@ pub struct Applier {
     pub store: Arc<mvcc::Store>,
     pub wait: Arc<Wait>,
     pub cluster: Arc<Cluster>,
+    pub alarms: Arc<AlarmStore>,
     pub applied_tx: watch::Sender<u64>,
     pub raft_tx: Sender<RaftMsg>,
     pub snapshot_count: u64,
@@ -110,6 +114,11 @@ impl Applier {
         };
         let (last_index, last_term) = (last.index, last.term);
         let (consistent_index, _) = self.store.consistent_index();
+        if last_index <= consistent_index {
+            // Re-delivered after a restart and already in the backend. Writing the
+            // consistent index here would move it backwards and re-apply later entries.
+            return Ok(None);
+        }
         let mut wb = self.store.write_batch().context("open backend batch")?;
         wb.set_lease_lookup(&NoLeases);
         let mut results: Vec<(u64, ApplyOutcome)> = Vec::with_capacity(entries.len());
@@ -142,6 +151,7 @@ impl Applier {
         }
         let snapshot_due =
             last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
+        // Invariant: the consistent index only grows (checked above).
         wb.set_consistent_index(last_index, last_term);
         wb.commit(durable_due || snapshot_due)
             .context("backend commit")?;
@@ -168,6 +178,14 @@ impl Applier {
             wb.txn(&r).map(|(resp, _events)| ApplyResult::Txn(resp))
         } else if let Some(r) = req.compaction {
             wb.compact(&r).map(ApplyResult::Compaction)
+        } else if let Some(r) = req.alarm {
+            Ok(ApplyResult::Alarm(AlarmResponse {
+                header: Some(api::etcdserverpb::ResponseHeader {
+                    revision: wb.revision(),
+                    ..Default::default()
+                }),
+                alarms: self.alarms.apply(&r),
+            }))
         } else if let Some(r) = req.cluster_member_attr_set {
             self.cluster.set_member_attributes(&r);
             Ok(ApplyResult::Done)

@@ -8,6 +8,7 @@
 //! ```
 //! See docs/ARCHITECTURE.md for the layers and the invariants.
 
+pub mod alarm;
 pub mod apply;
 pub mod bootstrap;
 pub mod cluster;
@@ -102,6 +103,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         boot.members,
     ));
     let wait = Arc::new(wait::Wait::default());
+    let alarms = Arc::new(alarm::AlarmStore::default());
     let raft_status = Arc::new(raft_node::RaftStatus::default());
     let (raft_tx, raft_rx) = std::sync::mpsc::channel();
     let (apply_tx, apply_rx) = std::sync::mpsc::channel();
@@ -134,6 +136,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         store: store.clone(),
         wait: wait.clone(),
         cluster: cluster.clone(),
+        alarms: alarms.clone(),
         applied_tx,
         raft_tx: raft_tx.clone(),
         snapshot_count: cfg.snapshot_count.max(1),
@@ -153,6 +156,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         cfg.clone(),
         boot.member_id,
         cluster.clone(),
+        alarms,
         store,
         raft_status,
         raft_tx,

@@ -186,10 +186,7 @@ impl RaftNode {
             .store(r.raft_log.committed, Ordering::Release);
     }
 
-    fn on_ready(
-        &mut self,
-        read_batches: &mut HashMap<Vec<u8>, Vec<ReadReply>>,
-    ) -> Result<()> {
+    fn on_ready(&mut self, read_batches: &mut HashMap<Vec<u8>, Vec<ReadReply>>) -> Result<()> {
         if !self.raw.has_ready() {
             return Ok(());
         }

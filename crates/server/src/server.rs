@@ -12,6 +12,7 @@ use api::EtcdError;
 use prost::Message;
 use tokio::sync::{oneshot, watch, Semaphore};
 
+use crate::alarm::AlarmStore;
 use crate::apply::{ApplyOutcome, ApplyResult};
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -24,6 +25,7 @@ pub struct EtcdServer {
     pub cfg: Arc<Config>,
     pub member_id: u64,
     pub cluster: Arc<Cluster>,
+    pub alarms: Arc<AlarmStore>,
     pub store: Arc<mvcc::Store>,
     pub raft_status: Arc<RaftStatus>,
     raft_tx: Sender<RaftMsg>,
@@ -39,6 +41,7 @@ impl EtcdServer {
         cfg: Arc<Config>,
         member_id: u64,
         cluster: Arc<Cluster>,
+        alarms: Arc<AlarmStore>,
         store: Arc<mvcc::Store>,
         raft_status: Arc<RaftStatus>,
         raft_tx: Sender<RaftMsg>,
@@ -52,6 +55,7 @@ impl EtcdServer {
             cfg,
             member_id,
             cluster,
+            alarms,
             store,
             raft_status,
             raft_tx,
@@ -77,6 +81,14 @@ impl EtcdServer {
                 revision
             },
             raft_term: self.raft_status.term(),
+        }
+    }
+
+    /// The header of Cluster-service responses: etcd leaves the revision out.
+    pub fn cluster_header(&self) -> ResponseHeader {
+        ResponseHeader {
+            revision: 0,
+            ..self.header(0)
         }
     }
 

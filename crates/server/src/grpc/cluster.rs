@@ -33,7 +33,7 @@ impl Cluster for ClusterService {
             self.server.read_barrier().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.server.header(0)),
+            header: Some(self.server.cluster_header()),
             members: self.server.cluster.members(),
         }))
     }

@@ -8,6 +8,7 @@ use api::etcdserverpb::maintenance_server::Maintenance;
 use api::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
+use crate::apply::ApplyResult;
 use crate::cluster::{CLUSTER_VERSION, SERVER_VERSION};
 use crate::server::EtcdServer;
 
@@ -45,7 +46,15 @@ impl Maintenance for MaintenanceService {
             raft_index: s.raft_status.commit_index(),
             raft_term: s.raft_status.term(),
             raft_applied_index: s.applied_index(),
-            errors: Vec::new(),
+            errors: s
+                .alarms
+                .active()
+                .iter()
+                .map(|a| {
+                    let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                    format!("memberID:{} alarm:{}", a.member_id, name)
+                })
+                .collect(),
             db_size_in_use: s.store.db_size_in_use_bytes() as i64,
             is_learner: false,
             storage_version: CLUSTER_VERSION.to_string(),
@@ -53,8 +62,27 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Err(not_yet("Alarm"))
+    /// Every alarm action goes through raft, GET included, as in etcd.
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let result = self
+            .server
+            .propose(InternalRaftRequest {
+                alarm: Some(request.into_inner()),
+                ..Default::default()
+            })
+            .await?;
+        match result {
+            ApplyResult::Alarm(mut resp) => {
+                self.server.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!(
+                "etcdserver: unexpected apply result {other:?}"
+            ))),
+        }
     }
     async fn defragment(
         &self,

@@ -519,8 +519,10 @@ const JSON_NUMBER_FIELDS: &[&str] = &[
     "raftAppliedIndex",
     "dbSize",
     "dbSizeInUse",
+    "ts",
 ];
-/// JSON string fields that legitimately differ.
+/// JSON string fields that legitimately differ (`ts` is a number in some of
+/// etcdctl's log lines, so it is in both lists).
 const JSON_STRING_FIELDS: &[&str] = &["took", "ts", "target"];
 /// `-w fields` lines (`"Name" : value`) whose value legitimately differs.
 const FIELDS_LINES: &[&str] = &[
@@ -584,7 +586,7 @@ impl Normalizer {
         for field in JSON_STRING_FIELDS {
             text = replace_after(&text, &format!("\"{field}\":"), json_string_len, "\"<s>\"");
         }
-        text = replace_after(&text, "took = ", |s| line_len(s), "<took>");
+        text = replace_after(&text, "took = ", line_len, "<took>");
         let mut out = Vec::new();
         let mut table_header: Option<Vec<String>> = None;
         for line in text.split('\n') {
@@ -622,7 +624,7 @@ fn replace_after(text: &str, marker: &str, len: impl Fn(&str) -> usize, with: &s
 
 fn number_len(s: &str) -> usize {
     s.bytes()
-        .take_while(|b| b.is_ascii_digit() || *b == b'-')
+        .take_while(|b| b.is_ascii_digit() || *b == b'-' || *b == b'.')
         .count()
 }
 
@@ -777,7 +779,7 @@ impl Differential {
                 None => String::new(),
             };
             self.mismatches.push(format!(
-                "=== etcdctl {}{input}\n--- etcd 3.5.1 (exit {}):\n{}{}--- ours (exit {}):\n{}{}",
+                "=== etcdctl {}{input}\n--- etcd 3.5.1 (exit {}):\n{}{}--- ours (exit {}):\n{}{}{}",
                 args.join(" "),
                 reference.code,
                 section("stdout", &reference.stdout),
@@ -785,6 +787,7 @@ impl Differential {
                 ours.code,
                 section("stdout", &ours.stdout),
                 section("stderr", &ours.stderr),
+                first_difference(&reference_n, &ours_n),
             ));
         }
         reference_n
@@ -850,6 +853,31 @@ impl Differential {
             self.ours.log_tail()
         );
     }
+}
+
+/// The first normalized line that differs, in stdout, stderr or the exit code.
+fn first_difference(reference: &Output, ours: &Output) -> String {
+    for (name, r, o) in [
+        ("stdout", &reference.stdout, &ours.stdout),
+        ("stderr", &reference.stderr, &ours.stderr),
+    ] {
+        let (r_lines, o_lines): (Vec<&str>, Vec<&str>) = (r.lines().collect(), o.lines().collect());
+        for i in 0..r_lines.len().max(o_lines.len()) {
+            let (r_line, o_line) = (r_lines.get(i), o_lines.get(i));
+            if r_line != o_line {
+                return format!(
+                    "--- first difference after normalization, {name} line {}:\n  etcd: {}\n  ours: {}\n",
+                    i + 1,
+                    r_line.unwrap_or(&"<none>"),
+                    o_line.unwrap_or(&"<none>")
+                );
+            }
+        }
+    }
+    format!(
+        "--- exit codes differ: etcd {}, ours {}\n",
+        reference.code, ours.code
+    )
 }
 
 fn section(name: &str, text: &str) -> String {
