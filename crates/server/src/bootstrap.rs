@@ -173,23 +173,59 @@ fn create(
     })
 }
 
+/// The newest snapshot the WAL records, and the WAL opened after it.
+///
+/// A snapshot file the WAL does not record (left by a crash between writing
+/// the file and the WAL's marker, in an older layout or by etcd's order) is
+/// set aside as `*.snap.orphan` and the next older one is tried, as etcd
+/// ignores snapshots without a WAL record.
+fn open_wal_at_newest_snapshot(
+    cfg: &Config,
+    snapshotter: &Snapshotter,
+) -> Result<(Option<Snapshot>, WalSnapshot, Wal, wal::ReadState)> {
+    const ORPHANS_MAX: usize = 16;
+    for _ in 0..=ORPHANS_MAX {
+        let snap: Option<Snapshot> = snapshotter
+            .load_newest()
+            .context("cannot load the newest snapshot")?;
+        let walsnap = snap
+            .as_ref()
+            .map_or(WalSnapshot::default(), |s| WalSnapshot {
+                index: s.get_metadata().index,
+                term: s.get_metadata().term,
+            });
+        match Wal::open(&cfg.wal_dir(), walsnap) {
+            Ok((wal, state)) => return Ok((snap, walsnap, wal, state)),
+            Err(wal::Error::SnapshotNotFound { .. }) if walsnap.index > 0 => {
+                let name = format!("{:016x}-{:016x}.snap", walsnap.term, walsnap.index);
+                let path = cfg.snap_dir().join(&name);
+                let orphan = cfg.snap_dir().join(format!("{name}.orphan"));
+                tracing::warn!(
+                    snapshot = %path.display(),
+                    "the WAL does not record this snapshot; ignoring it"
+                );
+                fs::rename(&path, &orphan)
+                    .with_context(|| format!("cannot set aside {}", path.display()))?;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open WAL in {}", cfg.wal_dir().display()))
+            }
+        }
+    }
+    bail!(
+        "more than {ORPHANS_MAX} snapshot files in {} are unknown to the WAL",
+        cfg.snap_dir().display()
+    )
+}
+
 fn restart(
     cfg: &Config,
     members: Vec<MemberInfo>,
     snapshotter: Snapshotter,
     lock: File,
 ) -> Result<Bootstrapped> {
-    let snap: Option<Snapshot> = snapshotter
-        .load_newest()
-        .context("cannot load the newest snapshot")?;
-    let walsnap = snap
-        .as_ref()
-        .map_or(WalSnapshot::default(), |s| WalSnapshot {
-            index: s.get_metadata().index,
-            term: s.get_metadata().term,
-        });
-    let (wal, state) = Wal::open(&cfg.wal_dir(), walsnap)
-        .with_context(|| format!("cannot open WAL in {}", cfg.wal_dir().display()))?;
+    let (snap, walsnap, wal, state) = open_wal_at_newest_snapshot(cfg, &snapshotter)?;
     if state.repaired_tail_bytes > 0 {
         tracing::warn!(
             bytes = state.repaired_tail_bytes,

@@ -19,7 +19,18 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
+        .fallback(not_found)
         .with_state(server)
+}
+
+/// A request body read before answering 404 at the most: answering without
+/// reading it makes the close reset the connection, and the client may lose
+/// the answer.
+const NOT_FOUND_BODY_DRAIN_BYTES_MAX: usize = 64 * 1024;
+
+async fn not_found(request: axum::extract::Request) -> StatusCode {
+    let _ = axum::body::to_bytes(request.into_body(), NOT_FOUND_BODY_DRAIN_BYTES_MAX).await;
+    StatusCode::NOT_FOUND
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod cluster;
 pub mod config;
+pub mod edge;
 pub mod grpc;
 pub mod http;
 pub mod ids;
@@ -174,9 +175,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         }
     }
 
-    let router = grpc::routes(server.clone())
-        .into_axum_router()
-        .merge(http::router(server.clone()));
+    let router = edge::router(
+        grpc::routes(server.clone()).into_axum_router(),
+        http::router(server.clone()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut serving = Vec::new();
     for (url, listener) in listeners {

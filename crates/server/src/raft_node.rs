@@ -288,10 +288,13 @@ impl RaftNode {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf_state);
-        self.snapshotter.save(&snap).context("save snapshot")?;
+        // The WAL records the snapshot before its file exists, so every .snap file
+        // on disk is one the WAL knows: a crash between the two steps leaves only a
+        // marker, and the restart uses the previous snapshot.
         self.wal
             .save_snapshot(WalSnapshot { index, term })
             .context("record snapshot in WAL")?;
+        self.snapshotter.save(&snap).context("save snapshot")?;
         let compact_to = index.saturating_sub(SNAPSHOT_CATCH_UP_ENTRIES);
         if compact_to > self.raw.store().first_index().unwrap_or(0) {
             self.raw

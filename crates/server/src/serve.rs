@@ -44,6 +44,9 @@ pub async fn serve(
             builder
                 .http2()
                 .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX);
+            // A client may shut down its write side and wait for the answer, as Go's
+            // server (etcd) allows; hyper would otherwise drop the answer.
+            builder.http1().half_close(true);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
