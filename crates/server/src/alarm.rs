@@ -39,7 +39,7 @@ impl AlarmStore {
                     alarm = AlarmType::try_from(r.alarm).map_or("unknown", |a| a.as_str_name()),
                     "alarm raised"
                 );
-                active.push(member.clone());
+                active.push(member);
                 vec![member]
             }
             Ok(AlarmAction::Deactivate) => match active.iter().position(|a| *a == member) {

@@ -510,7 +510,8 @@ mod tests {
 
     #[test]
     fn errors_are_one_line_and_name_the_flag() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             (&["--foo"], &[], "flag provided but not defined: -foo"),
             (&["--max-txn-ops=abc"], &[], "invalid value \"abc\" for flag -max-txn-ops: parse error"),
             (&["--version=maybe"], &[], "invalid value \"maybe\" for flag -version: parse error"),
