@@ -8,6 +8,7 @@
 //! - [`authpb`]: users, roles and permissions.
 //! - [`etcdserverpb`]: the KV, Watch, Lease, Cluster, Maintenance and Auth
 //!   services, and `InternalRaftRequest`, the payload of a raft log entry.
+//! - [`peerpb`]: our peer protocol (raft messages between members).
 //! - [`error`]: etcd's client-visible errors with their gRPC codes and
 //!   `etcdserver: …` strings, in one table.
 
@@ -23,6 +24,11 @@ pub mod authpb {
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// Our member-to-member protocol (raft messages and snapshots on the peer port).
+pub mod peerpb {
+    tonic::include_proto!("etcdrs.peer.v1");
 }
 
 pub use error::EtcdError;
