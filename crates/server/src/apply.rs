@@ -23,7 +23,7 @@ use api::etcdserverpb::{
 };
 use api::EtcdError;
 use prost::Message;
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{ConfChange, Entry, EntryType};
 use tokio::sync::watch;
 
 use crate::alarm::AlarmStore;
@@ -93,7 +93,10 @@ impl Applier {
             }
             if let Some(index) = snapshot_at {
                 self.last_snapshot_index = index;
-                let _ = self.raft_tx.send(RaftMsg::Snapshot { index });
+                let _ = self.raft_tx.send(RaftMsg::Snapshot {
+                    index,
+                    data: self.cluster.snapshot(),
+                });
             }
         }
         if dirty {
@@ -114,18 +117,20 @@ impl Applier {
         };
         let (last_index, last_term) = (last.index, last.term);
         let (consistent_index, _) = self.store.consistent_index();
-        if last_index <= consistent_index {
-            // Re-delivered after a restart and already in the backend. Writing the
-            // consistent index here would move it backwards and re-apply later entries.
-            return Ok(None);
-        }
-        let mut wb = self.store.write_batch().context("open backend batch")?;
-        wb.set_lease_lookup(&NoLeases);
+        // Entries at or below the consistent index were re-delivered after a restart:
+        // their backend effects are already there (writing the consistent index for
+        // them would move it backwards), but raft's configuration and the cluster
+        // view are rebuilt by applying them again.
+        let mut wb = if last_index > consistent_index {
+            let mut wb = self.store.write_batch().context("open backend batch")?;
+            wb.set_lease_lookup(&NoLeases);
+            Some(wb)
+        } else {
+            None
+        };
         let mut results: Vec<(u64, ApplyOutcome)> = Vec::with_capacity(entries.len());
         for entry in &entries {
-            if entry.index <= consistent_index {
-                continue; // already in the backend (replay after restart)
-            }
+            let fresh = entry.index > consistent_index;
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if entry.data.is_empty() {
@@ -140,18 +145,41 @@ impl Applier {
                         }
                     };
                     let id = req.header.as_ref().map_or(req.id, |h| h.id);
-                    let outcome = self.apply_request(&mut wb, req)?;
-                    results.push((id, outcome));
+                    let outcome = if self.apply_cluster_request(&req) {
+                        Ok(ApplyResult::Done)
+                    } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
+                        self.apply_request(wb, req)?
+                    } else {
+                        continue;
+                    };
+                    if fresh {
+                        results.push((id, outcome));
+                    }
                 }
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    // Membership changes arrive with multi-member clusters.
-                    tracing::warn!(index = entry.index, "ignoring a conf change entry");
+                EntryType::EntryConfChange => {
+                    let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
+                        .with_context(|| {
+                            format!("conf change entry {} is unreadable", entry.index)
+                        })?;
+                    self.apply_conf_change(&cc)?;
+                    if fresh && cc.id != 0 {
+                        results.push((cc.id, Ok(ApplyResult::Done)));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // This server proposes only v1 conf changes (as etcd does).
+                    anyhow::bail!(
+                        "entry {} is a v2 conf change, which this version does not apply",
+                        entry.index
+                    );
                 }
             }
         }
+        let Some(mut wb) = wb else {
+            return Ok(None);
+        };
         let snapshot_due =
             last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
-        // Invariant: the consistent index only grows (checked above).
         wb.set_consistent_index(last_index, last_term);
         wb.commit(durable_due || snapshot_due)
             .context("backend commit")?;
@@ -160,6 +188,37 @@ impl Applier {
             self.wait.trigger(id, outcome);
         }
         Ok(snapshot_due.then_some(last_index))
+    }
+
+    /// Applies a conf change to raft (on the raft thread, which owns it) and to
+    /// the cluster view. Idempotent: entries re-delivered after a restart come here too.
+    fn apply_conf_change(&self, cc: &ConfChange) -> Result<()> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.raft_tx
+            .send(RaftMsg::ApplyConfChange {
+                cc: cc.clone(),
+                reply,
+            })
+            .context("the raft loop has stopped")?;
+        answer
+            .recv()
+            .context("the raft loop stopped before applying a conf change")?
+            .context("raft refused a committed conf change")?;
+        self.cluster.apply_conf_change(cc);
+        Ok(())
+    }
+
+    /// Applies a cluster-metadata request; false when `req` is not one.
+    /// These change no backend state, so they are applied on replay too.
+    fn apply_cluster_request(&self, req: &InternalRaftRequest) -> bool {
+        if let Some(r) = &req.cluster_member_attr_set {
+            self.cluster.set_member_attributes(r);
+        } else if let Some(r) = &req.cluster_version_set {
+            self.cluster.set_version(&r.ver);
+        } else {
+            return false;
+        }
+        true
     }
 
     /// Applies one request. `Err` only for backend failures, which stop the node;
@@ -186,12 +245,6 @@ impl Applier {
                 }),
                 alarms: self.alarms.apply(&r),
             }))
-        } else if let Some(r) = req.cluster_member_attr_set {
-            self.cluster.set_member_attributes(&r);
-            Ok(ApplyResult::Done)
-        } else if let Some(r) = req.cluster_version_set {
-            self.cluster.set_version(&r.ver);
-            Ok(ApplyResult::Done)
         } else {
             tracing::warn!("ignoring a raft request of a kind this version does not know");
             Ok(ApplyResult::Done)

@@ -14,8 +14,10 @@
 //!
 //! Invariants:
 //! - the WAL is created last, so a directory with a WAL is fully initialized;
-//! - the WAL's metadata record holds the initial voters, so a restart before
-//!   the first snapshot still knows raft's configuration;
+//! - a new cluster's log starts, as etcd's does, with one committed
+//!   `ConfChange(AddNode)` per founding member at term 1, its context the
+//!   member: raft learns its voters by applying them, and a member that joins
+//!   later learns them the same way;
 //! - the backend's consistent index is never behind the newest snapshot (a
 //!   snapshot is taken only after a durable backend commit covering it).
 
@@ -23,29 +25,29 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use api::etcdserverpb::WalMetadata;
+use api::etcdserverpb::{Member, WalMetadata};
 use prost::Message;
-use raft::eraftpb::{ConfState, HardState, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState, Snapshot};
 use raft::storage::MemStorage;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::config::{ClusterState, Config};
 use crate::ids;
 
-/// A member of the cluster as configured (membership changes arrive with the cluster work).
+/// A founding member as `--initial-cluster` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberInfo {
+pub struct FoundingMember {
     pub id: u64,
     pub name: String,
     pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
 }
 
 /// Everything the raft node needs to start.
 pub struct Bootstrapped {
     pub member_id: u64,
     pub cluster_id: u64,
-    pub members: Vec<MemberInfo>,
+    /// The cluster data of the newest snapshot (None before the first one).
+    pub cluster_data: Option<Vec<u8>>,
     pub storage: MemStorage,
     pub wal: Wal,
     pub snapshotter: Snapshotter,
@@ -78,7 +80,7 @@ pub fn open(cfg: &Config) -> Result<Bootstrapped> {
         }
         return create(cfg, members, snapshotter, lock);
     }
-    restart(cfg, members, snapshotter, lock)
+    restart(cfg, snapshotter, lock)
 }
 
 fn lock_dir(member_dir: &Path) -> Result<File> {
@@ -102,25 +104,52 @@ fn lock_dir(member_dir: &Path) -> Result<File> {
     }
 }
 
-fn configured_members(cfg: &Config) -> Vec<MemberInfo> {
+fn configured_members(cfg: &Config) -> Vec<FoundingMember> {
     cfg.initial_cluster
         .iter()
-        .map(|(name, urls)| MemberInfo {
+        .map(|(name, urls)| FoundingMember {
             id: ids::member_id(urls, &cfg.initial_cluster_token),
             name: name.clone(),
             peer_urls: urls.clone(),
-            client_urls: if *name == cfg.name {
-                cfg.advertise_client_urls.clone()
-            } else {
-                Vec::new()
-            },
         })
         .collect()
 }
 
+/// The founding entries of a new cluster's log: one committed AddNode per
+/// member at term 1 (etcd's bootstrap), in `--initial-cluster` order.
+fn founding_entries(members: &[FoundingMember]) -> Result<(Vec<Entry>, HardState)> {
+    let mut entries = Vec::with_capacity(members.len());
+    for (i, m) in members.iter().enumerate() {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = m.id;
+        cc.context = Member {
+            id: m.id,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: false,
+        }
+        .encode_to_vec()
+        .into();
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.term = 1;
+        e.index = i as u64 + 1;
+        e.data = protobuf::Message::write_to_bytes(&cc)
+            .context("encode a founding conf change")?
+            .into();
+        entries.push(e);
+    }
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = entries.len() as u64;
+    Ok((entries, hs))
+}
+
 fn create(
     cfg: &Config,
-    members: Vec<MemberInfo>,
+    members: Vec<FoundingMember>,
     snapshotter: Snapshotter,
     lock: File,
 ) -> Result<Bootstrapped> {
@@ -148,22 +177,27 @@ fn create(
     let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
     let cluster_id = ids::cluster_id(&voters);
 
-    let conf_state = ConfState::from((voters.clone(), vec![]));
     let meta = WalMetadata {
         node_id: member_id,
         cluster_id,
-        initial_voters: voters,
     }
     .encode_to_vec();
-    let wal = Wal::create(&cfg.wal_dir(), &meta)
+    let mut wal = Wal::create(&cfg.wal_dir(), &meta)
         .with_context(|| format!("cannot create WAL in {}", cfg.wal_dir().display()))?;
+    let (entries, hs) = founding_entries(&members)?;
+    wal.save(Some(&hs), &entries)
+        .context("cannot write the founding entries to the WAL")?;
 
     let storage = MemStorage::new();
-    storage.initialize_with_conf_state(conf_state);
+    {
+        let mut core = storage.wl();
+        core.append(&entries).context("founding entries")?;
+        core.set_hardstate(hs);
+    }
     Ok(Bootstrapped {
         member_id,
         cluster_id,
-        members,
+        cluster_data: None,
         storage,
         wal,
         snapshotter,
@@ -219,12 +253,7 @@ fn open_wal_at_newest_snapshot(
     )
 }
 
-fn restart(
-    cfg: &Config,
-    members: Vec<MemberInfo>,
-    snapshotter: Snapshotter,
-    lock: File,
-) -> Result<Bootstrapped> {
+fn restart(cfg: &Config, snapshotter: Snapshotter, lock: File) -> Result<Bootstrapped> {
     let (snap, walsnap, wal, state) = open_wal_at_newest_snapshot(cfg, &snapshotter)?;
     if state.repaired_tail_bytes > 0 {
         tracing::warn!(
@@ -236,13 +265,12 @@ fn restart(
         .context("the WAL metadata record is unreadable")?;
 
     let storage = MemStorage::new();
-    match snap {
-        Some(snap) => storage
+    let cluster_data = snap.as_ref().map(|s| s.data.to_vec());
+    if let Some(snap) = snap {
+        storage
             .wl()
             .apply_snapshot(snap)
-            .context("cannot restore the raft snapshot")?,
-        None => storage
-            .initialize_with_conf_state(ConfState::from((wal_meta.initial_voters.clone(), vec![]))),
+            .context("cannot restore the raft snapshot")?;
     }
     {
         let mut core = storage.wl();
@@ -265,16 +293,10 @@ fn restart(
         entries = state.entries.len(),
         "restarting local member"
     );
-    // Until membership is persisted through raft, the configured members are authoritative
-    // except for the local member's ID, which the WAL fixes.
-    let mut members = members;
-    if let Some(m) = members.iter_mut().find(|m| m.name == cfg.name) {
-        m.id = wal_meta.node_id;
-    }
     Ok(Bootstrapped {
         member_id: wal_meta.node_id,
         cluster_id: wal_meta.cluster_id,
-        members,
+        cluster_data,
         storage,
         wal,
         snapshotter,

@@ -1,46 +1,112 @@
-//! Cluster metadata the applier maintains: members (with the attributes each
-//! publishes through raft after start) and the cluster version.
+//! Cluster metadata the applier maintains: the members (from conf-change
+//! entries, with the attributes each publishes through raft after start),
+//! the IDs of removed members, and the cluster version.
+//!
+//! All of it changes only by applying committed entries, so every member
+//! holds the same view at the same index. It is captured in the data of each
+//! raft snapshot ([`ClusterSnapshot`]) and restored from it; conf changes
+//! after the snapshot are re-applied on restart (idempotently).
 
+use std::collections::BTreeSet;
 use std::sync::RwLock;
 
-use api::etcdserverpb::{ClusterMemberAttrSetRequest, Member};
-
-use crate::bootstrap::MemberInfo;
+use api::etcdserverpb::{ClusterMemberAttrSetRequest, ClusterSnapshot, Member};
+use prost::Message;
+use raft::eraftpb::{ConfChange, ConfChangeType};
 
 /// The etcd API version this server speaks, reported in Status and /version.
 pub const SERVER_VERSION: &str = "3.6.0";
 /// The cluster version it proposes (major.minor of the lowest member version).
 pub const CLUSTER_VERSION: &str = "3.6.0";
+/// Format version of [`ClusterSnapshot`].
+const CLUSTER_SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Default)]
+struct State {
+    /// Sorted by ID, as etcd lists members.
+    members: Vec<Member>,
+    removed: BTreeSet<u64>,
+    version: Option<String>,
+}
 
 pub struct Cluster {
     pub id: u64,
     pub local_id: u64,
-    members: RwLock<Vec<MemberInfo>>,
-    version: RwLock<Option<String>>,
+    state: RwLock<State>,
 }
 
 impl Cluster {
-    pub fn new(id: u64, local_id: u64, members: Vec<MemberInfo>) -> Self {
+    pub fn new(id: u64, local_id: u64) -> Self {
         Cluster {
             id,
             local_id,
-            members: RwLock::new(members),
-            version: RwLock::new(None),
+            state: RwLock::new(State::default()),
         }
     }
 
+    /// Restores the state captured in a raft snapshot's data.
+    pub fn restore(&self, data: &[u8]) -> Result<(), String> {
+        let snap = ClusterSnapshot::decode(data)
+            .map_err(|e| format!("the snapshot's cluster data is unreadable: {e}"))?;
+        if snap.version != CLUSTER_SNAPSHOT_VERSION {
+            return Err(format!(
+                "the snapshot's cluster data has format version {}, this build reads {}",
+                snap.version, CLUSTER_SNAPSHOT_VERSION
+            ));
+        }
+        let mut s = self.write();
+        s.members = snap.members;
+        s.members.sort_by_key(|m| m.id);
+        s.removed = snap.removed.into_iter().collect();
+        s.version = Some(snap.cluster_version).filter(|v| !v.is_empty());
+        Ok(())
+    }
+
+    /// The state to put in a raft snapshot taken at the applied index.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let s = self.read();
+        ClusterSnapshot {
+            version: CLUSTER_SNAPSHOT_VERSION,
+            members: s.members.clone(),
+            removed: s.removed.iter().copied().collect(),
+            cluster_version: s.version.clone().unwrap_or_default(),
+        }
+        .encode_to_vec()
+    }
+
     pub fn members(&self) -> Vec<Member> {
-        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
-        members
-            .iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
-                is_learner: false,
-            })
-            .collect()
+        self.read().members.clone()
+    }
+
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.read().removed.contains(&id)
+    }
+
+    /// Applies a committed conf change. Its context is the member (etcd puts
+    /// the member in the context too). Idempotent, so replay is safe.
+    pub fn apply_conf_change(&self, cc: &ConfChange) {
+        let member = Member::decode(&cc.context[..]).ok();
+        let mut s = self.write();
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let learner = cc.get_change_type() == ConfChangeType::AddLearnerNode;
+                if let Some(existing) = s.members.iter_mut().find(|m| m.id == cc.node_id) {
+                    // Adding a voter that is a learner promotes it.
+                    existing.is_learner = learner;
+                } else if let Some(mut m) = member {
+                    m.id = cc.node_id;
+                    m.is_learner = learner;
+                    s.members.push(m);
+                    s.members.sort_by_key(|m| m.id);
+                } else {
+                    tracing::warn!(member_id = %format!("{:x}", cc.node_id), "conf change without a member in its context");
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                s.members.retain(|m| m.id != cc.node_id);
+                s.removed.insert(cc.node_id);
+            }
+        }
     }
 
     /// Applies a member's published name and client URLs.
@@ -48,10 +114,12 @@ impl Cluster {
         let Some(attrs) = &r.member_attributes else {
             return;
         };
-        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = members.iter_mut().find(|m| m.id == r.member_id) {
-            m.name = attrs.name.clone();
-            m.client_urls = attrs.client_urls.clone();
+        {
+            let mut s = self.write();
+            if let Some(m) = s.members.iter_mut().find(|m| m.id == r.member_id) {
+                m.name = attrs.name.clone();
+                m.client_ur_ls = attrs.client_urls.clone();
+            }
         }
         if r.member_id == self.local_id {
             tracing::info!(
@@ -67,15 +135,12 @@ impl Cluster {
     }
 
     pub fn version(&self) -> Option<String> {
-        self.version
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.read().version.clone()
     }
 
     pub fn set_version(&self, ver: &str) {
-        let mut v = self.version.write().unwrap_or_else(|p| p.into_inner());
-        match v.as_deref() {
+        let mut s = self.write();
+        match s.version.as_deref() {
             None => tracing::info!(
                 cluster_id = %format!("{:x}", self.id),
                 local_member_id = %format!("{:x}", self.local_id),
@@ -96,6 +161,69 @@ impl Cluster {
             cluster_version = major_minor,
             "enabled capabilities for version {major_minor}"
         );
-        *v = Some(ver.to_string());
+        s.version = Some(ver.to_string());
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(id: u64, name: &str, learner: bool) -> ConfChange {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(if learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        });
+        cc.node_id = id;
+        cc.context = Member {
+            id,
+            name: name.into(),
+            peer_ur_ls: vec![format!("http://{name}:2380")],
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into();
+        cc
+    }
+
+    #[test]
+    fn conf_changes_add_promote_remove_and_replay_idempotently() {
+        let c = Cluster::new(1, 10);
+        c.apply_conf_change(&add(20, "b", false));
+        c.apply_conf_change(&add(10, "a", false));
+        c.apply_conf_change(&add(30, "c", true));
+        c.apply_conf_change(&add(10, "a", false)); // replayed
+        let ids: Vec<u64> = c.members().iter().map(|m| m.id).collect();
+        assert_eq!(ids, [10, 20, 30]);
+        assert!(c.members()[2].is_learner);
+        c.apply_conf_change(&add(30, "c", false)); // promote
+        assert!(!c.members()[2].is_learner);
+        let mut rm = ConfChange::default();
+        rm.set_change_type(ConfChangeType::RemoveNode);
+        rm.node_id = 20;
+        c.apply_conf_change(&rm);
+        assert_eq!(c.members().len(), 2);
+        assert!(c.is_removed(20));
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let c = Cluster::new(1, 10);
+        c.apply_conf_change(&add(10, "a", false));
+        c.set_version("3.6.0");
+        let d = Cluster::new(1, 10);
+        d.restore(&c.snapshot()).unwrap();
+        assert_eq!(d.members(), c.members());
+        assert_eq!(d.version().as_deref(), Some("3.6.0"));
     }
 }

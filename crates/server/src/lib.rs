@@ -98,11 +98,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let raw = raft::RawNode::new(&raft_cfg, boot.storage, &logger).context("start raft")?;
 
-    let cluster = Arc::new(cluster::Cluster::new(
-        boot.cluster_id,
-        boot.member_id,
-        boot.members,
-    ));
+    let cluster = Arc::new(cluster::Cluster::new(boot.cluster_id, boot.member_id));
+    if let Some(data) = &boot.cluster_data {
+        cluster.restore(data).map_err(anyhow::Error::msg)?;
+    }
     let wait = Arc::new(wait::Wait::default());
     let alarms = Arc::new(alarm::AlarmStore::default());
     let raft_status = Arc::new(raft_node::RaftStatus::default());
@@ -226,6 +225,11 @@ async fn publish(server: &server::EtcdServer) -> Result<()> {
         }),
         ..Default::default()
     };
+    // Proposals made before there is a leader are dropped: wait for one first.
+    let mut status_poll = tokio::time::interval(Duration::from_millis(10));
+    while server.raft_status.leader() == 0 {
+        status_poll.tick().await;
+    }
     loop {
         match server.propose(attrs.clone()).await {
             Ok(_) => break,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use api::EtcdError;
-use raft::eraftpb::{Entry, Snapshot};
+use raft::eraftpb::{ConfChange, ConfState, Entry, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
@@ -43,10 +43,17 @@ pub enum RaftMsg {
     ReadIndex {
         reply: ReadReply,
     },
-    /// The backend is durable through `index`: take a raft snapshot there and
-    /// release the WAL behind it.
+    /// The backend is durable through `index`: take a raft snapshot there (with
+    /// `data`, the cluster metadata at that index) and release the WAL behind it.
     Snapshot {
         index: u64,
+        data: Vec<u8>,
+    },
+    /// Apply a committed conf change to raft's configuration (the applier asks,
+    /// in log order, and waits for the answer).
+    ApplyConfChange {
+        cc: ConfChange,
+        reply: std::sync::mpsc::Sender<Result<ConfState, raft::Error>>,
     },
     Shutdown,
 }
@@ -107,10 +114,7 @@ impl RaftNode {
         let mut read_ctx: u64 = 0;
         self.publish_status();
 
-        // A lone voter needs no election timeout to find out it wins.
-        if self.is_single_voter() {
-            self.raw.campaign().context("campaign")?;
-        }
+        self.campaign_if_alone()?;
 
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
@@ -134,7 +138,15 @@ impl RaftNode {
                         }
                     }
                     RaftMsg::ReadIndex { reply } => read_waiters.push(reply),
-                    RaftMsg::Snapshot { index } => self.snapshot(index)?,
+                    RaftMsg::Snapshot { index, data } => self.snapshot(index, data)?,
+                    RaftMsg::ApplyConfChange { cc, reply } => {
+                        let result = self.raw.apply_conf_change(&cc);
+                        if let Ok(cs) = &result {
+                            self.raw.mut_store().wl().set_conf_state(cs.clone());
+                        }
+                        let _ = reply.send(result);
+                        self.campaign_if_alone()?;
+                    }
                     RaftMsg::Shutdown => return Ok(()),
                 }
             }
@@ -162,6 +174,14 @@ impl RaftNode {
 
             self.on_ready(&mut read_batches)?;
         }
+    }
+
+    /// A lone voter needs no election timeout to find out it wins.
+    fn campaign_if_alone(&mut self) -> Result<()> {
+        if self.is_single_voter() && self.raw.raft.leader_id == raft::INVALID_ID {
+            self.raw.campaign().context("campaign")?;
+        }
+        Ok(())
     }
 
     fn is_single_voter(&self) -> bool {
@@ -279,11 +299,12 @@ impl RaftNode {
 
     /// Takes a raft snapshot at `index` (the backend is durable through it),
     /// then trims raft's in-memory log and releases the WAL behind it.
-    fn snapshot(&mut self, index: u64) -> Result<()> {
+    fn snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<()> {
         let store = self.raw.store();
         let term = store.term(index).context("term of the snapshot index")?;
         let conf_state = store.initial_state().context("raft state")?.conf_state;
         let mut snap = Snapshot::default();
+        snap.data = data.into();
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;
