@@ -141,9 +141,11 @@ fn founding_entries(members: &[FoundingMember]) -> Result<(Vec<Entry>, HardState
             .into();
         entries.push(e);
     }
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = entries.len() as u64;
+    let hs = HardState {
+        term: 1,
+        commit: entries.len() as u64,
+        ..Default::default()
+    };
     Ok((entries, hs))
 }
 

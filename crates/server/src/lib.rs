@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod logging;
+pub mod peer;
 pub mod raft_node;
 pub mod serve;
 pub mod server;
@@ -59,6 +60,18 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             .await
             .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
         listeners.push((u.clone(), listener));
+    }
+
+    let mut peer_listeners = Vec::new();
+    for u in cfg.listen_peer_urls.iter() {
+        let url = parse_url(u).map_err(anyhow::Error::msg)?;
+        if url.scheme == "https" {
+            bail!("--listen-peer-urls {u}: TLS is not supported by this build yet");
+        }
+        let listener = TcpListener::bind((url.host.as_str(), url.port))
+            .await
+            .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
+        peer_listeners.push((u.clone(), listener));
     }
 
     let boot = bootstrap::open(&cfg)?;
@@ -110,6 +123,44 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let (applied_tx, applied_rx) = watch::channel(consistent_index);
     let _lock = boot.lock;
 
+    // Peers: the transport dials them; the peer listener delivers their messages.
+    let transport = peer::Transport::new(
+        boot.member_id,
+        boot.cluster_id,
+        tokio::runtime::Handle::current(),
+    );
+    for m in cluster.members() {
+        if m.id != boot.member_id {
+            transport.add_peer(m.id, m.peer_ur_ls.clone());
+        }
+    }
+    let peer_deliver: peer::Deliver = {
+        let raft_tx = raft_tx.clone();
+        Arc::new(move |m| {
+            let _ = raft_tx.send(raft_node::RaftMsg::Step(Box::new(m)));
+        })
+    };
+    let (peer_stop_tx, peer_stop_rx) = watch::channel(false);
+    let mut peer_serving = Vec::new();
+    for (url, listener) in peer_listeners {
+        tracing::info!(address = %url, "serving peer traffic");
+        let svc = peer::service(boot.member_id, boot.cluster_id, peer_deliver.clone());
+        let mut stop = peer_stop_rx.clone();
+        peer_serving.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "peer server stopped");
+            }
+        }));
+    }
+
     let node = raft_node::RaftNode {
         member_id: boot.member_id,
         raw,
@@ -118,6 +169,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         apply_tx,
         status: raft_status.clone(),
         wait: wait.clone(),
+        transport: transport.clone(),
         tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
         saved_commit: 0,
     };
@@ -169,6 +221,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         r = publish(&server) => r?,
         m = fatal_rx.recv() => bail!(m.unwrap_or_else(|| "the server stopped".into())),
         _ = &mut shutdown => {
+            let _ = peer_stop_tx.send(true);
+            transport.shutdown();
             server.stop();
             return Ok(());
         }
@@ -198,9 +252,11 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         m = fatal_rx.recv() => Err(anyhow::anyhow!(m.unwrap_or_else(|| "the server stopped".into()))),
     };
     let _ = stop_tx.send(true);
+    let _ = peer_stop_tx.send(true);
+    transport.shutdown();
     server.stop();
     drop(server);
-    for s in serving {
+    for s in serving.into_iter().chain(peer_serving) {
         let _ = s.await;
     }
     let _ = tokio::task::spawn_blocking(move || {

@@ -22,14 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use api::etcdserverpb::Member;
 use api::EtcdError;
-use raft::eraftpb::{ConfChange, ConfState, Entry, Snapshot};
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::limits;
+use crate::peer::Transport;
 use crate::wait::Wait;
 
 /// What other parts of the server ask of the raft loop.
@@ -55,6 +58,8 @@ pub enum RaftMsg {
         cc: ConfChange,
         reply: std::sync::mpsc::Sender<Result<ConfState, raft::Error>>,
     },
+    /// A raft message from a peer.
+    Step(Box<Message>),
     Shutdown,
 }
 
@@ -94,10 +99,20 @@ pub struct RaftNode {
     pub apply_tx: Sender<ApplyBatch>,
     pub status: Arc<RaftStatus>,
     pub wait: Arc<Wait>,
+    pub transport: Transport,
     pub tick_interval: Duration,
     /// The commit index last written to the WAL.
     pub saved_commit: u64,
 }
+
+/// Readers waiting for one read-index answer.
+pub struct ReadBatch {
+    asked: Instant,
+    waiters: Vec<ReadReply>,
+}
+
+/// How long a read-index request may go unanswered before it is asked again (etcd: 500 ms).
+const READ_INDEX_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Entries kept in memory behind a snapshot, for slow followers (etcd's SnapshotCatchUpEntries).
 const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
@@ -110,7 +125,7 @@ impl RaftNode {
     pub fn run(mut self, rx: Receiver<RaftMsg>) -> Result<()> {
         let mut next_tick = Instant::now() + self.tick_interval;
         let mut read_waiters: Vec<ReadReply> = Vec::new();
-        let mut read_batches: HashMap<Vec<u8>, Vec<ReadReply>> = HashMap::new();
+        let mut read_batches: HashMap<Vec<u8>, ReadBatch> = HashMap::new();
         let mut read_ctx: u64 = 0;
         self.publish_status();
 
@@ -143,12 +158,30 @@ impl RaftNode {
                         let result = self.raw.apply_conf_change(&cc);
                         if let Ok(cs) = &result {
                             self.raw.mut_store().wl().set_conf_state(cs.clone());
+                            self.update_peers(&cc);
                         }
                         let _ = reply.send(result);
                         self.campaign_if_alone()?;
                     }
+                    RaftMsg::Step(m) => {
+                        if let Err(e) = self.raw.step(*m) {
+                            tracing::debug!(error = %e, "raft refused a peer message");
+                        }
+                    }
                     RaftMsg::Shutdown => return Ok(()),
                 }
+            }
+
+            for id in self.transport.take_unreachable() {
+                self.raw.report_unreachable(id);
+            }
+            for (id, ok) in self.transport.take_snapshot_reports() {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(id, status);
             }
 
             if Instant::now() >= next_tick {
@@ -166,13 +199,56 @@ impl RaftNode {
                     }
                 } else {
                     read_ctx += 1;
-                    let ctx = read_ctx.to_be_bytes().to_vec();
+                    // Unique across members: followers forward their requests to the
+                    // leader, which ignores a context it already has pending.
+                    let mut ctx = self.member_id.to_be_bytes().to_vec();
+                    ctx.extend_from_slice(&read_ctx.to_be_bytes());
                     self.raw.read_index(ctx.clone());
-                    read_batches.insert(ctx, std::mem::take(&mut read_waiters));
+                    read_batches.insert(
+                        ctx,
+                        ReadBatch {
+                            asked: Instant::now(),
+                            waiters: std::mem::take(&mut read_waiters),
+                        },
+                    );
                 }
             }
+            self.retry_reads(&mut read_batches);
 
             self.on_ready(&mut read_batches)?;
+        }
+    }
+
+    /// Keeps the transport's peers in step with an applied conf change.
+    fn update_peers(&self, cc: &ConfChange) {
+        if cc.node_id == self.member_id {
+            return;
+        }
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                match Member::decode(&cc.context[..]) {
+                    Ok(m) => self.transport.add_peer(cc.node_id, m.peer_ur_ls),
+                    Err(e) => tracing::warn!(
+                        member_id = %format!("{:x}", cc.node_id),
+                        error = %e,
+                        "conf change without a readable member: no peer URLs to dial"
+                    ),
+                }
+            }
+            ConfChangeType::RemoveNode => self.transport.remove_peer(cc.node_id),
+        }
+    }
+
+    /// Raft may drop a read-index request (no leader yet, a leader change): ask
+    /// again for batches unanswered for a while, as etcd does, and forget
+    /// batches whose readers have all given up.
+    fn retry_reads(&mut self, read_batches: &mut HashMap<Vec<u8>, ReadBatch>) {
+        read_batches.retain(|_, b| b.waiters.iter().any(|w| !w.is_closed()));
+        for (ctx, batch) in read_batches.iter_mut() {
+            if batch.asked.elapsed() >= READ_INDEX_RETRY_INTERVAL {
+                batch.asked = Instant::now();
+                self.raw.read_index(ctx.clone());
+            }
         }
     }
 
@@ -206,7 +282,7 @@ impl RaftNode {
             .store(r.raft_log.committed, Ordering::Release);
     }
 
-    fn on_ready(&mut self, read_batches: &mut HashMap<Vec<u8>, Vec<ReadReply>>) -> Result<()> {
+    fn on_ready(&mut self, read_batches: &mut HashMap<Vec<u8>, ReadBatch>) -> Result<()> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -232,9 +308,20 @@ impl RaftNode {
             }
         }
 
+        // A leader may send before persisting (raft-rs's order); followers send
+        // only after, with the persisted messages below.
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+
         if !rd.snapshot().is_empty() {
-            // Followers receive snapshots once clusters exist; a lone member never does.
-            anyhow::bail!("received a raft snapshot, which a single-member cluster never sends");
+            // Installing a snapshot means replacing the backend with the leader's;
+            // until the snapshot transfer carries the backend, refuse loudly.
+            anyhow::bail!(
+                "received a raft snapshot at index {}: this member fell behind the leader's \
+                 log and installing snapshots is not supported yet",
+                rd.snapshot().get_metadata().index
+            );
         }
 
         let committed = rd.take_committed_entries();
@@ -266,9 +353,13 @@ impl RaftNode {
             }
         }
 
+        if !rd.persisted_messages().is_empty() {
+            self.transport.send(rd.take_persisted_messages());
+        }
+
         for rs in rd.take_read_states() {
-            if let Some(waiters) = read_batches.remove(&rs.request_ctx) {
-                for w in waiters {
+            if let Some(batch) = read_batches.remove(&rs.request_ctx) {
+                for w in batch.waiters {
                     let _ = w.send(Ok(rs.index));
                 }
             }
@@ -281,6 +372,9 @@ impl RaftNode {
                 .wl()
                 .mut_hard_state()
                 .set_commit(commit);
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
         }
         self.hand_to_applier(light.take_committed_entries())?;
         self.raw.advance_apply();
@@ -303,8 +397,10 @@ impl RaftNode {
         let store = self.raw.store();
         let term = store.term(index).context("term of the snapshot index")?;
         let conf_state = store.initial_state().context("raft state")?.conf_state;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;
