@@ -26,9 +26,17 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
-/// Our member-to-member protocol (raft messages and snapshots on the peer port).
-pub mod peerpb {
-    tonic::include_proto!("etcdrs.peer.v1");
+/// Generated code for `etcdrs.peer.v1` refers to other packages by relative path,
+/// so it lives at the same depth as its package name.
+pub mod etcdrs {
+    pub mod peer {
+        pub mod v1 {
+            tonic::include_proto!("etcdrs.peer.v1");
+        }
+    }
 }
+
+/// Our member-to-member protocol (raft messages, snapshots and membership on the peer port).
+pub use etcdrs::peer::v1 as peerpb;
 
 pub use error::EtcdError;

@@ -23,11 +23,12 @@ use api::etcdserverpb::{
 };
 use api::EtcdError;
 use prost::Message;
-use raft::eraftpb::{ConfChange, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 
 use crate::alarm::AlarmStore;
 use crate::cluster::Cluster;
+use crate::peer::Transport;
 use crate::raft_node::{ApplyBatch, RaftMsg};
 use crate::status::request_error;
 use crate::wait::Wait;
@@ -46,6 +47,9 @@ pub enum ApplyResult {
 
 pub type ApplyOutcome = Result<ApplyResult, EtcdError>;
 
+/// How long a removed member keeps serving so its last answers go out.
+const REMOVED_MEMBER_STOP_GRACE: Duration = Duration::from_millis(500);
+
 /// How often a non-durable backend commit is followed by an fsynced one (etcd's batch interval).
 const BACKEND_DURABLE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -54,6 +58,7 @@ pub struct Applier {
     pub wait: Arc<Wait>,
     pub cluster: Arc<Cluster>,
     pub alarms: Arc<AlarmStore>,
+    pub transport: Transport,
     pub applied_tx: watch::Sender<u64>,
     pub raft_tx: Sender<RaftMsg>,
     pub snapshot_count: u64,
@@ -129,6 +134,7 @@ impl Applier {
             None
         };
         let mut results: Vec<(u64, ApplyOutcome)> = Vec::with_capacity(entries.len());
+        let mut removed_self = false;
         for entry in &entries {
             let fresh = entry.index > consistent_index;
             match entry.get_entry_type() {
@@ -145,8 +151,8 @@ impl Applier {
                         }
                     };
                     let id = req.header.as_ref().map_or(req.id, |h| h.id);
-                    let outcome = if self.apply_cluster_request(&req) {
-                        Ok(ApplyResult::Done)
+                    let outcome = if let Some(outcome) = self.apply_cluster_request(&req) {
+                        outcome
                     } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
                         self.apply_request(wb, req)?
                     } else {
@@ -161,9 +167,19 @@ impl Applier {
                         .with_context(|| {
                             format!("conf change entry {} is unreadable", entry.index)
                         })?;
-                    self.apply_conf_change(&cc)?;
+                    // Rejected changes (etcd's ValidateConfigurationChange) change nothing;
+                    // the proposer gets the reason.
+                    let outcome = self.cluster.validate_conf_change(&cc);
+                    if outcome.is_ok() {
+                        self.apply_conf_change(&cc)?;
+                        if cc.node_id == self.cluster.local_id
+                            && cc.get_change_type() == ConfChangeType::RemoveNode
+                        {
+                            removed_self = true;
+                        }
+                    }
                     if fresh && cc.id != 0 {
-                        results.push((cc.id, Ok(ApplyResult::Done)));
+                        results.push((cc.id, outcome.map(|()| ApplyResult::Done)));
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -176,6 +192,9 @@ impl Applier {
             }
         }
         let Some(mut wb) = wb else {
+            if removed_self {
+                self.stop_removed();
+            }
             return Ok(None);
         };
         let snapshot_due =
@@ -186,6 +205,9 @@ impl Applier {
         self.applied_tx.send_replace(last_index);
         for (id, outcome) in results {
             self.wait.trigger(id, outcome);
+        }
+        if removed_self {
+            self.stop_removed();
         }
         Ok(snapshot_due.then_some(last_index))
     }
@@ -208,17 +230,37 @@ impl Applier {
         Ok(())
     }
 
-    /// Applies a cluster-metadata request; false when `req` is not one.
+    /// Applies a cluster-metadata request; None when `req` is not one.
     /// These change no backend state, so they are applied on replay too.
-    fn apply_cluster_request(&self, req: &InternalRaftRequest) -> bool {
+    fn apply_cluster_request(&self, req: &InternalRaftRequest) -> Option<ApplyOutcome> {
         if let Some(r) = &req.cluster_member_attr_set {
             self.cluster.set_member_attributes(r);
         } else if let Some(r) = &req.cluster_version_set {
             self.cluster.set_version(&r.ver);
+        } else if let Some(r) = &req.member_update {
+            if let Err(e) = self.cluster.update_member(r.id, &r.peer_ur_ls) {
+                return Some(Err(e));
+            }
+            if r.id != self.cluster.local_id {
+                self.transport.update_peer(r.id, r.peer_ur_ls.clone());
+            }
         } else {
-            return false;
+            return None;
         }
-        true
+        Some(Ok(ApplyResult::Done))
+    }
+
+    /// This member was removed from the cluster: it must stop (and may never
+    /// rejoin with this identity). The grace lets the answer to the request
+    /// that removed it reach its client.
+    fn stop_removed(&self) -> ! {
+        tracing::warn!(
+            local_member_id = %format!("{:x}", self.cluster.local_id),
+            "the member has been permanently removed from the cluster; \
+             the data-dir used by this member must be removed"
+        );
+        std::thread::sleep(REMOVED_MEMBER_STOP_GRACE);
+        std::process::exit(0);
     }
 
     /// Applies one request. `Err` only for backend failures, which stop the node;

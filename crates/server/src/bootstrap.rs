@@ -32,6 +32,7 @@ use raft::storage::MemStorage;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::config::{ClusterState, Config};
+use crate::grpc::Discovered;
 use crate::ids;
 
 /// A founding member as `--initial-cluster` describes it.
@@ -59,7 +60,9 @@ pub struct Bootstrapped {
     pub lock: File,
 }
 
-pub fn open(cfg: &Config) -> Result<Bootstrapped> {
+/// Opens (or creates) the member's data directory. `joined` is what a member
+/// joining an existing cluster learned from it (see `grpc::discover`).
+pub fn open(cfg: &Config, joined: Option<&Discovered>) -> Result<Bootstrapped> {
     let member_dir = cfg.member_dir();
     fs::create_dir_all(&member_dir)
         .with_context(|| format!("cannot access data directory {}", member_dir.display()))?;
@@ -72,13 +75,13 @@ pub fn open(cfg: &Config) -> Result<Bootstrapped> {
 
     let members = configured_members(cfg);
     if !Wal::exists(&wal_dir) {
-        if cfg.initial_cluster_state == ClusterState::Existing {
-            bail!(
-                "joining an existing cluster (--initial-cluster-state=existing) is not supported yet; \
-                 start with --initial-cluster-state=new"
-            );
-        }
-        return create(cfg, members, snapshotter, lock);
+        return match (cfg.initial_cluster_state, joined) {
+            (ClusterState::New, _) => create(cfg, members, snapshotter, lock),
+            (ClusterState::Existing, Some(joined)) => create_joined(cfg, joined, snapshotter, lock),
+            (ClusterState::Existing, None) => {
+                bail!("joining an existing cluster needs the cluster's answer (internal error)")
+            }
+        };
     }
     restart(cfg, snapshotter, lock)
 }
@@ -253,6 +256,40 @@ fn open_wal_at_newest_snapshot(
         "more than {ORPHANS_MAX} snapshot files in {} are unknown to the WAL",
         cfg.snap_dir().display()
     )
+}
+
+/// A member joining an existing cluster starts with an empty log: the leader
+/// replicates it (founding conf changes included), so raft and the cluster
+/// view learn the members by applying it.
+fn create_joined(
+    cfg: &Config,
+    joined: &Discovered,
+    snapshotter: Snapshotter,
+    lock: File,
+) -> Result<Bootstrapped> {
+    let meta = WalMetadata {
+        node_id: joined.member_id,
+        cluster_id: joined.cluster_id,
+    }
+    .encode_to_vec();
+    let wal = Wal::create(&cfg.wal_dir(), &meta)
+        .with_context(|| format!("cannot create WAL in {}", cfg.wal_dir().display()))?;
+    tracing::info!(
+        local_member_id = %format!("{:x}", joined.member_id),
+        cluster_id = %format!("{:x}", joined.cluster_id),
+        "joining an existing cluster"
+    );
+    Ok(Bootstrapped {
+        member_id: joined.member_id,
+        cluster_id: joined.cluster_id,
+        cluster_data: None,
+        storage: MemStorage::new(),
+        wal,
+        snapshotter,
+        snapshot_index: 0,
+        fresh: true,
+        lock,
+    })
 }
 
 fn restart(cfg: &Config, snapshotter: Snapshotter, lock: File) -> Result<Bootstrapped> {

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 use api::etcdserverpb::{ClusterMemberAttrSetRequest, ClusterSnapshot, Member};
+use api::EtcdError;
 use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType};
 
@@ -18,6 +19,8 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 pub const SERVER_VERSION: &str = "3.6.0";
 /// The cluster version it proposes (major.minor of the lowest member version).
 pub const CLUSTER_VERSION: &str = "3.6.0";
+/// Learners a cluster may have at once (etcd 3.4-3.6: one).
+const LEARNERS_MAX: usize = 1;
 /// Format version of [`ClusterSnapshot`].
 const CLUSTER_SNAPSHOT_VERSION: u32 = 1;
 
@@ -80,6 +83,81 @@ impl Cluster {
 
     pub fn is_removed(&self, id: u64) -> bool {
         self.read().removed.contains(&id)
+    }
+
+    pub fn removed(&self) -> Vec<u64> {
+        self.read().removed.iter().copied().collect()
+    }
+
+    pub fn member(&self, id: u64) -> Option<Member> {
+        self.read().members.iter().find(|m| m.id == id).cloned()
+    }
+
+    pub fn is_learner(&self, id: u64) -> bool {
+        self.read()
+            .members
+            .iter()
+            .any(|m| m.id == id && m.is_learner)
+    }
+
+    /// Whether any of `urls` is a peer URL of a member other than `except`.
+    pub fn peer_url_in_use(&self, urls: &[String], except: u64) -> bool {
+        self.read()
+            .members
+            .iter()
+            .filter(|m| m.id != except)
+            .any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u)))
+    }
+
+    /// Whether a committed conf change may be applied, and etcd's error when
+    /// not. Decided from the cluster view alone, so every member decides alike.
+    pub fn validate_conf_change(&self, cc: &ConfChange) -> Result<(), EtcdError> {
+        let s = self.read();
+        if s.removed.contains(&cc.node_id) {
+            return Err(EtcdError::MemberNotFound);
+        }
+        let existing = s.members.iter().find(|m| m.id == cc.node_id);
+        match cc.get_change_type() {
+            ConfChangeType::AddNode => match existing {
+                Some(m) if m.is_learner => Ok(()), // promotion
+                Some(_) => Err(EtcdError::MemberExist),
+                None => Self::validate_new(&s, cc),
+            },
+            ConfChangeType::AddLearnerNode => match existing {
+                Some(_) => Err(EtcdError::MemberExist),
+                None if s.members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX => {
+                    Err(EtcdError::TooManyLearners)
+                }
+                None => Self::validate_new(&s, cc),
+            },
+            ConfChangeType::RemoveNode => existing.map(|_| ()).ok_or(EtcdError::MemberNotFound),
+        }
+    }
+
+    fn validate_new(s: &State, cc: &ConfChange) -> Result<(), EtcdError> {
+        let m = Member::decode(&cc.context[..]).map_err(|_| EtcdError::MemberBadUrls)?;
+        if s.members
+            .iter()
+            .any(|other| other.peer_ur_ls.iter().any(|u| m.peer_ur_ls.contains(u)))
+        {
+            return Err(EtcdError::PeerUrlExist);
+        }
+        Ok(())
+    }
+
+    /// Applies a committed MemberUpdate (new peer URLs), with etcd's checks.
+    pub fn update_member(&self, id: u64, peer_urls: &[String]) -> Result<(), EtcdError> {
+        if self.peer_url_in_use(peer_urls, id) {
+            return Err(EtcdError::PeerUrlExist);
+        }
+        let mut s = self.write();
+        let m = s
+            .members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        m.peer_ur_ls = peer_urls.to_vec();
+        Ok(())
     }
 
     /// Applies a committed conf change. Its context is the member (etcd puts

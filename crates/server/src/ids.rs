@@ -15,6 +15,19 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
     first_u64(&hasher.finalize())
 }
 
+/// The ID of a member added at run time (MemberAdd): as [`member_id`], with the
+/// time in seconds appended so the same URLs get a new ID each time (etcd's rule;
+/// etcd passes an empty cluster name here).
+pub fn member_id_at(peer_urls: &[String], cluster_token: &str, now_unix_secs: u64) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut hasher = Sha1::new();
+    hasher.update(urls.concat().as_bytes());
+    hasher.update(cluster_token.as_bytes());
+    hasher.update(now_unix_secs.to_string().as_bytes());
+    first_u64(&hasher.finalize())
+}
+
 /// The cluster's ID: the first 8 bytes of SHA-1 over the sorted member IDs,
 /// each as 8 big-endian bytes.
 pub fn cluster_id(member_ids: &[u64]) -> u64 {

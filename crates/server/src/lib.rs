@@ -74,7 +74,21 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         peer_listeners.push((u.clone(), listener));
     }
 
-    let boot = bootstrap::open(&cfg)?;
+    // A new member of an existing cluster asks the others who it is.
+    let joined = if cfg.initial_cluster_state == config::ClusterState::Existing
+        && !wal::Wal::exists(&cfg.wal_dir())
+    {
+        let others: Vec<String> = cfg
+            .initial_cluster
+            .iter()
+            .filter(|(name, _)| *name != cfg.name)
+            .flat_map(|(_, urls)| urls.clone())
+            .collect();
+        Some(grpc::discover(&others, &cfg.initial_advertise_peer_urls).await?)
+    } else {
+        None
+    };
+    let boot = bootstrap::open(&cfg, joined.as_ref())?;
     let store = Arc::new(
         mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
             .context("cannot open the backend")?,
@@ -129,14 +143,20 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         boot.cluster_id,
         tokio::runtime::Handle::current(),
     );
-    for m in cluster.members() {
+    let known_members = joined.map_or_else(|| cluster.members(), |j| j.members);
+    for m in known_members {
         if m.id != boot.member_id {
             transport.add_peer(m.id, m.peer_ur_ls.clone());
         }
     }
     let peer_deliver: peer::Deliver = {
         let raft_tx = raft_tx.clone();
+        let cluster = cluster.clone();
         Arc::new(move |m| {
+            // A removed member may never take part again (etcd drops its traffic too).
+            if cluster.is_removed(m.from) {
+                return;
+            }
             let _ = raft_tx.send(raft_node::RaftMsg::Step(Box::new(m)));
         })
     };
@@ -145,12 +165,16 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     for (url, listener) in peer_listeners {
         tracing::info!(address = %url, "serving peer traffic");
         let svc = peer::service(boot.member_id, boot.cluster_id, peer_deliver.clone());
+        let membership = api::peerpb::membership_server::MembershipServer::new(
+            grpc::MembershipService::new(boot.cluster_id, cluster.clone()),
+        );
         let mut stop = peer_stop_rx.clone();
         peer_serving.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(svc)
+                .add_service(membership)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.changed().await;
                 })
@@ -189,6 +213,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         wait: wait.clone(),
         cluster: cluster.clone(),
         alarms: alarms.clone(),
+        transport: transport.clone(),
         applied_tx,
         raft_tx: raft_tx.clone(),
         snapshot_count: cfg.snapshot_count.max(1),
@@ -209,6 +234,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         boot.member_id,
         cluster.clone(),
         alarms,
+        transport.clone(),
         store,
         raft_status,
         raft_tx,

@@ -58,6 +58,16 @@ pub enum RaftMsg {
         cc: ConfChange,
         reply: std::sync::mpsc::Sender<Result<ConfState, raft::Error>>,
     },
+    /// Propose a membership change; its result arrives by `cc.id` through the waiter.
+    ProposeConfChange {
+        cc: ConfChange,
+    },
+    /// As leader, whether learner `id` has caught up (its match index is at least
+    /// 90% of the leader's, etcd's rule for promotion).
+    LearnerReady {
+        id: u64,
+        reply: oneshot::Sender<Result<bool, EtcdError>>,
+    },
     /// A raft message from a peer.
     Step(Box<Message>),
     Shutdown,
@@ -104,6 +114,9 @@ pub struct RaftNode {
     /// The commit index last written to the WAL.
     pub saved_commit: u64,
 }
+
+/// A learner may be promoted once its log matches this fraction of the leader's (etcd's 90%).
+const LEARNER_READY_FRACTION: f64 = 0.9;
 
 /// Readers waiting for one read-index answer.
 pub struct ReadBatch {
@@ -163,6 +176,16 @@ impl RaftNode {
                         let _ = reply.send(result);
                         self.campaign_if_alone()?;
                     }
+                    RaftMsg::ProposeConfChange { cc } => {
+                        let id = cc.id;
+                        if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
+                            tracing::debug!(error = %e, "conf change proposal dropped");
+                            self.wait.fail(id, self.no_leader_error());
+                        }
+                    }
+                    RaftMsg::LearnerReady { id, reply } => {
+                        let _ = reply.send(self.learner_ready(id));
+                    }
                     RaftMsg::Step(m) => {
                         if let Err(e) = self.raw.step(*m) {
                             tracing::debug!(error = %e, "raft refused a peer message");
@@ -217,6 +240,17 @@ impl RaftNode {
 
             self.on_ready(&mut read_batches)?;
         }
+    }
+
+    fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return Err(EtcdError::NotLeader);
+        }
+        let progress = raft.prs();
+        let leader_match = progress.get(self.member_id).map_or(0, |p| p.matched);
+        let learner = progress.get(id).ok_or(EtcdError::MemberNotFound)?;
+        Ok(learner.matched as f64 >= leader_match as f64 * LEARNER_READY_FRACTION)
     }
 
     /// Keeps the transport's peers in step with an applied conf change.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
 use api::EtcdError;
 use prost::Message;
+use raft::eraftpb::ConfChange;
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::alarm::AlarmStore;
@@ -18,6 +19,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::ids::RequestIdGenerator;
 use crate::limits;
+use crate::peer::Transport;
 use crate::raft_node::{RaftMsg, RaftStatus};
 use crate::wait::Wait;
 
@@ -26,6 +28,7 @@ pub struct EtcdServer {
     pub member_id: u64,
     pub cluster: Arc<Cluster>,
     pub alarms: Arc<AlarmStore>,
+    pub transport: Transport,
     pub store: Arc<mvcc::Store>,
     pub raft_status: Arc<RaftStatus>,
     raft_tx: Sender<RaftMsg>,
@@ -42,6 +45,7 @@ impl EtcdServer {
         member_id: u64,
         cluster: Arc<Cluster>,
         alarms: Arc<AlarmStore>,
+        transport: Transport,
         store: Arc<mvcc::Store>,
         raft_status: Arc<RaftStatus>,
         raft_tx: Sender<RaftMsg>,
@@ -56,6 +60,7 @@ impl EtcdServer {
             member_id,
             cluster,
             alarms,
+            transport,
             store,
             raft_status,
             raft_tx,
@@ -143,6 +148,42 @@ impl EtcdServer {
                 })
             }
         }
+    }
+
+    /// Proposes a membership change and waits until it is applied (or rejected
+    /// at apply time with etcd's error).
+    pub async fn propose_conf_change(&self, mut cc: ConfChange) -> Result<(), EtcdError> {
+        let _slot = self
+            .proposal_slots
+            .acquire()
+            .await
+            .map_err(|_| EtcdError::Stopped)?;
+        let id = self.request_ids.next();
+        cc.id = id;
+        let rx = self.wait.register(id);
+        if self
+            .raft_tx
+            .send(RaftMsg::ProposeConfChange { cc })
+            .is_err()
+        {
+            self.wait.cancel(id);
+            return Err(EtcdError::Stopped);
+        }
+        self.await_outcome(id, rx).await.map(|_| ())
+    }
+
+    /// As leader: whether learner `id` has caught up enough to be promoted.
+    pub async fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
+        let (reply, rx) = oneshot::channel();
+        self.raft_tx
+            .send(RaftMsg::LearnerReady { id, reply })
+            .map_err(|_| EtcdError::Stopped)?;
+        rx.await.map_err(|_| EtcdError::Stopped)?
+    }
+
+    /// Whether this member is a learner (it then serves only serializable reads).
+    pub fn is_learner(&self) -> bool {
+        self.cluster.is_learner(self.member_id)
     }
 
     /// Waits until a local read reflects every write acknowledged before this

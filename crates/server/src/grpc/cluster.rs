@@ -1,13 +1,34 @@
-//! The Cluster service: MemberList. Add, remove, update and promote arrive
-//! with multi-member clusters.
+//! The Cluster service: membership changes with etcd's checks and errors.
+//!
+//! - Add, remove and promote are raft conf changes whose context is the
+//!   member; update (new peer URLs) is a normal entry (raft-rs has no
+//!   `UpdateNode`). Every change is validated again when applied, from the
+//!   cluster view alone, so all members decide alike.
+//! - `--strict-reconfig-check` (on by default in etcd; always on here): a
+//!   voter may be added or promoted only while enough members have started
+//!   (published their name), and a voter may be removed only if the members
+//!   still connected keep a quorum.
+//! - Promotion needs the learner's log at 90% of the leader's; only the
+//!   leader knows that, so a follower forwards the request to the leader's
+//!   client URL, as etcd forwards it over the peer port.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use api::etcdserverpb::cluster_client::ClusterClient;
 use api::etcdserverpb::cluster_server::Cluster;
 use api::etcdserverpb::*;
+use api::EtcdError;
+use prost::Message;
+use raft::eraftpb::{ConfChange, ConfChangeType};
 use tonic::{Request, Response, Status};
 
+use crate::config::parse_url;
+use crate::ids;
 use crate::server::EtcdServer;
+
+/// How long forwarding a promotion to the leader may take.
+const PROMOTE_FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ClusterService {
     server: Arc<EtcdServer>,
@@ -17,10 +38,89 @@ impl ClusterService {
     pub fn new(server: Arc<EtcdServer>) -> Self {
         ClusterService { server }
     }
+
+    fn members(&self) -> Vec<Member> {
+        self.server.cluster.members()
+    }
+
+    /// Voting members, and how many of them have started (published a name).
+    fn voters_started(&self, except: Option<u64>) -> (usize, usize) {
+        let voters: Vec<Member> = self
+            .members()
+            .into_iter()
+            .filter(|m| !m.is_learner && Some(m.id) != except)
+            .collect();
+        let started = voters.iter().filter(|m| !m.name.is_empty()).count();
+        (voters.len(), started)
+    }
+
+    /// etcd's IsReadyToAddVotingMember: after adding one voter, the started
+    /// members still form a quorum (a lone member may always add a second).
+    fn ready_to_add_voter(&self) -> bool {
+        let (voters, started) = self.voters_started(None);
+        let members = voters + 1;
+        (started == 1 && members == 2) || started > members / 2
+    }
+
+    /// etcd's mayRemoveMember: removing a voter must leave a started quorum,
+    /// and the members connected right now must keep a quorum without it.
+    fn may_remove_voter(&self, id: u64) -> bool {
+        let (voters, started) = self.voters_started(Some(id));
+        if started < voters / 2 + 1 {
+            return false;
+        }
+        let connected = self.server.transport.connected_peers();
+        if id != self.server.member_id && !connected.contains(&id) {
+            return true; // a member that is down is not part of the active quorum
+        }
+        let all: Vec<u64> = self
+            .members()
+            .into_iter()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect();
+        let active = all
+            .iter()
+            .filter(|m| **m == self.server.member_id || connected.contains(m))
+            .count();
+        active > all.len().saturating_sub(1) / 2 + 1
+    }
+
+    fn check_urls(urls: &[String]) -> Result<(), Status> {
+        if urls.is_empty() || urls.iter().any(|u| parse_url(u).is_err()) {
+            return Err(EtcdError::MemberBadUrls.into());
+        }
+        Ok(())
+    }
+
+    async fn forward_promote(&self, id: u64) -> Result<MemberPromoteResponse, Status> {
+        let leader = self.server.raft_status.leader();
+        let url = self
+            .server
+            .cluster
+            .member(leader)
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or(EtcdError::NoLeader)?;
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|_| Status::from(EtcdError::NoLeader))?
+            .connect_timeout(PROMOTE_FORWARD_TIMEOUT)
+            .timeout(PROMOTE_FORWARD_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|_| Status::from(EtcdError::TimeoutDueToConnectionLost))?;
+        ClusterClient::new(channel)
+            .member_promote(MemberPromoteRequest { id })
+            .await
+            .map(Response::into_inner)
+    }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented by this server yet"))
+fn conf_change(kind: ConfChangeType, member: &Member) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(kind);
+    cc.node_id = member.id;
+    cc.context = member.encode_to_vec().into();
+    cc
 }
 
 #[tonic::async_trait]
@@ -34,32 +134,122 @@ impl Cluster for ClusterService {
         }
         Ok(Response::new(MemberListResponse {
             header: Some(self.server.cluster_header()),
-            members: self.server.cluster.members(),
+            members: self.members(),
         }))
     }
 
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        let req = request.into_inner();
+        Self::check_urls(&req.peer_ur_ls)?;
+        if self.server.cluster.peer_url_in_use(&req.peer_ur_ls, 0) {
+            return Err(EtcdError::PeerUrlExist.into());
+        }
+        if !req.is_learner && !self.ready_to_add_voter() {
+            return Err(EtcdError::MemberNotEnoughStarted.into());
+        }
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let member = Member {
+            id: ids::member_id_at(&req.peer_ur_ls, "", now_secs),
+            name: String::new(),
+            peer_ur_ls: req.peer_ur_ls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: req.is_learner,
+        };
+        let kind = if req.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        self.server
+            .propose_conf_change(conf_change(kind, &member))
+            .await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.server.cluster_header()),
+            member: Some(member),
+            members: self.members(),
+        }))
     }
+
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let id = request.into_inner().id;
+        let member = self
+            .server
+            .cluster
+            .member(id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        if !member.is_learner && !self.may_remove_voter(id) {
+            return Err(EtcdError::MemberNotEnoughStarted.into());
+        }
+        self.server
+            .propose_conf_change(conf_change(ConfChangeType::RemoveNode, &member))
+            .await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.server.cluster_header()),
+            members: self.members(),
+        }))
     }
+
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        let req = request.into_inner();
+        Self::check_urls(&req.peer_ur_ls)?;
+        if self.server.cluster.member(req.id).is_none() {
+            return Err(EtcdError::MemberNotFound.into());
+        }
+        self.server
+            .propose(InternalRaftRequest {
+                member_update: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.server.cluster_header()),
+            members: self.members(),
+        }))
     }
+
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let id = request.into_inner().id;
+        let member = self
+            .server
+            .cluster
+            .member(id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        if !member.is_learner {
+            return Err(EtcdError::MemberNotLearner.into());
+        }
+        match self.server.learner_ready(id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(EtcdError::LearnerNotReady.into()),
+            Err(EtcdError::NotLeader) => return self.forward_promote(id).await.map(Response::new),
+            Err(e) => return Err(e.into()),
+        }
+        if !self.ready_to_add_voter() {
+            return Err(EtcdError::MemberNotEnoughStarted.into());
+        }
+        let promoted = Member {
+            is_learner: false,
+            ..member
+        };
+        self.server
+            .propose_conf_change(conf_change(ConfChangeType::AddNode, &promoted))
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.server.cluster_header()),
+            members: self.members(),
+        }))
     }
 }

@@ -10,6 +10,7 @@ use api::etcdserverpb::{
     InternalRaftRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
     TxnResponse,
 };
+use api::EtcdError;
 use tonic::{Request, Response, Status};
 
 use crate::apply::ApplyResult;
@@ -26,7 +27,16 @@ impl KvService {
     }
 
     async fn write(&self, req: InternalRaftRequest) -> Result<ApplyResult, Status> {
+        self.refuse_learner()?;
         self.server.propose(req).await.map_err(Status::from)
+    }
+
+    /// A learner serves serializable reads only, as in etcd.
+    fn refuse_learner(&self) -> Result<(), Status> {
+        if self.server.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        Ok(())
     }
 }
 
@@ -47,6 +57,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         mvcc::validate_range(&req).map_err(mvcc_status)?;
         if !req.serializable {
+            self.refuse_learner()?;
             self.server.read_barrier().await?;
         }
         let mut resp = self.server.store.range(&req).map_err(mvcc_status)?;
@@ -99,6 +110,7 @@ impl Kv for KvService {
         // A txn that only reads is served locally, as etcd serves it.
         if mvcc::is_txn_read_only(&req) {
             if !mvcc::is_txn_serializable(&req) {
+                self.refuse_learner()?;
                 self.server.read_barrier().await?;
             }
             let mut resp = self.server.store.txn_read_only(&req).map_err(mvcc_status)?;

@@ -6,6 +6,7 @@
 mod cluster;
 mod kv;
 mod maintenance;
+mod membership;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::server::EtcdServer;
 pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use maintenance::MaintenanceService;
+pub use membership::{discover, Discovered, MembershipService};
 
 /// The gRPC routes for the client listener, with receive limits sized from
 /// --max-request-bytes as etcd sizes them.
