@@ -64,11 +64,12 @@ pub enum EtcdError {
     NotSupportedForLearner,
     BadLeaderTransferee,
     InvalidSortOption,
+    TimeoutLeaderTransfer,
 }
 
 impl EtcdError {
     /// Every variant, for tables and reverse lookups.
-    pub const ALL: [EtcdError; 53] = {
+    pub const ALL: [EtcdError; 54] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -124,6 +125,7 @@ impl EtcdError {
             NotSupportedForLearner,
             BadLeaderTransferee,
             InvalidSortOption,
+            TimeoutLeaderTransfer,
         ]
     };
 
@@ -262,6 +264,11 @@ impl EtcdError {
                 "etcdserver: bad leader transferee",
             ),
             InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
+            // Not in etcd's gRPC error map, so etcd sends it with code Unknown.
+            TimeoutLeaderTransfer => (
+                Code::Unknown,
+                "etcdserver: request timed out, leader transfer took too long",
+            ),
         }
     }
 

@@ -68,6 +68,10 @@ pub enum RaftMsg {
         id: u64,
         reply: oneshot::Sender<Result<bool, EtcdError>>,
     },
+    /// Hand leadership to `target` (raft's leader transfer).
+    TransferLeader {
+        target: u64,
+    },
     /// A raft message from a peer.
     Step(Box<Message>),
     Shutdown,
@@ -186,6 +190,7 @@ impl RaftNode {
                     RaftMsg::LearnerReady { id, reply } => {
                         let _ = reply.send(self.learner_ready(id));
                     }
+                    RaftMsg::TransferLeader { target } => self.raw.transfer_leader(target),
                     RaftMsg::Step(m) => {
                         if let Err(e) = self.raw.step(*m) {
                             tracing::debug!(error = %e, "raft refused a peer message");

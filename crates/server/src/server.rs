@@ -181,6 +181,45 @@ impl EtcdServer {
         rx.await.map_err(|_| EtcdError::Stopped)?
     }
 
+    /// Moves leadership from this member (the leader) to `target`, waiting until
+    /// raft reports the new leader (etcd's MoveLeader).
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        let leader = self.raft_status.leader();
+        if leader != self.member_id {
+            return Err(EtcdError::NotLeader);
+        }
+        match self.cluster.member(target) {
+            Some(m) if !m.is_learner => {}
+            _ => return Err(EtcdError::BadLeaderTransferee),
+        }
+        tracing::info!(
+            local_member_id = %format!("{:x}", self.member_id),
+            current_leader_member_id = %format!("{leader:x}"),
+            transferee_member_id = %format!("{target:x}"),
+            "leadership transfer starting"
+        );
+        let started = std::time::Instant::now();
+        self.raft_tx
+            .send(RaftMsg::TransferLeader { target })
+            .map_err(|_| EtcdError::Stopped)?;
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let mut poll = tokio::time::interval(Duration::from_millis(self.cfg.heartbeat_interval_ms));
+        while self.raft_status.leader() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EtcdError::TimeoutLeaderTransfer);
+            }
+            poll.tick().await;
+        }
+        tracing::info!(
+            local_member_id = %format!("{:x}", self.member_id),
+            old_leader_member_id = %format!("{leader:x}"),
+            new_leader_member_id = %format!("{target:x}"),
+            took = ?started.elapsed(),
+            "leadership transfer finished"
+        );
+        Ok(())
+    }
+
     /// Whether this member is a learner (it then serves only serializable reads).
     pub fn is_learner(&self) -> bool {
         self.cluster.is_learner(self.member_id)

@@ -103,11 +103,16 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("Snapshot"))
     }
+    /// Only the leader moves leadership (etcdctl finds it among the endpoints).
+    /// etcd's response carries no header.
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        self.server
+            .move_leader(request.into_inner().target_id)
+            .await?;
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
     async fn downgrade(
         &self,
