@@ -93,27 +93,71 @@ pub(crate) fn restore_index<T>(table: &T) -> Result<Restored>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    let mut tree = KeyTree::new();
-    let mut last_rev = None;
-    let mut previous: Option<Revision> = None;
-    let mut stored_bytes = 0u64;
+    let mut builder = IndexBuilder::default();
     for entry in table.iter().context("scan key table")? {
         let (key, value) = entry.context("scan key table")?;
-        let (rev, tombstone) = decode_rev_key(key.value())?;
-        if previous.is_some_and(|p| p >= rev) {
+        builder.add(key.value(), value.value())?;
+    }
+    Ok(builder.finish())
+}
+
+/// Builds the key index from the rows of a "key" table, given in order.
+#[derive(Default)]
+pub(crate) struct IndexBuilder {
+    tree: KeyTree,
+    previous: Option<Revision>,
+    stored_bytes: u64,
+}
+
+impl IndexBuilder {
+    /// Adds one row; rows must come in increasing revision order.
+    pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (rev, tombstone) = decode_rev_key(key)?;
+        if self.previous.is_some_and(|p| p >= rev) {
             return Err(Error::Corrupt(format!("revision {rev} out of order")));
         }
-        previous = Some(rev);
-        stored_bytes += (key.value().len() + value.value().len()) as u64;
-        let kv = decode_kv(rev, value.value())?;
-        tree.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
-        last_rev = Some(rev.main);
+        self.previous = Some(rev);
+        self.stored_bytes += (key.len() + value.len()) as u64;
+        let kv = decode_kv(rev, value)?;
+        self.tree
+            .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
+        Ok(())
     }
-    Ok(Restored {
-        tree,
-        last_rev,
-        stored_bytes,
-    })
+
+    pub(crate) fn finish(self) -> Restored {
+        Restored {
+            tree: self.tree,
+            last_rev: self.previous.map(|rev| rev.main),
+            stored_bytes: self.stored_bytes,
+        }
+    }
+}
+
+/// Reads the compaction marks and, if the last compaction was scheduled but
+/// did not finish, redoes it on `keys` and `restored`. Returns the
+/// compaction revision (-1 if none).
+pub(crate) fn finish_compaction(
+    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    keys: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    restored: &mut Restored,
+) -> Result<i64> {
+    let finished = read_meta_rev(meta, FINISHED_COMPACT_KEY)?.unwrap_or(-1);
+    let scheduled = read_meta_rev(meta, SCHEDULED_COMPACT_KEY)?;
+    let Some(at) = scheduled.filter(|&at| at > finished) else {
+        return Ok(finished);
+    };
+    tracing::info!(revision = at, "resuming interrupted compaction");
+    let keep = restored.tree.compact(at);
+    restored.stored_bytes -= compact_key_table(keys, at, &keep)?;
+    write_meta_u64(meta, FINISHED_COMPACT_KEY, at as u64)?;
+    Ok(at)
+}
+
+/// The revision readers see in a store holding `restored` and compacted at
+/// `compact_rev`: the last change, or the compaction if it removed that
+/// change (a compacted tombstone), and at least 1.
+pub(crate) fn current_revision(restored: &Restored, compact_rev: i64) -> i64 {
+    restored.last_rev.unwrap_or(1).max(compact_rev).max(1)
 }
 
 /// Deletes from the "key" table every revision `<= at` that is not in

@@ -44,6 +44,10 @@
 //! - Apply: one [`WriteBatch`] per raft Ready ([`Store::write_batch`]): put,
 //!   delete_range, txn, compact, then [`WriteBatch::set_consistent_index`]
 //!   and [`WriteBatch::commit`]. Each write returns its mvccpb events.
+//! - Snapshots: [`Store::write_image`] writes a consistent, checksummed image
+//!   of the backend (raft snapshots, `Maintenance.Snapshot`) while writes go
+//!   on; [`Store::restore_image`] replaces the store with one, on the apply
+//!   path; [`image_info`] checks one and reads its summary. Format: [`image`].
 //!
 //! # Invariants
 //!
@@ -64,7 +68,8 @@
 //! - Hash/HashKV over the "key" table (the encodings above are etcd's).
 //! - Lease, auth, member and alarm tables: other crates add their own redb
 //!   tables to this file; the names `lease`, `auth`, `authUsers`,
-//!   `authRoles`, `members`, `alarm` are reserved.
+//!   `authRoles`, `members`, `alarm` are reserved. Images carry only "key"
+//!   and "meta" today; each new table takes a table id in [`image`].
 //! - Defragmentation (redb's `compact`) and the watchable store.
 //! - Compaction in several backend transactions: the marks in "meta" already
 //!   allow resuming one, but today one batch deletes everything at once.
@@ -72,6 +77,7 @@
 mod backend;
 mod batch;
 mod error;
+pub mod image;
 pub mod index;
 pub mod key_index;
 mod range;
@@ -87,6 +93,7 @@ mod txn_tests;
 
 pub use batch::WriteBatch;
 pub use error::{Error, Result};
+pub use image::{image_info, ImageInfo, IMAGE_FORMAT_VERSION};
 pub use key_index::KeyIndex;
 pub use revision::Revision;
 pub use store::{LeaseLookup, Store, StoreOptions};

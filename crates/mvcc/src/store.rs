@@ -6,9 +6,10 @@
 //! - readers take a redb snapshot after reading the published revision, so
 //!   the snapshot holds everything up to it;
 //! - a commit that compacts holds `compaction_gate` exclusively while it
-//!   commits and compacts the key index; readers hold it shared for the whole
-//!   read, so a read never sees a compacted index with an older snapshot or
-//!   the reverse.
+//!   commits and compacts the key index (an image restore, while it commits
+//!   and swaps in the whole in-memory state); readers hold it shared for the
+//!   whole read, so a read never sees a compacted index with an older
+//!   snapshot or the reverse.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -107,27 +108,17 @@ impl Store {
                 }
                 None => return Err(Error::Corrupt("schema version missing".into())),
             }
-            let finished = backend::read_meta_rev(&meta, backend::FINISHED_COMPACT_KEY)?;
-            let scheduled = backend::read_meta_rev(&meta, backend::SCHEDULED_COMPACT_KEY)?;
             let consistent = (
                 backend::read_meta_u64(&meta, backend::CONSISTENT_INDEX_KEY)?.unwrap_or(0),
                 backend::read_meta_u64(&meta, backend::TERM_KEY)?.unwrap_or(0),
             );
             let mut restored = backend::restore_index(&keys)?;
-            let mut compact_rev = finished.unwrap_or(-1);
-            if let Some(at) = scheduled.filter(|&at| at > compact_rev) {
-                // The last compaction did not finish: redo it.
-                tracing::info!(revision = at, "resuming interrupted compaction");
-                let keep = restored.tree.compact(at);
-                restored.stored_bytes -= backend::compact_key_table(&mut keys, at, &keep)?;
-                backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
-                compact_rev = at;
-            }
+            let compact_rev = backend::finish_compaction(&mut meta, &mut keys, &mut restored)?;
             (restored, compact_rev, consistent)
         };
         txn.commit().context("commit open")?;
 
-        let current = restored.last_rev.unwrap_or(1).max(compact_rev).max(1);
+        let current = backend::current_revision(&restored, compact_rev);
         tracing::info!(
             revision = current,
             compact_revision = compact_rev,
@@ -209,7 +200,7 @@ impl Store {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn check_poisoned(&self) -> Result<()> {
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Broken);
         }

@@ -12,6 +12,7 @@
 //! - `apply` is deterministic: the same entries give the same state on every
 //!   member. A backend failure stops the node instead of diverging.
 
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,31 @@ pub enum ApplyResult {
 
 pub type ApplyOutcome = Result<ApplyResult, EtcdError>;
 
+/// When the backend was last made durable, and whether it has changed since.
+struct Durability {
+    last_durable: Instant,
+    dirty: bool,
+}
+
+/// Restores the backend from a snapshot image file (durably), then removes the file.
+pub fn restore_backend(store: &mvcc::Store, image_path: &Path) -> Result<()> {
+    let file = std::fs::File::open(image_path)
+        .with_context(|| format!("open {}", image_path.display()))?;
+    let info = store
+        .restore_image(&mut std::io::BufReader::new(file))
+        .with_context(|| format!("restore the backend from {}", image_path.display()))?;
+    tracing::info!(
+        consistent_index = info.consistent_index,
+        revision = info.revision,
+        keys = info.keys,
+        "restored the backend from a snapshot"
+    );
+    if let Err(e) = std::fs::remove_file(image_path) {
+        tracing::warn!(file = %image_path.display(), error = %e, "cannot remove a restored snapshot image");
+    }
+    Ok(())
+}
+
 /// How long a removed member keeps serving so its last answers go out.
 const REMOVED_MEMBER_STOP_GRACE: Duration = Duration::from_millis(500);
 
@@ -67,46 +93,87 @@ pub struct Applier {
 
 impl Applier {
     pub fn run(mut self, rx: Receiver<ApplyBatch>) -> Result<()> {
-        let mut last_durable = Instant::now();
-        let mut dirty = false;
+        let mut durability = Durability {
+            last_durable: Instant::now(),
+            dirty: false,
+        };
         loop {
-            let batch = match rx.recv_timeout(BACKEND_DURABLE_INTERVAL) {
-                Ok(b) => Some(b),
-                Err(RecvTimeoutError::Timeout) => None,
+            let first = match rx.recv_timeout(BACKEND_DURABLE_INTERVAL) {
+                Ok(b) => b,
+                Err(RecvTimeoutError::Timeout) => {
+                    if durability.dirty {
+                        self.commit_durable()?;
+                        durability = Durability {
+                            last_durable: Instant::now(),
+                            dirty: false,
+                        };
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let Some(first) = batch else {
-                if dirty {
-                    self.commit_durable()?;
-                    dirty = false;
-                    last_durable = Instant::now();
+            // Take whatever else is already committed, to amortize the backend
+            // commit; a snapshot from the leader is installed in its place in order.
+            let mut entries = Vec::new();
+            for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                match item {
+                    ApplyBatch::Entries(e) => entries.extend(e),
+                    ApplyBatch::Snapshot {
+                        index,
+                        cluster,
+                        image_path,
+                    } => {
+                        self.apply_and_track(std::mem::take(&mut entries), &mut durability)?;
+                        self.install_snapshot(index, &cluster, &image_path)?;
+                    }
                 }
-                continue;
-            };
-            // Take whatever else is already committed, to amortize the backend commit.
-            let mut entries = first.entries;
-            while let Ok(more) = rx.try_recv() {
-                entries.extend(more.entries);
             }
-            let durable_due = last_durable.elapsed() >= BACKEND_DURABLE_INTERVAL;
-            let snapshot_at = self.apply_entries(entries, durable_due)?;
-            if durable_due || snapshot_at.is_some() {
-                last_durable = Instant::now();
-                dirty = false;
-            } else {
-                dirty = true;
-            }
-            if let Some(index) = snapshot_at {
-                self.last_snapshot_index = index;
-                let _ = self.raft_tx.send(RaftMsg::Snapshot {
-                    index,
-                    data: self.cluster.snapshot(),
-                });
-            }
+            self.apply_and_track(entries, &mut durability)?;
         }
-        if dirty {
+        if durability.dirty {
             self.commit_durable()?;
         }
+        Ok(())
+    }
+
+    /// Applies `entries`, keeps the backend's durability cadence, and asks
+    /// for a raft snapshot when one is due.
+    fn apply_and_track(&mut self, entries: Vec<Entry>, d: &mut Durability) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let durable_due = d.last_durable.elapsed() >= BACKEND_DURABLE_INTERVAL;
+        let snapshot_at = self.apply_entries(entries, durable_due)?;
+        if durable_due || snapshot_at.is_some() {
+            d.last_durable = Instant::now();
+            d.dirty = false;
+        } else {
+            d.dirty = true;
+        }
+        if let Some(index) = snapshot_at {
+            self.last_snapshot_index = index;
+            let _ = self.raft_tx.send(RaftMsg::Snapshot {
+                index,
+                data: self.cluster.snapshot(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces the backend and the cluster view with a leader's snapshot.
+    fn install_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
+        restore_backend(&self.store, image_path)?;
+        self.cluster
+            .restore(cluster)
+            .map_err(anyhow::Error::msg)
+            .context("restore the cluster view from the leader's snapshot")?;
+        self.last_snapshot_index = index;
+        let (consistent_index, _) = self.store.consistent_index();
+        self.applied_tx.send_if_modified(|applied| {
+            let grew = consistent_index > *applied;
+            *applied = (*applied).max(consistent_index);
+            grew
+        });
         Ok(())
     }
 

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod logging;
 pub mod peer;
 pub mod raft_node;
+pub mod raft_storage;
 pub mod serve;
 pub mod server;
 pub mod status;
@@ -93,6 +94,19 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
             .context("cannot open the backend")?,
     );
+    // A crash between receiving a leader's snapshot and restoring the backend
+    // from it leaves the image beside the snapshot: finish the restore.
+    if store.consistent_index().0 < boot.snapshot_index {
+        let suffix = format!("-{:016x}.snap.db", boot.snapshot_index);
+        let image = std::fs::read_dir(cfg.snap_dir())
+            .with_context(|| format!("read {}", cfg.snap_dir().display()))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&suffix));
+        if let Some(image) = image {
+            apply::restore_backend(&store, &image)?;
+        }
+    }
     let (consistent_index, _) = store.consistent_index();
     if consistent_index < boot.snapshot_index {
         bail!(
@@ -123,7 +137,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     };
     raft_cfg.validate().context("raft configuration")?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let raw = raft::RawNode::new(&raft_cfg, boot.storage, &logger).context("start raft")?;
+    let snapshotter = Arc::new(boot.snapshotter);
+    let raft_storage =
+        raft_storage::RaftStorage::new(boot.storage, snapshotter.clone(), store.clone());
+    let raw = raft::RawNode::new(&raft_cfg, raft_storage, &logger).context("start raft")?;
 
     let cluster = Arc::new(cluster::Cluster::new(boot.cluster_id, boot.member_id));
     if let Some(data) = &boot.cluster_data {
@@ -189,7 +206,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         member_id: boot.member_id,
         raw,
         wal: boot.wal,
-        snapshotter: boot.snapshotter,
+        snapshotter,
+        snap_dir: cfg.snap_dir(),
         apply_tx,
         status: raft_status.clone(),
         wait: wait.clone(),

@@ -16,23 +16,24 @@
 //! fdatasync); the applied index only grows.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use api::etcdserverpb::Member;
+use api::etcdserverpb::{ClusterSnapshot, Member, RaftSnapshotData};
 use api::EtcdError;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, Message, Snapshot};
-use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::limits;
 use crate::peer::Transport;
+use crate::raft_storage::{RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
 use crate::wait::Wait;
 
 /// What other parts of the server ask of the raft loop.
@@ -80,9 +81,17 @@ pub enum RaftMsg {
 /// Where a read-index answer goes.
 pub type ReadReply = oneshot::Sender<Result<u64, EtcdError>>;
 
-/// Committed entries for the applier, in log order.
-pub struct ApplyBatch {
-    pub entries: Vec<Entry>,
+/// What the applier receives, in log order.
+pub enum ApplyBatch {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// A snapshot from the leader replaced the log up to `index`: restore the
+    /// backend from the image at `image_path` and the cluster view from `cluster`.
+    Snapshot {
+        index: u64,
+        cluster: Vec<u8>,
+        image_path: PathBuf,
+    },
 }
 
 /// Raft state published for status queries, updated by the loop.
@@ -107,9 +116,10 @@ impl RaftStatus {
 
 pub struct RaftNode {
     pub member_id: u64,
-    pub raw: RawNode<MemStorage>,
+    pub raw: RawNode<RaftStorage>,
     pub wal: Wal,
-    pub snapshotter: Snapshotter,
+    pub snapshotter: Arc<Snapshotter>,
+    pub snap_dir: PathBuf,
     pub apply_tx: Sender<ApplyBatch>,
     pub status: Arc<RaftStatus>,
     pub wait: Arc<Wait>,
@@ -354,13 +364,7 @@ impl RaftNode {
         }
 
         if !rd.snapshot().is_empty() {
-            // Installing a snapshot means replacing the backend with the leader's;
-            // until the snapshot transfer carries the backend, refuse loudly.
-            anyhow::bail!(
-                "received a raft snapshot at index {}: this member fell behind the leader's \
-                 log and installing snapshots is not supported yet",
-                rd.snapshot().get_metadata().index
-            );
+            self.install_snapshot(rd.snapshot().clone())?;
         }
 
         let committed = rd.take_committed_entries();
@@ -426,7 +430,58 @@ impl RaftNode {
             return Ok(());
         }
         self.apply_tx
-            .send(ApplyBatch { entries })
+            .send(ApplyBatch::Entries(entries))
+            .context("the applier has stopped")
+    }
+
+    /// Installs a snapshot the leader sent because this member fell behind its log.
+    /// Order: backend image to disk, WAL marker, snapshot file, raft storage, then
+    /// the applier restores the backend; a crash in between is recovered at start
+    /// from the image file.
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<()> {
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let data = RaftSnapshotData::decode(&snap.data[..])
+            .context("the leader's snapshot data is unreadable")?;
+        anyhow::ensure!(
+            data.version == RAFT_SNAPSHOT_DATA_VERSION,
+            "the leader's snapshot data has format version {}, this build reads {}",
+            data.version,
+            RAFT_SNAPSHOT_DATA_VERSION
+        );
+        tracing::info!(
+            snapshot_index = index,
+            snapshot_term = term,
+            bytes = data.backend_image.len(),
+            "installing a snapshot from the leader"
+        );
+        let image_path = self
+            .snap_dir
+            .join(format!("{term:016x}-{index:016x}.snap.db"));
+        write_durably(&image_path, &data.backend_image)?;
+        self.wal
+            .save_snapshot(WalSnapshot { index, term })
+            .context("record the received snapshot in the WAL")?;
+        let mut saved = snap;
+        saved.data = data.cluster.clone().into();
+        self.snapshotter
+            .save(&saved)
+            .context("save the received snapshot")?;
+        self.raw
+            .mut_store()
+            .wl()
+            .apply_snapshot(saved)
+            .context("install the snapshot in raft storage")?;
+        if let Ok(cluster) = ClusterSnapshot::decode(&data.cluster[..]) {
+            for m in cluster.members.iter().filter(|m| m.id != self.member_id) {
+                self.transport.add_peer(m.id, m.peer_ur_ls.clone());
+            }
+        }
+        self.apply_tx
+            .send(ApplyBatch::Snapshot {
+                index,
+                cluster: data.cluster,
+                image_path,
+            })
             .context("the applier has stopped")
     }
 
@@ -470,4 +525,23 @@ impl RaftNode {
         );
         Ok(())
     }
+}
+
+/// Writes `bytes` to `path` so that it survives a crash: a temporary file,
+/// fsync, rename, fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("fsync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("fsync {}", dir.display()))?;
+    }
+    Ok(())
 }
