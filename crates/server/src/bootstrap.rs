@@ -29,6 +29,7 @@ use api::etcdserverpb::{Member, WalMetadata};
 use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState, Snapshot};
 use raft::storage::MemStorage;
+use raft::Storage;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::config::{ClusterState, Config};
@@ -332,6 +333,10 @@ fn restart(cfg: &Config, snapshotter: Snapshotter, lock: File) -> Result<Bootstr
         entries = state.entries.len(),
         "restarting local member"
     );
+    let mut wal = wal;
+    if cfg.force_new_cluster {
+        force_standalone(&storage, &mut wal, wal_meta.node_id)?;
+    }
     Ok(Bootstrapped {
         member_id: wal_meta.node_id,
         cluster_id: wal_meta.cluster_id,
@@ -343,4 +348,80 @@ fn restart(cfg: &Config, snapshotter: Snapshotter, lock: File) -> Result<Bootstr
         fresh: false,
         lock,
     })
+}
+
+/// `--force-new-cluster` (etcd's restart as a standalone node): uncommitted
+/// entries are dropped, and committed `RemoveNode` entries for every other
+/// member are appended, so this member restarts as a cluster of one with its
+/// data. Raft and the cluster view apply the removals like any conf change.
+fn force_standalone(storage: &MemStorage, wal: &mut Wal, local_id: u64) -> Result<()> {
+    let state = storage.initial_state().context("raft state")?;
+    let mut members: std::collections::BTreeSet<u64> = state
+        .conf_state
+        .voters
+        .iter()
+        .chain(&state.conf_state.learners)
+        .copied()
+        .collect();
+    let commit = state.hard_state.commit;
+    let first = storage.first_index().context("raft log")?;
+    if commit >= first {
+        let committed = storage
+            .entries(
+                first,
+                commit + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            )
+            .context("read the committed log")?;
+        for e in committed
+            .iter()
+            .filter(|e| e.get_entry_type() == EntryType::EntryConfChange)
+        {
+            let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data)
+                .with_context(|| format!("conf change entry {} is unreadable", e.index))?;
+            match cc.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    members.insert(cc.node_id);
+                }
+                ConfChangeType::RemoveNode => {
+                    members.remove(&cc.node_id);
+                }
+            }
+        }
+    }
+    let term = state.hard_state.term;
+    let mut entries = Vec::new();
+    for (i, id) in members.iter().filter(|id| **id != local_id).enumerate() {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = *id;
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.term = term;
+        e.index = commit + 1 + i as u64;
+        e.data = protobuf::Message::write_to_bytes(&cc)
+            .context("encode a removal")?
+            .into();
+        entries.push(e);
+    }
+    let hs = HardState {
+        commit: commit + entries.len() as u64,
+        ..state.hard_state
+    };
+    tracing::warn!(
+        local_member_id = %format!("{local_id:x}"),
+        removed_members = entries.len(),
+        commit_index = hs.commit,
+        "forcing a new cluster: every other member is removed and uncommitted entries are discarded"
+    );
+    wal.save(Some(&hs), &entries)
+        .context("write the forced removals to the WAL")?;
+    let mut core = storage.wl();
+    if !entries.is_empty() {
+        core.append(&entries)
+            .context("append the forced removals")?;
+    }
+    core.set_hardstate(hs);
+    Ok(())
 }

@@ -60,6 +60,9 @@ pub struct Config {
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: i64,
+    pub pre_vote: bool,
+    pub strict_reconfig_check: bool,
+    pub force_new_cluster: bool,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
 }
@@ -117,6 +120,15 @@ const fn boolean(name: &'static str, help: &'static str) -> Flag {
     }
 }
 
+const fn boolean_true(name: &'static str, help: &'static str) -> Flag {
+    Flag {
+        name,
+        kind: Kind::Bool,
+        default: "true",
+        help,
+    }
+}
+
 const FLAGS: &[Flag] = &[
     value("name", "default", "Human-readable name for this member."),
     value("data-dir", "", "Path to the data directory (default '${name}.etcd')."),
@@ -137,6 +149,9 @@ const FLAGS: &[Flag] = &[
     value("logger", "zap", "Currently only supports 'zap' for structured logging."),
     value("log-level", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets."),
+    boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
+    boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
+    boolean("force-new-cluster", "Force to create a new one member cluster."),
     boolean("version", "Print the version and exit."),
     boolean("help", "Show this help and exit."),
 ];
@@ -351,6 +366,9 @@ impl Lookup<'_> {
             max_request_bytes: self.parsed("max-request-bytes")?,
             max_txn_ops: self.parsed("max-txn-ops")?,
             quota_backend_bytes: self.parsed("quota-backend-bytes")?,
+            pre_vote: self.boolean("pre-vote")?,
+            strict_reconfig_check: self.boolean("strict-reconfig-check")?,
+            force_new_cluster: self.boolean("force-new-cluster")?,
             log_level,
             log_outputs,
         };

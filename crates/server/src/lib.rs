@@ -131,7 +131,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         applied: boot.snapshot_index,
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 512,
-        pre_vote: true,
+        pre_vote: cfg.pre_vote,
         check_quorum: true,
         ..Default::default()
     };

@@ -4,7 +4,7 @@
 //!   member; update (new peer URLs) is a normal entry (raft-rs has no
 //!   `UpdateNode`). Every change is validated again when applied, from the
 //!   cluster view alone, so all members decide alike.
-//! - `--strict-reconfig-check` (on by default in etcd; always on here): a
+//! - `--strict-reconfig-check` (on by default, as in etcd): a
 //!   voter may be added or promoted only while enough members have started
 //!   (published their name), and a voter may be removed only if the members
 //!   still connected keep a quorum.
@@ -147,7 +147,7 @@ impl Cluster for ClusterService {
         if self.server.cluster.peer_url_in_use(&req.peer_ur_ls, 0) {
             return Err(EtcdError::PeerUrlExist.into());
         }
-        if !req.is_learner && !self.ready_to_add_voter() {
+        if self.server.cfg.strict_reconfig_check && !req.is_learner && !self.ready_to_add_voter() {
             return Err(EtcdError::MemberNotEnoughStarted.into());
         }
         let now_secs = std::time::SystemTime::now()
@@ -185,7 +185,8 @@ impl Cluster for ClusterService {
             .cluster
             .member(id)
             .ok_or(EtcdError::MemberNotFound)?;
-        if !member.is_learner && !self.may_remove_voter(id) {
+        if self.server.cfg.strict_reconfig_check && !member.is_learner && !self.may_remove_voter(id)
+        {
             return Err(EtcdError::MemberNotEnoughStarted.into());
         }
         self.server
@@ -237,7 +238,7 @@ impl Cluster for ClusterService {
             Err(EtcdError::NotLeader) => return self.forward_promote(id).await.map(Response::new),
             Err(e) => return Err(e.into()),
         }
-        if !self.ready_to_add_voter() {
+        if self.server.cfg.strict_reconfig_check && !self.ready_to_add_voter() {
             return Err(EtcdError::MemberNotEnoughStarted.into());
         }
         let promoted = Member {
