@@ -347,6 +347,13 @@ impl RaftNode {
                 );
             }
             if ss.leader_id != self.status.leader() {
+                // Read requests in flight were asked of the old leader (etcd's
+                // "leader changed"); their clients may retry at once.
+                for (_, batch) in read_batches.drain() {
+                    for w in batch.waiters {
+                        let _ = w.send(Err(EtcdError::LeaderChanged));
+                    }
+                }
                 tracing::info!(
                     logger = "raft",
                     "raft.node: {:x} elected leader {:x} at term {}",
