@@ -237,8 +237,8 @@ impl Applier {
                     // Rejected changes (etcd's ValidateConfigurationChange) change nothing;
                     // the proposer gets the reason.
                     let outcome = self.cluster.validate_conf_change(&cc);
+                    self.apply_conf_change(outcome.is_ok().then_some(&cc), entry.index)?;
                     if outcome.is_ok() {
-                        self.apply_conf_change(&cc)?;
                         if cc.node_id == self.cluster.local_id
                             && cc.get_change_type() == ConfChangeType::RemoveNode
                         {
@@ -281,11 +281,14 @@ impl Applier {
 
     /// Applies a conf change to raft (on the raft thread, which owns it) and to
     /// the cluster view. Idempotent: entries re-delivered after a restart come here too.
-    fn apply_conf_change(&self, cc: &ConfChange) -> Result<()> {
+    /// `None` reports a change rejected at apply time, so that raft knows every
+    /// committed conf change up to `index` has been dealt with.
+    fn apply_conf_change(&self, cc: Option<&ConfChange>, index: u64) -> Result<()> {
         let (reply, answer) = std::sync::mpsc::channel();
         self.raft_tx
             .send(RaftMsg::ApplyConfChange {
-                cc: cc.clone(),
+                cc: cc.cloned(),
+                index,
                 reply,
             })
             .context("the raft loop has stopped")?;
@@ -293,7 +296,9 @@ impl Applier {
             .recv()
             .context("the raft loop stopped before applying a conf change")?
             .context("raft refused a committed conf change")?;
-        self.cluster.apply_conf_change(cc);
+        if let Some(cc) = cc {
+            self.cluster.apply_conf_change(cc);
+        }
         Ok(())
     }
 

@@ -214,6 +214,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         transport: transport.clone(),
         tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
         saved_commit: 0,
+        conf_pending_through: 0,
+        conf_applied_through: 0,
     };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let raft_fatal = fatal_tx.clone();

@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use api::etcdserverpb::{ClusterSnapshot, Member, RaftSnapshotData};
 use api::EtcdError;
 use prost::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
@@ -55,8 +55,11 @@ pub enum RaftMsg {
     },
     /// Apply a committed conf change to raft's configuration (the applier asks,
     /// in log order, and waits for the answer).
+    /// `None`: the change was rejected at apply time; only its index is recorded.
     ApplyConfChange {
-        cc: ConfChange,
+        cc: Option<ConfChange>,
+        /// The index of the entry it came from.
+        index: u64,
         reply: std::sync::mpsc::Sender<Result<ConfState, raft::Error>>,
     },
     /// Propose a membership change; its result arrives by `cc.id` through the waiter.
@@ -127,6 +130,11 @@ pub struct RaftNode {
     pub tick_interval: Duration,
     /// The commit index last written to the WAL.
     pub saved_commit: u64,
+    /// The highest index of a committed conf change known to this loop, and
+    /// the highest the applier has applied to raft: while the first is ahead,
+    /// raft's configuration is not final and this member must not campaign.
+    pub conf_pending_through: u64,
+    pub conf_applied_through: u64,
 }
 
 /// A learner may be promoted once its log matches this fraction of the leader's (etcd's 90%).
@@ -150,6 +158,7 @@ impl RaftNode {
     /// Runs until `Shutdown` or until every sender is gone. A storage failure
     /// stops the loop with an error: the process must not keep acknowledging.
     pub fn run(mut self, rx: Receiver<RaftMsg>) -> Result<()> {
+        self.conf_pending_through = self.committed_conf_change_through()?;
         let mut next_tick = Instant::now() + self.tick_interval;
         let mut read_waiters: Vec<ReadReply> = Vec::new();
         let mut read_batches: HashMap<Vec<u8>, ReadBatch> = HashMap::new();
@@ -181,11 +190,16 @@ impl RaftNode {
                     }
                     RaftMsg::ReadIndex { reply } => read_waiters.push(reply),
                     RaftMsg::Snapshot { index, data } => self.snapshot(index, data)?,
-                    RaftMsg::ApplyConfChange { cc, reply } => {
-                        let result = self.raw.apply_conf_change(&cc);
-                        if let Ok(cs) = &result {
-                            self.raw.mut_store().wl().set_conf_state(cs.clone());
-                            self.update_peers(&cc);
+                    RaftMsg::ApplyConfChange { cc, index, reply } => {
+                        self.conf_applied_through = self.conf_applied_through.max(index);
+                        let result = match &cc {
+                            Some(cc) => self.raw.apply_conf_change(cc).inspect(|cs| {
+                                self.raw.mut_store().wl().set_conf_state(cs.clone());
+                            }),
+                            None => Ok(self.raw.raft.prs().conf().to_conf_state()),
+                        };
+                        if let (Some(cc), Ok(_)) = (&cc, &result) {
+                            self.update_peers(cc);
                         }
                         let _ = reply.send(result);
                         self.campaign_if_alone()?;
@@ -268,6 +282,29 @@ impl RaftNode {
         Ok(learner.matched as f64 >= leader_match as f64 * LEARNER_READY_FRACTION)
     }
 
+    /// The index of the last committed conf change in the log raft will re-deliver.
+    fn committed_conf_change_through(&self) -> Result<u64> {
+        let store = self.raw.store();
+        let first = store.first_index().context("raft log")?;
+        let commit = self.raw.raft.raft_log.committed;
+        if commit < first {
+            return Ok(0);
+        }
+        let entries = store
+            .entries(
+                first,
+                commit + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            )
+            .context("read the committed log")?;
+        Ok(entries
+            .iter()
+            .rev()
+            .find(|e| e.get_entry_type() != EntryType::EntryNormal)
+            .map_or(0, |e| e.index))
+    }
+
     /// Keeps the transport's peers in step with an applied conf change.
     fn update_peers(&self, cc: &ConfChange) {
         if cc.node_id == self.member_id {
@@ -301,9 +338,15 @@ impl RaftNode {
         }
     }
 
-    /// A lone voter needs no election timeout to find out it wins.
+    /// A lone voter needs no election timeout to find out it wins. Only once every
+    /// committed conf change is applied (etcd raft's rule): while the founding
+    /// entries replay, the first member looks alone and would win a term alone
+    /// that another member already leads.
     fn campaign_if_alone(&mut self) -> Result<()> {
-        if self.is_single_voter() && self.raw.raft.leader_id == raft::INVALID_ID {
+        if self.conf_applied_through >= self.conf_pending_through
+            && self.is_single_voter()
+            && self.raw.raft.leader_id == raft::INVALID_ID
+        {
             self.raw.campaign().context("campaign")?;
         }
         Ok(())
@@ -432,9 +475,16 @@ impl RaftNode {
         Ok(())
     }
 
-    fn hand_to_applier(&self, entries: Vec<Entry>) -> Result<()> {
+    fn hand_to_applier(&mut self, entries: Vec<Entry>) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
+        }
+        if let Some(cc) = entries
+            .iter()
+            .rev()
+            .find(|e| e.get_entry_type() != EntryType::EntryNormal)
+        {
+            self.conf_pending_through = self.conf_pending_through.max(cc.index);
         }
         self.apply_tx
             .send(ApplyBatch::Entries(entries))
