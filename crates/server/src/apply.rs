@@ -238,12 +238,11 @@ impl Applier {
                     // the proposer gets the reason.
                     let outcome = self.cluster.validate_conf_change(&cc);
                     self.apply_conf_change(outcome.is_ok().then_some(&cc), entry.index)?;
-                    if outcome.is_ok() {
-                        if cc.node_id == self.cluster.local_id
-                            && cc.get_change_type() == ConfChangeType::RemoveNode
-                        {
-                            removed_self = true;
-                        }
+                    if outcome.is_ok()
+                        && cc.node_id == self.cluster.local_id
+                        && cc.get_change_type() == ConfChangeType::RemoveNode
+                    {
+                        removed_self = true;
                     }
                     if fresh && cc.id != 0 {
                         results.push((cc.id, outcome.map(|()| ApplyResult::Done)));
