@@ -30,6 +30,8 @@ struct State {
     members: Vec<Member>,
     removed: BTreeSet<u64>,
     version: Option<String>,
+    /// Server version each member published.
+    member_versions: std::collections::BTreeMap<u64, String>,
 }
 
 pub struct Cluster {
@@ -62,6 +64,7 @@ impl Cluster {
         s.members.sort_by_key(|m| m.id);
         s.removed = snap.removed.into_iter().collect();
         s.version = Some(snap.cluster_version).filter(|v| !v.is_empty());
+        s.member_versions = snap.member_versions.into_iter().collect();
         Ok(())
     }
 
@@ -73,6 +76,11 @@ impl Cluster {
             members: s.members.clone(),
             removed: s.removed.iter().copied().collect(),
             cluster_version: s.version.clone().unwrap_or_default(),
+            member_versions: s
+                .member_versions
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
         }
         .encode_to_vec()
     }
@@ -198,6 +206,10 @@ impl Cluster {
                 m.name = attrs.name.clone();
                 m.client_ur_ls = attrs.client_urls.clone();
             }
+            if !attrs.server_version.is_empty() {
+                s.member_versions
+                    .insert(r.member_id, attrs.server_version.clone());
+            }
         }
         if r.member_id == self.local_id {
             tracing::info!(
@@ -210,6 +222,19 @@ impl Cluster {
                 self.id
             );
         }
+    }
+
+    /// The cluster version the members allow: the lowest published server
+    /// version, as major.minor.0 (etcd's rule). None while any member has not
+    /// published its version.
+    pub fn lowest_member_version(&self) -> Option<String> {
+        let s = self.read();
+        let mut lowest: Option<(u64, u64)> = None;
+        for m in &s.members {
+            let v = parse_major_minor(s.member_versions.get(&m.id)?)?;
+            lowest = Some(lowest.map_or(v, |l| l.min(v)));
+        }
+        lowest.map(|(major, minor)| format!("{major}.{minor}.0"))
     }
 
     pub fn version(&self) -> Option<String> {
@@ -249,6 +274,12 @@ impl Cluster {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// "3.6.2" → (3, 6).
+fn parse_major_minor(v: &str) -> Option<(u64, u64)> {
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -292,6 +323,29 @@ mod tests {
         c.apply_conf_change(&rm);
         assert_eq!(c.members().len(), 2);
         assert!(c.is_removed(20));
+    }
+
+    #[test]
+    fn cluster_version_is_the_lowest_published_member_version() {
+        let c = Cluster::new(1, 10);
+        c.apply_conf_change(&add(10, "a", false));
+        c.apply_conf_change(&add(20, "b", false));
+        let publish = |id: u64, v: &str| {
+            c.set_member_attributes(&ClusterMemberAttrSetRequest {
+                member_id: id,
+                member_attributes: Some(api::etcdserverpb::Attributes {
+                    name: format!("m{id}"),
+                    client_urls: vec![],
+                    server_version: v.into(),
+                }),
+            })
+        };
+        publish(10, "3.6.2");
+        assert_eq!(c.lowest_member_version(), None, "b has not published");
+        publish(20, "3.5.9");
+        assert_eq!(c.lowest_member_version().as_deref(), Some("3.5.0"));
+        publish(20, "3.6.0");
+        assert_eq!(c.lowest_member_version().as_deref(), Some("3.6.0"));
     }
 
     #[test]

@@ -279,6 +279,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         http::router(server.clone()),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
     let mut serving = Vec::new();
     for (url, listener) in listeners {
         tracing::info!("ready to serve client requests");
@@ -323,6 +324,7 @@ async fn publish(server: &server::EtcdServer) -> Result<()> {
             member_attributes: Some(Attributes {
                 name: server.cfg.name.clone(),
                 client_urls: server.cfg.advertise_client_urls.clone(),
+                server_version: cluster::SERVER_VERSION.to_string(),
             }),
         }),
         ..Default::default()
@@ -341,19 +343,37 @@ async fn publish(server: &server::EtcdServer) -> Result<()> {
             }
         }
     }
-    if server.raft_status.leader() == server.member_id
-        && server.cluster.version().as_deref() != Some(cluster::CLUSTER_VERSION)
-    {
-        let ver = InternalRaftRequest {
-            cluster_version_set: Some(ClusterVersionSetRequest {
-                ver: cluster::CLUSTER_VERSION.to_string(),
-            }),
+    Ok(())
+}
+
+/// How often the leader compares the cluster version with the members' (etcd: 5 s).
+const CLUSTER_VERSION_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// As leader, keeps the cluster version at the lowest version the members
+/// published (etcd's monitorVersions): set once every member has published,
+/// raised when the last old member is upgraded or removed.
+async fn monitor_cluster_version(server: Arc<server::EtcdServer>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CLUSTER_VERSION_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if server.raft_status.leader() != server.member_id {
+            continue;
+        }
+        let Some(wanted) = server.cluster.lowest_member_version() else {
+            continue;
+        };
+        if server.cluster.version().as_deref() == Some(wanted.as_str()) {
+            continue;
+        }
+        let set = InternalRaftRequest {
+            cluster_version_set: Some(ClusterVersionSetRequest { ver: wanted }),
             ..Default::default()
         };
-        server
-            .propose(ver)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot set the cluster version: {e}"))?;
+        if let Err(e) = server.propose(set).await {
+            tracing::warn!(error = %e, "failed to set the cluster version");
+        }
     }
-    Ok(())
 }
