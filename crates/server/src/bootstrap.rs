@@ -35,6 +35,7 @@ use wal::{Snapshotter, Wal, WalSnapshot};
 use crate::config::{ClusterState, Config};
 use crate::grpc::Discovered;
 use crate::ids;
+use crate::raft_storage::committed_entries;
 
 /// A founding member as `--initial-cluster` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,29 +365,19 @@ fn force_standalone(storage: &MemStorage, wal: &mut Wal, local_id: u64) -> Resul
         .copied()
         .collect();
     let commit = state.hard_state.commit;
-    let first = storage.first_index().context("raft log")?;
-    if commit >= first {
-        let committed = storage
-            .entries(
-                first,
-                commit + 1,
-                None,
-                raft::GetEntriesContext::empty(false),
-            )
-            .context("read the committed log")?;
-        for e in committed
-            .iter()
-            .filter(|e| e.get_entry_type() == EntryType::EntryConfChange)
-        {
-            let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data)
-                .with_context(|| format!("conf change entry {} is unreadable", e.index))?;
-            match cc.get_change_type() {
-                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                    members.insert(cc.node_id);
-                }
-                ConfChangeType::RemoveNode => {
-                    members.remove(&cc.node_id);
-                }
+    let committed = committed_entries(storage, commit).context("read the committed log")?;
+    for e in committed
+        .iter()
+        .filter(|e| e.get_entry_type() == EntryType::EntryConfChange)
+    {
+        let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data)
+            .with_context(|| format!("conf change entry {} is unreadable", e.index))?;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                members.insert(cc.node_id);
+            }
+            ConfChangeType::RemoveNode => {
+                members.remove(&cc.node_id);
             }
         }
     }

@@ -33,7 +33,7 @@ use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::limits;
 use crate::peer::Transport;
-use crate::raft_storage::{RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
+use crate::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
 use crate::wait::Wait;
 
 /// What other parts of the server ask of the raft loop.
@@ -284,19 +284,7 @@ impl RaftNode {
 
     /// The index of the last committed conf change in the log raft will re-deliver.
     fn committed_conf_change_through(&self) -> Result<u64> {
-        let store = self.raw.store();
-        let first = store.first_index().context("raft log")?;
-        let commit = self.raw.raft.raft_log.committed;
-        if commit < first {
-            return Ok(0);
-        }
-        let entries = store
-            .entries(
-                first,
-                commit + 1,
-                None,
-                raft::GetEntriesContext::empty(false),
-            )
+        let entries = committed_entries(self.raw.store(), self.raw.raft.raft_log.committed)
             .context("read the committed log")?;
         Ok(entries
             .iter()

@@ -16,6 +16,20 @@ use raft::storage::{MemStorage, MemStorageCore};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use wal::Snapshotter;
 
+/// The committed entries raft still holds (from its first index through `commit`).
+pub fn committed_entries(storage: &impl Storage, commit: u64) -> raft::Result<Vec<Entry>> {
+    let first = storage.first_index()?;
+    if commit < first {
+        return Ok(Vec::new());
+    }
+    storage.entries(
+        first,
+        commit + 1,
+        None,
+        raft::GetEntriesContext::empty(false),
+    )
+}
+
 /// Format version of [`RaftSnapshotData`].
 pub const RAFT_SNAPSHOT_DATA_VERSION: u32 = 1;
 

@@ -109,22 +109,47 @@ impl EtcdServer {
 
     /// Proposes `req` through raft and waits until it is applied.
     pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<ApplyResult, EtcdError> {
+        let max_request_bytes = self.cfg.max_request_bytes;
+        self.submit(|id| {
+            req.header = Some(RequestHeader {
+                id,
+                ..Default::default()
+            });
+            let data = req.encode_to_vec();
+            if data.len() as u64 > max_request_bytes {
+                return Err(EtcdError::RequestTooLarge);
+            }
+            Ok(RaftMsg::Propose { id, data })
+        })
+        .await
+    }
+
+    /// Proposes a membership change and waits until it is applied (or rejected
+    /// at apply time with etcd's error).
+    pub async fn propose_conf_change(&self, mut cc: ConfChange) -> Result<(), EtcdError> {
+        self.submit(|id| {
+            cc.id = id;
+            Ok(RaftMsg::ProposeConfChange { cc })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Takes a proposal slot and a request ID, registers the waiter, hands the
+    /// message built for that ID to the raft loop, and waits for the outcome.
+    async fn submit(
+        &self,
+        message: impl FnOnce(u64) -> Result<RaftMsg, EtcdError>,
+    ) -> Result<ApplyResult, EtcdError> {
         let _slot = self
             .proposal_slots
             .acquire()
             .await
             .map_err(|_| EtcdError::Stopped)?;
         let id = self.request_ids.next();
-        req.header = Some(RequestHeader {
-            id,
-            ..Default::default()
-        });
-        let data = req.encode_to_vec();
-        if data.len() as u64 > self.cfg.max_request_bytes {
-            return Err(EtcdError::RequestTooLarge);
-        }
+        let message = message(id)?;
         let rx = self.wait.register(id);
-        if self.raft_tx.send(RaftMsg::Propose { id, data }).is_err() {
+        if self.raft_tx.send(message).is_err() {
             self.wait.cancel(id);
             return Err(EtcdError::Stopped);
         }
@@ -148,28 +173,6 @@ impl EtcdServer {
                 })
             }
         }
-    }
-
-    /// Proposes a membership change and waits until it is applied (or rejected
-    /// at apply time with etcd's error).
-    pub async fn propose_conf_change(&self, mut cc: ConfChange) -> Result<(), EtcdError> {
-        let _slot = self
-            .proposal_slots
-            .acquire()
-            .await
-            .map_err(|_| EtcdError::Stopped)?;
-        let id = self.request_ids.next();
-        cc.id = id;
-        let rx = self.wait.register(id);
-        if self
-            .raft_tx
-            .send(RaftMsg::ProposeConfChange { cc })
-            .is_err()
-        {
-            self.wait.cancel(id);
-            return Err(EtcdError::Stopped);
-        }
-        self.await_outcome(id, rx).await.map(|_| ())
     }
 
     /// As leader: whether learner `id` has caught up enough to be promoted.
