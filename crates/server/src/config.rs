@@ -535,6 +535,11 @@ mod tests {
             (&["--version=maybe"], &[], "invalid value \"maybe\" for flag -version: parse error"),
             (&[], &[("ETCD_SNAPSHOT_COUNT", "x")], "invalid value \"x\" for ETCD_SNAPSHOT_COUNT: parse error"),
             (&["--name"], &[], "flag needs an argument: -name"),
+            (
+                &["--name=x", "--initial-cluster=a=http://h:1"],
+                &[],
+                "couldn't find local name \"x\" in the initial cluster configuration",
+            ),
             (&["--initial-cluster-state=old"], &[], "invalid value \"old\" for flag -initial-cluster-state: valid values are \"new\", \"existing\""),
         ];
         for (args, env, want) in cases {
