@@ -41,6 +41,15 @@ pub enum ClusterState {
     Existing,
 }
 
+/// TLS for the client listener (`https://` in --listen-client-urls).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub name: String,
@@ -60,6 +69,7 @@ pub struct Config {
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: i64,
+    pub client_tls: ClientTls,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
     pub force_new_cluster: bool,
@@ -149,6 +159,10 @@ const FLAGS: &[Flag] = &[
     value("logger", "zap", "Currently only supports 'zap' for structured logging."),
     value("log-level", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets."),
+    value("cert-file", "", "Path to the client server TLS cert file."),
+    value("key-file", "", "Path to the client server TLS key file."),
+    value("trusted-ca-file", "", "Path to the client server TLS trusted CA cert file."),
+    boolean("client-cert-auth", "Enable client cert authentication."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
     boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
     boolean("force-new-cluster", "Force to create a new one member cluster."),
@@ -366,6 +380,18 @@ impl Lookup<'_> {
             max_request_bytes: self.parsed("max-request-bytes")?,
             max_txn_ops: self.parsed("max-txn-ops")?,
             quota_backend_bytes: self.parsed("quota-backend-bytes")?,
+            client_tls: ClientTls {
+                cert_file: Some(self.string("cert-file"))
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                key_file: Some(self.string("key-file"))
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                trusted_ca_file: Some(self.string("trusted-ca-file"))
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                client_cert_auth: self.boolean("client-cert-auth")?,
+            },
             pre_vote: self.boolean("pre-vote")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,
             force_new_cluster: self.boolean("force-new-cluster")?,

@@ -25,6 +25,7 @@ pub mod raft_storage;
 pub mod serve;
 pub mod server;
 pub mod status;
+pub mod tls;
 pub mod wait;
 
 use std::sync::Arc;
@@ -48,11 +49,17 @@ pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Starts the member and serves until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let cfg = Arc::new(cfg);
-    for u in cfg.listen_client_urls.iter() {
-        if parse_url(u).map_err(anyhow::Error::msg)?.scheme == "https" {
-            bail!("--listen-client-urls {u}: TLS is not supported by this build yet");
-        }
-    }
+    let client_tls = if cfg
+        .listen_client_urls
+        .iter()
+        .any(|u| u.starts_with("https://"))
+    {
+        Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+            &cfg.client_tls,
+        )?))
+    } else {
+        None
+    };
     // Bind first, so a port in use fails start-up before anything touches the data dir.
     let mut listeners = Vec::new();
     for u in cfg.listen_client_urls.iter() {
@@ -283,12 +290,19 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let mut serving = Vec::new();
     for (url, listener) in listeners {
         tracing::info!("ready to serve client requests");
-        tracing::warn!(
-            address = %url,
-            "serving client traffic insecurely; this is strongly discouraged!"
-        );
+        let tls = if url.starts_with("https://") {
+            tracing::info!(address = %url, "serving client traffic securely");
+            client_tls.clone()
+        } else {
+            tracing::warn!(
+                address = %url,
+                "serving client traffic insecurely; this is strongly discouraged!"
+            );
+            None
+        };
         serving.push(tokio::spawn(serve::serve(
             listener,
+            tls,
             router.clone(),
             stop_rx.clone(),
         )));

@@ -13,8 +13,13 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::limits;
 
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one client listener, with TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -37,26 +42,53 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let mut conn_shutdown = shutdown.clone();
+        let conn_shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http2()
-                .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX);
-            // A client may shut down its write side and wait for the answer, as Go's
-            // server (etcd) allows; hyper would otherwise drop the answer.
-            builder.http1().half_close(true);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            match tls {
+                None => serve_connection(stream, service, conn_shutdown, peer).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, service, conn_shutdown, peer).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "rejected a client TLS handshake")
+                        }
+                        Err(_) => tracing::warn!(%peer, "a client TLS handshake timed out"),
                     }
                 }
-                _ = conn_shutdown.changed() => conn.as_mut().graceful_shutdown(),
             }
         });
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    service: TowerToHyperService<axum::Router>,
+    mut shutdown: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX);
+    // A client may shut down its write side and wait for the answer, as Go's
+    // server (etcd) allows; hyper would otherwise drop the answer.
+    builder.http1().half_close(true);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
     }
 }

@@ -1,0 +1,194 @@
+//! Client TLS (`https://` client URLs, `--cert-file`, `--key-file`,
+//! `--trusted-ca-file`, `--client-cert-auth`) driven by the real etcdctl
+//! 3.5.1 and 3.4.23. Certificates are generated at test time (rcgen); no
+//! private key is checked in.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Etcdctl, Kind};
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    /// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate.
+    fn generate() -> Certs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("server params");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().expect("server key");
+        let server_cert = server.signed_by(&server_key, &issuer).expect("server cert");
+        std::fs::write(dir.path().join("server.pem"), server_cert.pem()).expect("write");
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).expect("write");
+
+        let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate().expect("client key");
+        let client_cert = client.signed_by(&client_key, &issuer).expect("client cert");
+        std::fs::write(dir.path().join("client.pem"), client_cert.pem()).expect("write");
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).expect("write");
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+struct TlsServer {
+    child: Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(certs: &Certs, client_cert_auth: bool) -> TlsServer {
+    let data = tempfile::tempdir().expect("data dir");
+    let port = free_port();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(data.path().join("etcd.log")).expect("log");
+    let mut args = vec![
+        format!("--data-dir={}", data.path().join("d").display()),
+        format!("--listen-client-urls={endpoint}"),
+        format!("--advertise-client-urls={endpoint}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=default={peer}"),
+        format!("--cert-file={}", certs.path("server.pem")),
+        format!("--key-file={}", certs.path("server.key")),
+        format!("--trusted-ca-file={}", certs.path("ca.pem")),
+    ];
+    if client_cert_auth {
+        args.push("--client-cert-auth".into());
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start etcd");
+    TlsServer {
+        child,
+        endpoint,
+        _data: data,
+    }
+}
+
+fn tls_args(certs: &Certs, with_client_cert: bool) -> Vec<String> {
+    let mut args = vec![format!("--cacert={}", certs.path("ca.pem"))];
+    if with_client_cert {
+        args.push(format!("--cert={}", certs.path("client.pem")));
+        args.push(format!("--key={}", certs.path("client.key")));
+    }
+    args
+}
+
+fn run(ctl: &Etcdctl, server: &TlsServer, tls: &[String], args: &[&str]) -> common::Output {
+    let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
+    all.push("--command-timeout=3s");
+    all.extend_from_slice(args);
+    ctl.run(&server.endpoint, &all, None)
+}
+
+fn wait_ready(ctl: &Etcdctl, server: &TlsServer, tls: &[String], log_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run(ctl, server, tls, &["endpoint", "health"]);
+        if out.code == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(log_dir.join("etcd.log")).unwrap_or_default();
+            panic!("TLS server did not become healthy: {out:?}\nlog:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn client_cert_auth_over_tls_with_both_etcdctl_versions() {
+    let certs = Certs::generate();
+    let server = start(&certs, true);
+    let with_cert = tls_args(&certs, true);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    let v34 = Etcdctl::reference(Kind::Ref34);
+    wait_ready(&v35, &server, &with_cert, server._data.path());
+
+    let put = run(&v35, &server, &with_cert, &["put", "tls-key", "tls-value"]);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    for ctl in [&v35, &v34] {
+        let get = run(
+            ctl,
+            &server,
+            &with_cert,
+            &["get", "tls-key", "--print-value-only"],
+        );
+        assert_eq!((get.code, get.stdout.trim()), (0, "tls-value"), "{get:?}");
+    }
+    let members = run(&v35, &server, &with_cert, &["member", "list"]);
+    assert!(members.stdout.contains(&server.endpoint), "{members:?}");
+
+    // Without a client certificate the handshake is refused.
+    let refused = run(&v35, &server, &tls_args(&certs, false), &["get", "tls-key"]);
+    assert_ne!(
+        refused.code, 0,
+        "a client without a certificate was served: {refused:?}"
+    );
+
+    // Plain HTTP/2 to the TLS port fails, and the server keeps serving TLS clients.
+    let plain = v35.run(
+        &server.endpoint.replace("https://", "http://"),
+        &["--command-timeout=2s", "get", "tls-key"],
+        None,
+    );
+    assert_ne!(
+        plain.code, 0,
+        "plaintext gRPC was served on a TLS port: {plain:?}"
+    );
+    let again = run(
+        &v35,
+        &server,
+        &with_cert,
+        &["get", "tls-key", "--print-value-only"],
+    );
+    assert_eq!(again.stdout.trim(), "tls-value", "{again:?}");
+}
+
+#[test]
+fn server_tls_without_client_certificates() {
+    let certs = Certs::generate();
+    let server = start(&certs, false);
+    let ca_only = tls_args(&certs, false);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    wait_ready(&v35, &server, &ca_only, server._data.path());
+    let put = run(&v35, &server, &ca_only, &["put", "k", "v"]);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    // A client that does not trust the CA refuses the server.
+    let untrusted = v35.run(
+        &server.endpoint,
+        &["--command-timeout=2s", "get", "k"],
+        None,
+    );
+    assert_ne!(untrusted.code, 0, "{untrusted:?}");
+}
