@@ -48,6 +48,9 @@ pub struct ClientTls {
     pub key_file: Option<PathBuf>,
     pub trusted_ca_file: Option<PathBuf>,
     pub client_cert_auth: bool,
+    pub crl_file: Option<PathBuf>,
+    /// Generate a self-signed certificate at start (`--auto-tls`).
+    pub auto_tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +166,8 @@ const FLAGS: &[Flag] = &[
     value("key-file", "", "Path to the client server TLS key file."),
     value("trusted-ca-file", "", "Path to the client server TLS trusted CA cert file."),
     boolean("client-cert-auth", "Enable client cert authentication."),
+    value("client-crl-file", "", "Path to the client certificate revocation list file."),
+    boolean("auto-tls", "Client TLS using generated certificates."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
     boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
     boolean("force-new-cluster", "Force to create a new one member cluster."),
@@ -391,6 +396,10 @@ impl Lookup<'_> {
                     .filter(|s| !s.is_empty())
                     .map(PathBuf::from),
                 client_cert_auth: self.boolean("client-cert-auth")?,
+                crl_file: Some(self.string("client-crl-file"))
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                auto_tls: self.boolean("auto-tls")?,
             },
             pre_vote: self.boolean("pre-vote")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,

@@ -56,6 +56,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     {
         Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
             &cfg.client_tls,
+            &cfg.data_dir,
+            &cfg.advertise_client_urls,
         )?))
     } else {
         None

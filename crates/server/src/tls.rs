@@ -1,13 +1,14 @@
 //! TLS for the client listener, with rustls (ring provider): etcd's
-//! `--cert-file`, `--key-file`, `--trusted-ca-file` and `--client-cert-auth`.
+//! `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
+//! `--client-crl-file` and `--auto-tls`.
 //! ALPN offers h2 (gRPC) and http/1.1 (health, version), as etcd does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
@@ -41,15 +42,65 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         .with_context(|| format!("no private key found in {}", path.display()))
 }
 
+/// `--auto-tls`: a self-signed certificate for the advertised client hosts,
+/// written to `<data-dir>/fixtures/client` as etcd does (and reused if there).
+fn auto_tls_files(data_dir: &Path, advertise_urls: &[String]) -> Result<(PathBuf, PathBuf)> {
+    let dir = data_dir.join("fixtures").join("client");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let mut hosts: Vec<String> = advertise_urls
+        .iter()
+        .filter_map(|u| crate::config::parse_url(u).ok().map(|u| u.host))
+        .collect();
+    if hosts.is_empty() {
+        hosts.push("localhost".into());
+    }
+    let key_pair = rcgen::KeyPair::generate().context("generate the auto-TLS key")?;
+    let mut params =
+        rcgen::CertificateParams::new(hosts).context("auto-TLS certificate parameters")?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "etcd");
+    let certificate = params
+        .self_signed(&key_pair)
+        .context("self-sign the auto-TLS certificate")?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::write(&cert, certificate.pem())
+        .with_context(|| format!("write {}", cert.display()))?;
+    std::fs::write(&key, key_pair.serialize_pem())
+        .with_context(|| format!("write {}", key.display()))?;
+    tracing::warn!(
+        cert_file = %cert.display(),
+        "automatically generated a self-signed certificate (--auto-tls)"
+    );
+    Ok((cert, key))
+}
+
 /// The rustls server configuration for the client listener.
-pub fn server_config(tls: &ClientTls) -> Result<Arc<ServerConfig>> {
-    let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) else {
-        bail!("an https client URL needs --cert-file and --key-file");
+pub fn server_config(
+    tls: &ClientTls,
+    data_dir: &Path,
+    advertise_urls: &[String],
+) -> Result<Arc<ServerConfig>> {
+    let auto;
+    let (cert, key) = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ if tls.auto_tls => {
+            auto = auto_tls_files(data_dir, advertise_urls)?;
+            (&auto.0, &auto.1)
+        }
+        _ => bail!("an https client URL needs --cert-file and --key-file, or --auto-tls"),
     };
+    let client_cert_auth = tls.client_cert_auth && !(tls.auto_tls && tls.cert_file.is_none());
+    if tls.client_cert_auth && !client_cert_auth {
+        tracing::warn!("ignoring --client-cert-auth: --auto-tls cannot verify client certificates");
+    }
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = if tls.client_cert_auth {
+    let builder = if client_cert_auth {
         let ca = tls
             .trusted_ca_file
             .as_ref()
@@ -60,9 +111,15 @@ pub fn server_config(tls: &ClientTls) -> Result<Arc<ServerConfig>> {
                 .add(c)
                 .with_context(|| format!("cannot use a CA certificate of {}", ca.display()))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .context("client certificate verifier")?;
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        if let Some(crl) = &tls.crl_file {
+            let crls: Vec<_> = CertificateRevocationListDer::pem_file_iter(crl)
+                .with_context(|| format!("cannot read the CRL file {}", crl.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("cannot parse the CRL file {}", crl.display()))?;
+            verifier = verifier.with_crls(crls);
+        }
+        let verifier = verifier.build().context("client certificate verifier")?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()

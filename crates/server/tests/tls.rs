@@ -10,7 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, Etcdctl, Kind};
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevocationReason,
+    RevokedCertParams, SerialNumber,
+};
 
 struct Certs {
     dir: tempfile::TempDir,
@@ -35,12 +39,37 @@ impl Certs {
         std::fs::write(dir.path().join("server.pem"), server_cert.pem()).expect("write");
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).expect("write");
 
-        let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_key = KeyPair::generate().expect("client key");
-        let client_cert = client.signed_by(&client_key, &issuer).expect("client cert");
-        std::fs::write(dir.path().join("client.pem"), client_cert.pem()).expect("write");
-        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).expect("write");
+        // Two client certificates; the CRL revokes the second (serial 2).
+        for (name, serial) in [("client", 1u64), ("revoked", 2)] {
+            let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+            client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            client.serial_number = Some(SerialNumber::from(serial));
+            let client_key = KeyPair::generate().expect("client key");
+            let client_cert = client.signed_by(&client_key, &issuer).expect("client cert");
+            std::fs::write(dir.path().join(format!("{name}.pem")), client_cert.pem())
+                .expect("write");
+            std::fs::write(
+                dir.path().join(format!("{name}.key")),
+                client_key.serialize_pem(),
+            )
+            .expect("write");
+        }
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2020, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(2u64),
+                revocation_time: date_time_ymd(2020, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .expect("sign the CRL");
+        std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("CRL PEM")).expect("write");
         Certs { dir }
     }
 
@@ -63,6 +92,18 @@ impl Drop for TlsServer {
 }
 
 fn start(certs: &Certs, client_cert_auth: bool) -> TlsServer {
+    let mut extra = vec![
+        format!("--cert-file={}", certs.path("server.pem")),
+        format!("--key-file={}", certs.path("server.key")),
+        format!("--trusted-ca-file={}", certs.path("ca.pem")),
+    ];
+    if client_cert_auth {
+        extra.push("--client-cert-auth".into());
+    }
+    start_with(&extra)
+}
+
+fn start_with(extra: &[String]) -> TlsServer {
     let data = tempfile::tempdir().expect("data dir");
     let port = free_port();
     let endpoint = format!("https://127.0.0.1:{port}");
@@ -75,13 +116,8 @@ fn start(certs: &Certs, client_cert_auth: bool) -> TlsServer {
         format!("--listen-peer-urls={peer}"),
         format!("--initial-advertise-peer-urls={peer}"),
         format!("--initial-cluster=default={peer}"),
-        format!("--cert-file={}", certs.path("server.pem")),
-        format!("--key-file={}", certs.path("server.key")),
-        format!("--trusted-ca-file={}", certs.path("ca.pem")),
     ];
-    if client_cert_auth {
-        args.push("--client-cert-auth".into());
-    }
+    args.extend(extra.iter().cloned());
     let child = Command::new(env!("CARGO_BIN_EXE_etcd"))
         .args(&args)
         .stdout(Stdio::null())
@@ -191,4 +227,50 @@ fn server_tls_without_client_certificates() {
         None,
     );
     assert_ne!(untrusted.code, 0, "{untrusted:?}");
+}
+
+#[test]
+fn revoked_client_certificate_is_refused() {
+    let certs = Certs::generate();
+    let server = start_with(&[
+        format!("--cert-file={}", certs.path("server.pem")),
+        format!("--key-file={}", certs.path("server.key")),
+        format!("--trusted-ca-file={}", certs.path("ca.pem")),
+        "--client-cert-auth".into(),
+        format!("--client-crl-file={}", certs.path("crl.pem")),
+    ]);
+    let good = tls_args(&certs, true);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    wait_ready(&v35, &server, &good, server._data.path());
+    let ok = run(&v35, &server, &good, &["put", "k", "v"]);
+    assert_eq!((ok.code, ok.stdout.trim()), (0, "OK"), "{ok:?}");
+    let revoked = vec![
+        format!("--cacert={}", certs.path("ca.pem")),
+        format!("--cert={}", certs.path("revoked.pem")),
+        format!("--key={}", certs.path("revoked.key")),
+    ];
+    let refused = run(&v35, &server, &revoked, &["get", "k"]);
+    assert_ne!(
+        refused.code, 0,
+        "a revoked certificate was accepted: {refused:?}"
+    );
+}
+
+#[test]
+fn auto_tls_serves_with_a_generated_certificate() {
+    let server = start_with(&["--auto-tls".into()]);
+    let skip = vec![
+        "--insecure-transport=false".to_string(),
+        "--insecure-skip-tls-verify".to_string(),
+    ];
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    wait_ready(&v35, &server, &skip, server._data.path());
+    let put = run(&v35, &server, &skip, &["put", "auto", "tls"]);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    let cert = server._data.path().join("d/fixtures/client/cert.pem");
+    assert!(
+        cert.exists(),
+        "no generated certificate at {}",
+        cert.display()
+    );
 }
