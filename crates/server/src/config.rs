@@ -51,6 +51,10 @@ pub struct ClientTls {
     pub crl_file: Option<PathBuf>,
     /// Generate a self-signed certificate at start (`--auto-tls`).
     pub auto_tls: bool,
+    /// Allowed TLS 1.2 cipher suites by their IANA names (empty: rustls's defaults).
+    pub cipher_suites: Vec<String>,
+    pub min_version: String,
+    pub max_version: String,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +172,9 @@ const FLAGS: &[Flag] = &[
     boolean("client-cert-auth", "Enable client cert authentication."),
     value("client-crl-file", "", "Path to the client certificate revocation list file."),
     boolean("auto-tls", "Client TLS using generated certificates."),
+    value("cipher-suites", "", "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go)."),
+    value("tls-min-version", "TLS1.2", "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3."),
+    value("tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go)."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
     boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
     boolean("force-new-cluster", "Force to create a new one member cluster."),
@@ -400,6 +407,15 @@ impl Lookup<'_> {
                     .filter(|s| !s.is_empty())
                     .map(PathBuf::from),
                 auto_tls: self.boolean("auto-tls")?,
+                cipher_suites: self
+                    .string("cipher-suites")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                min_version: self.string("tls-min-version"),
+                max_version: self.string("tls-max-version"),
             },
             pre_vote: self.boolean("pre-vote")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,

@@ -1,6 +1,7 @@
 //! TLS for the client listener, with rustls (ring provider): etcd's
 //! `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
-//! `--client-crl-file` and `--auto-tls`.
+//! `--client-crl-file`, `--auto-tls`, `--cipher-suites`, `--tls-min-version`
+//! and `--tls-max-version`.
 //! ALPN offers h2 (gRPC) and http/1.1 (health, version), as etcd does.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,60 @@ use crate::config::ClientTls;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The provider restricted to `--cipher-suites` (IANA names, as etcd takes
+/// them). As in Go, the list constrains TLS 1.2; TLS 1.3's suites stay.
+fn provider_with_suites(names: &[String]) -> Result<Arc<rustls::crypto::CryptoProvider>> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(Arc::new(p));
+    }
+    let name_of = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+    for n in names {
+        if !p.cipher_suites.iter().any(|s| name_of(s) == *n) {
+            bail!("unexpected TLS cipher suite {n:?}: not supported by this build");
+        }
+    }
+    p.cipher_suites
+        .retain(|s| s.version() == &rustls::version::TLS13 || names.contains(&name_of(s)));
+    Ok(Arc::new(p))
+}
+
+/// `--tls-min-version` / `--tls-max-version` as rustls protocol versions.
+fn protocol_versions(
+    min: &str,
+    max: &str,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>> {
+    let rank = |v: &str, flag: &str| match v {
+        "TLS1.2" => Ok(2),
+        "TLS1.3" => Ok(3),
+        "TLS1.0" | "TLS1.1" => {
+            bail!("{flag} {v} is not supported: the oldest version this build speaks is TLS1.2")
+        }
+        other => bail!("unexpected TLS version value {other:?} for {flag}"),
+    };
+    let lo = if min.is_empty() {
+        2
+    } else {
+        rank(min, "--tls-min-version")?
+    };
+    let hi = if max.is_empty() {
+        3
+    } else {
+        rank(max, "--tls-max-version")?
+    };
+    if lo > hi {
+        bail!("--tls-min-version {min} is above --tls-max-version {max}");
+    }
+    let mut versions = Vec::new();
+    if lo <= 3 && hi >= 3 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if lo <= 2 {
+        versions.push(&rustls::version::TLS12);
+    }
+    Ok(versions)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -97,9 +152,9 @@ pub fn server_config(
     if tls.client_cert_auth && !client_cert_auth {
         tracing::warn!("ignoring --client-cert-auth: --auto-tls cannot verify client certificates");
     }
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
+    let builder = ServerConfig::builder_with_provider(provider_with_suites(&tls.cipher_suites)?)
+        .with_protocol_versions(&protocol_versions(&tls.min_version, &tls.max_version)?)
+        .context("TLS protocol versions and cipher suites do not fit together")?;
     let builder = if client_cert_auth {
         let ca = tls
             .trusted_ca_file

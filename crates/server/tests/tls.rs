@@ -274,3 +274,78 @@ fn auto_tls_serves_with_a_generated_certificate() {
         cert.display()
     );
 }
+
+/// A TLS 1.2 handshake with one cipher suite (OpenSSL name), as `openssl s_client`.
+fn handshake(port: &str, ca: &str, tls13: bool, cipher: Option<&str>) -> bool {
+    let mut args = vec!["s_client", "-connect", port, "-CAfile", ca, "-brief"];
+    args.push(if tls13 { "-tls1_3" } else { "-tls1_2" });
+    if let Some(c) = cipher {
+        args.extend(["-cipher", c]);
+    }
+    let out = Command::new("openssl")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    out.status.success() && String::from_utf8_lossy(&out.stderr).contains("CONNECTION ESTABLISHED")
+}
+
+#[test]
+fn cipher_suites_and_tls_versions_are_enforced() {
+    let certs = Certs::generate();
+    let base = vec![
+        format!("--cert-file={}", certs.path("server.pem")),
+        format!("--key-file={}", certs.path("server.key")),
+        format!("--trusted-ca-file={}", certs.path("ca.pem")),
+    ];
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    let ca = certs.path("ca.pem");
+
+    // Only one TLS 1.2 suite allowed (the test certificates are ECDSA).
+    let mut args = base.clone();
+    args.push("--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into());
+    let server = start_with(&args);
+    wait_ready(&v35, &server, &tls_args(&certs, false), server._data.path());
+    let port = server.endpoint.trim_start_matches("https://").to_string();
+    assert!(
+        handshake(&port, &ca, false, Some("ECDHE-ECDSA-AES128-GCM-SHA256")),
+        "the allowed suite was refused"
+    );
+    assert!(
+        !handshake(&port, &ca, false, Some("ECDHE-ECDSA-AES256-GCM-SHA384")),
+        "a suite outside --cipher-suites was accepted"
+    );
+    drop(server);
+
+    // TLS 1.3 only (etcdctl 3.5.1 stops at TLS 1.2, so openssl checks readiness).
+    let mut args = base.clone();
+    args.push("--tls-min-version=TLS1.3".into());
+    let server = start_with(&args);
+    let port = server.endpoint.trim_start_matches("https://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !handshake(&port, &ca, true, None) {
+        assert!(Instant::now() < deadline, "TLS 1.3 was refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !handshake(&port, &ca, false, None),
+        "TLS 1.2 was accepted with --tls-min-version=TLS1.3"
+    );
+    drop(server);
+
+    // An unsupported version stops start-up with a clear line.
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .args([
+            "--tls-min-version=TLS1.0",
+            "--listen-client-urls=https://127.0.0.1:1",
+        ])
+        .args(&base)
+        .output()
+        .expect("run etcd");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-min-version TLS1.0 is not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
