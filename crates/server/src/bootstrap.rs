@@ -56,8 +56,6 @@ pub struct Bootstrapped {
     pub snapshotter: Snapshotter,
     /// Index of the newest snapshot: raft re-delivers committed entries after it.
     pub snapshot_index: u64,
-    /// True for a brand-new member (no WAL existed).
-    pub fresh: bool,
     /// Held for the life of the process: a second server on the same directory is refused.
     pub lock: File,
 }
@@ -209,7 +207,6 @@ fn create(
         wal,
         snapshotter,
         snapshot_index: 0,
-        fresh: true,
         lock,
     })
 }
@@ -289,7 +286,6 @@ fn create_joined(
         wal,
         snapshotter,
         snapshot_index: 0,
-        fresh: true,
         lock,
     })
 }
@@ -346,7 +342,6 @@ fn restart(cfg: &Config, snapshotter: Snapshotter, lock: File) -> Result<Bootstr
         wal,
         snapshotter,
         snapshot_index: walsnap.index,
-        fresh: false,
         lock,
     })
 }

@@ -18,12 +18,19 @@ use tower::ServiceExt;
 
 pub fn router(grpc: Router, http: Router) -> Router {
     Router::new().fallback(move |req: Request| {
-        let (grpc, http) = (grpc.clone(), http.clone());
+        // Clone only the router that serves this request (an Arc bump).
+        let grpc_request = is_grpc(&req);
+        let router = if grpc_request {
+            grpc.clone()
+        } else {
+            http.clone()
+        };
         async move {
-            let response = if is_grpc(&req) {
-                grpc.oneshot(req).await.map(fix_too_large)
+            let response = router.oneshot(req).await;
+            let response = if grpc_request {
+                response.map(fix_too_large)
             } else {
-                http.oneshot(req).await
+                response
             };
             response.unwrap_or_else(|never| match never {})
         }

@@ -7,24 +7,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A member's ID: the first 8 bytes (big-endian) of SHA-1 over its sorted peer
 /// URLs concatenated, followed by the cluster token.
 pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
-    let mut urls = peer_urls.to_vec();
-    urls.sort();
-    let mut hasher = Sha1::new();
-    hasher.update(urls.concat().as_bytes());
-    hasher.update(cluster_token.as_bytes());
-    first_u64(&hasher.finalize())
+    hash_member(peer_urls, cluster_token, None)
 }
 
 /// The ID of a member added at run time (MemberAdd): as [`member_id`], with the
 /// time in seconds appended so the same URLs get a new ID each time (etcd's rule;
 /// etcd passes an empty cluster name here).
 pub fn member_id_at(peer_urls: &[String], cluster_token: &str, now_unix_secs: u64) -> u64 {
+    hash_member(peer_urls, cluster_token, Some(now_unix_secs))
+}
+
+fn hash_member(peer_urls: &[String], cluster_token: &str, now_unix_secs: Option<u64>) -> u64 {
     let mut urls = peer_urls.to_vec();
     urls.sort();
     let mut hasher = Sha1::new();
     hasher.update(urls.concat().as_bytes());
     hasher.update(cluster_token.as_bytes());
-    hasher.update(now_unix_secs.to_string().as_bytes());
+    if let Some(secs) = now_unix_secs {
+        hasher.update(secs.to_string().as_bytes());
+    }
     first_u64(&hasher.finalize())
 }
 

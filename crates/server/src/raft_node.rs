@@ -412,10 +412,10 @@ impl RaftNode {
         // index that moved since the last write rides along with this one.
         let hard_state = match rd.hs() {
             Some(hs) => Some(hs.clone()),
-            None if self.raw.store().rl().hard_state().commit != self.saved_commit => {
-                Some(self.raw.store().rl().hard_state().clone())
+            None => {
+                let stored = self.raw.store().rl().hard_state().clone();
+                (stored.commit != self.saved_commit).then_some(stored)
             }
-            None => None,
         };
         if !rd.entries().is_empty() || hard_state.is_some() {
             self.wal

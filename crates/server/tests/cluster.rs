@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_support::{Cluster, Dump, ELECTION_MS};
-use common::{Etcdctl, Kind};
+use common::{Etcdctl, Kind, Rng};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use linearizability::{check, Budget, CheckResult, KvInput, KvModel, KvOutput, Recorder};
 
@@ -84,37 +84,8 @@ fn runtime() -> tokio::runtime::Runtime {
 // ---------------------------------------------------------------------------
 // Seeded randomness (splitmix64).
 
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo)
-    }
-}
-
 fn test_seed(test: &str) -> u64 {
-    let seed = match std::env::var("ETCD_RS_CLUSTER_SEED") {
-        Ok(s) => s.parse().expect("ETCD_RS_CLUSTER_SEED must be a u64"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(42),
-    };
-    eprintln!("{test}: seed {seed} (rerun with ETCD_RS_CLUSTER_SEED={seed})");
-    seed
+    common::test_seed("ETCD_RS_CLUSTER_SEED", test)
 }
 
 // ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http_get, tail, EtcdProcess, Kind};
+use common::{http_get, tail, EtcdProcess, Kind, Rng};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp,
 };
@@ -42,52 +42,8 @@ fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
 // ---------------------------------------------------------------------------
 // Seeded randomness (splitmix64; no extra dependency).
 
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..hi` (hi > lo).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.range(0, 100) < percent
-    }
-
-    fn letters(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| (b'a' + self.range(0, 26) as u8) as char)
-            .collect()
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-}
-
 fn test_seed(test: &str) -> u64 {
-    let seed = match std::env::var("ETCD_RS_CRASH_SEED") {
-        Ok(s) => s.parse().expect("ETCD_RS_CRASH_SEED must be a u64"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(42),
-    };
-    eprintln!("{test}: seed {seed} (rerun with ETCD_RS_CRASH_SEED={seed})");
-    seed
+    common::test_seed("ETCD_RS_CRASH_SEED", test)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -114,7 +114,7 @@ impl Kv for KvService {
                 self.server.read_barrier().await?;
             }
             let mut resp = self.server.store.txn_read_only(&req).map_err(mvcc_status)?;
-            fill_txn_headers(&self.server, &mut resp);
+            self.server.fill_header(&mut resp.header);
             return Ok(Response::new(resp));
         }
         let result = self
@@ -125,7 +125,7 @@ impl Kv for KvService {
             .await?;
         match result {
             ApplyResult::Txn(mut resp) => {
-                fill_txn_headers(&self.server, &mut resp);
+                self.server.fill_header(&mut resp.header);
                 Ok(Response::new(resp))
             }
             other => Err(unexpected(other)),
@@ -151,10 +151,4 @@ impl Kv for KvService {
             other => Err(unexpected(other)),
         }
     }
-}
-
-/// etcd fills the cluster fields of the txn's header only; nested responses keep
-/// the headers mvcc gave them (revision only), as etcd's do.
-fn fill_txn_headers(server: &EtcdServer, resp: &mut TxnResponse) {
-    server.fill_header(&mut resp.header);
 }

@@ -893,3 +893,57 @@ fn section(name: &str, text: &str) -> String {
         s
     }
 }
+
+/// Seeded randomness for tests (splitmix64: no extra dependency). Failing
+/// randomized tests print their seed; rerun with it to replay.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi` (hi > lo).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.range(0, 100) < percent
+    }
+
+    pub fn letters(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| (b'a' + self.range(0, 26) as u8) as char)
+            .collect()
+    }
+}
+
+/// The seed from `env_var` if set, else from the clock; printed with how to replay it.
+pub fn test_seed(env_var: &str, test: &str) -> u64 {
+    let seed = match std::env::var(env_var) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{env_var} must be a u64")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(42),
+    };
+    eprintln!("{test}: seed {seed} (rerun with {env_var}={seed})");
+    seed
+}
