@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use api::etcdserverpb::kv_client::KvClient;
 use api::etcdserverpb::{PutRequest, RangeRequest};
 use clap::{Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Parser)]
 #[command(name = "benchmark", about = "A low-level benchmark tool for etcd3")]
@@ -38,6 +38,15 @@ struct Cli {
     /// Print a one-line JSON summary instead of the text report.
     #[arg(long, global = true)]
     json: bool,
+    /// Verify the server's certificate with this CA bundle (https:// endpoints).
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// Identify with this client certificate (https:// endpoints).
+    #[arg(long = "cert", id = "tls_cert", global = true, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key.
+    #[arg(long = "key", id = "tls_key", global = true, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -86,7 +95,26 @@ impl Rng {
     }
 }
 
-async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Channel>>> {
+/// TLS for https:// endpoints, from --cacert, --cert and --key.
+fn tls_config(cli: &Cli) -> Result<ClientTlsConfig> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let mut tls = ClientTlsConfig::new();
+    if let Some(ca) = &cli.cacert {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
+async fn connect(
+    endpoints: &[String],
+    conns: usize,
+    tls: &ClientTlsConfig,
+) -> Result<Vec<KvClient<Channel>>> {
     let mut out = Vec::with_capacity(conns);
     for i in 0..conns.max(1) {
         let ep = &endpoints[i % endpoints.len()];
@@ -95,9 +123,15 @@ async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Chan
         } else {
             format!("http://{ep}")
         };
-        let channel = Endpoint::from_shared(uri.clone())
+        let mut endpoint = Endpoint::from_shared(uri.clone())
             .with_context(|| format!("bad endpoint {ep}"))?
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if uri.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .context("TLS configuration")?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot connect to {uri}"))?;
@@ -116,7 +150,7 @@ async fn main() -> Result<()> {
     if cli.endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
-    let conns = connect(&cli.endpoints, cli.conns).await?;
+    let conns = connect(&cli.endpoints, cli.conns, &tls_config(&cli)?).await?;
     let total = match &cli.cmd {
         Cmd::Put { total, .. } | Cmd::Range { total, .. } => *total,
     };

@@ -41,20 +41,34 @@ pub enum ClusterState {
     Existing,
 }
 
-/// TLS for the client listener (`https://` in --listen-client-urls).
+/// TLS for one side: the client listener (`--cert-file`, …) or the peer
+/// listener and peer dialing (`--peer-cert-file`, …); etcd's `TLSInfo`.
 #[derive(Debug, Clone, Default)]
-pub struct ClientTls {
+pub struct TlsInfo {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub trusted_ca_file: Option<PathBuf>,
+    /// Require and verify client certificates (also implied by a trusted CA file, as in etcd).
     pub client_cert_auth: bool,
     pub crl_file: Option<PathBuf>,
-    /// Generate a self-signed certificate at start (`--auto-tls`).
+    /// Generate a self-signed certificate at start (`--auto-tls`, `--peer-auto-tls`).
     pub auto_tls: bool,
+    /// The only CommonName a client certificate may have (`--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
+    /// A host name or IP a client certificate must be valid for
+    /// (`--client-cert-allowed-hostname`, `--peer-cert-allowed-hostname`).
+    pub allowed_hostname: Option<String>,
     /// Allowed TLS 1.2 cipher suites by their IANA names (empty: rustls's defaults).
     pub cipher_suites: Vec<String>,
     pub min_version: String,
     pub max_version: String,
+}
+
+impl TlsInfo {
+    /// No certificate given and none to generate.
+    pub fn is_empty(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none() && !self.auto_tls
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +90,8 @@ pub struct Config {
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: i64,
-    pub client_tls: ClientTls,
+    pub client_tls: TlsInfo,
+    pub peer_tls: TlsInfo,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
     pub force_new_cluster: bool,
@@ -172,6 +187,15 @@ const FLAGS: &[Flag] = &[
     boolean("client-cert-auth", "Enable client cert authentication."),
     value("client-crl-file", "", "Path to the client certificate revocation list file."),
     boolean("auto-tls", "Client TLS using generated certificates."),
+    value("client-cert-allowed-hostname", "", "Allowed TLS hostname for client cert authentication."),
+    value("peer-cert-file", "", "Path to the peer server TLS cert file."),
+    value("peer-key-file", "", "Path to the peer server TLS key file."),
+    value("peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file."),
+    boolean("peer-client-cert-auth", "Enable peer client cert authentication."),
+    value("peer-crl-file", "", "Path to the peer certificate revocation list file."),
+    boolean("peer-auto-tls", "Peer TLS using generated certificates."),
+    value("peer-cert-allowed-cn", "", "Allowed CN for inter peer authentication."),
+    value("peer-cert-allowed-hostname", "", "Allowed TLS hostname for inter peer authentication."),
     value("cipher-suites", "", "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go)."),
     value("tls-min-version", "TLS1.2", "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3."),
     value("tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go)."),
@@ -181,6 +205,40 @@ const FLAGS: &[Flag] = &[
     boolean("version", "Print the version and exit."),
     boolean("help", "Show this help and exit."),
 ];
+
+/// The flag names of one side's TLS settings.
+struct TlsFlags {
+    cert_file: &'static str,
+    key_file: &'static str,
+    trusted_ca_file: &'static str,
+    client_cert_auth: &'static str,
+    crl_file: &'static str,
+    auto_tls: &'static str,
+    allowed_cn: Option<&'static str>,
+    allowed_hostname: &'static str,
+}
+
+const CLIENT_TLS_FLAGS: TlsFlags = TlsFlags {
+    cert_file: "cert-file",
+    key_file: "key-file",
+    trusted_ca_file: "trusted-ca-file",
+    client_cert_auth: "client-cert-auth",
+    crl_file: "client-crl-file",
+    auto_tls: "auto-tls",
+    allowed_cn: None,
+    allowed_hostname: "client-cert-allowed-hostname",
+};
+
+const PEER_TLS_FLAGS: TlsFlags = TlsFlags {
+    cert_file: "peer-cert-file",
+    key_file: "peer-key-file",
+    trusted_ca_file: "peer-trusted-ca-file",
+    client_cert_auth: "peer-client-cert-auth",
+    crl_file: "peer-crl-file",
+    auto_tls: "peer-auto-tls",
+    allowed_cn: Some("peer-cert-allowed-cn"),
+    allowed_hostname: "peer-cert-allowed-hostname",
+};
 
 /// Parses `args` (without the program name) with `env` as the environment.
 pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
@@ -312,6 +370,37 @@ impl Lookup<'_> {
         })
     }
 
+    fn path(&self, name: &'static str) -> Option<PathBuf> {
+        Some(self.string(name))
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    }
+
+    fn tls_info(&self, flags: &TlsFlags) -> Result<TlsInfo, ConfigError> {
+        Ok(TlsInfo {
+            cert_file: self.path(flags.cert_file),
+            key_file: self.path(flags.key_file),
+            trusted_ca_file: self.path(flags.trusted_ca_file),
+            client_cert_auth: self.boolean(flags.client_cert_auth)?,
+            crl_file: self.path(flags.crl_file),
+            auto_tls: self.boolean(flags.auto_tls)?,
+            allowed_cn: flags
+                .allowed_cn
+                .map(|f| self.string(f))
+                .filter(|s| !s.is_empty()),
+            allowed_hostname: Some(self.string(flags.allowed_hostname)).filter(|s| !s.is_empty()),
+            cipher_suites: self
+                .string("cipher-suites")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            min_version: self.string("tls-min-version"),
+            max_version: self.string("tls-max-version"),
+        })
+    }
+
     fn urls(&self, name: &'static str) -> Result<Vec<String>, ConfigError> {
         let raw = self.string(name);
         let urls: Vec<String> = raw
@@ -392,31 +481,8 @@ impl Lookup<'_> {
             max_request_bytes: self.parsed("max-request-bytes")?,
             max_txn_ops: self.parsed("max-txn-ops")?,
             quota_backend_bytes: self.parsed("quota-backend-bytes")?,
-            client_tls: ClientTls {
-                cert_file: Some(self.string("cert-file"))
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                key_file: Some(self.string("key-file"))
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                trusted_ca_file: Some(self.string("trusted-ca-file"))
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                client_cert_auth: self.boolean("client-cert-auth")?,
-                crl_file: Some(self.string("client-crl-file"))
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                auto_tls: self.boolean("auto-tls")?,
-                cipher_suites: self
-                    .string("cipher-suites")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                min_version: self.string("tls-min-version"),
-                max_version: self.string("tls-max-version"),
-            },
+            client_tls: self.tls_info(&CLIENT_TLS_FLAGS)?,
+            peer_tls: self.tls_info(&PEER_TLS_FLAGS)?,
             pre_vote: self.boolean("pre-vote")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,
             force_new_cluster: self.boolean("force-new-cluster")?,

@@ -54,14 +54,36 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         .iter()
         .any(|u| u.starts_with("https://"))
     {
-        Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+        let resolved = tls::resolve(
+            tls::Side::Client,
             &cfg.client_tls,
             &cfg.data_dir,
-            &cfg.advertise_client_urls,
-        )?))
+            &cfg.listen_client_urls,
+        )?
+        .context("an https client URL needs --cert-file and --key-file, or --auto-tls")?;
+        Some(tokio_rustls::TlsAcceptor::from(
+            resolved.server_config(&[b"h2", b"http/1.1"])?,
+        ))
     } else {
         None
     };
+    // Peer TLS serves the peer listener and dials the other members.
+    let peer_tls = tls::resolve(
+        tls::Side::Peer,
+        &cfg.peer_tls,
+        &cfg.data_dir,
+        &cfg.listen_peer_urls,
+    )?;
+    let peer_acceptor = match &peer_tls {
+        Some(resolved) if cfg.listen_peer_urls.iter().any(|u| u.starts_with("https://")) => Some(
+            tokio_rustls::TlsAcceptor::from(resolved.server_config(&[b"h2"])?),
+        ),
+        _ => None,
+    };
+    let dialer = peer::Dialer::new(match &peer_tls {
+        Some(resolved) => Some(resolved.client_config()?),
+        None => None,
+    });
     // Bind first, so a port in use fails start-up before anything touches the data dir.
     let mut listeners = Vec::new();
     for u in cfg.listen_client_urls.iter() {
@@ -75,8 +97,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let mut peer_listeners = Vec::new();
     for u in cfg.listen_peer_urls.iter() {
         let url = parse_url(u).map_err(anyhow::Error::msg)?;
-        if url.scheme == "https" {
-            bail!("--listen-peer-urls {u}: TLS is not supported by this build yet");
+        if url.scheme == "https" && peer_acceptor.is_none() {
+            bail!("--listen-peer-urls {u}: an https peer URL needs --peer-cert-file and --peer-key-file, or --peer-auto-tls");
         }
         let listener = TcpListener::bind((url.host.as_str(), url.port))
             .await
@@ -94,7 +116,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             .filter(|(name, _)| *name != cfg.name)
             .flat_map(|(_, urls)| urls.clone())
             .collect();
-        Some(grpc::discover(&others, &cfg.initial_advertise_peer_urls).await?)
+        Some(grpc::discover(&dialer, &others, &cfg.initial_advertise_peer_urls).await?)
     } else {
         None
     };
@@ -168,6 +190,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         boot.member_id,
         boot.cluster_id,
         tokio::runtime::Handle::current(),
+        dialer,
     );
     let known_members = joined.map_or_else(|| cluster.members(), |j| j.members);
     for m in known_members {
@@ -187,28 +210,32 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         })
     };
     let (peer_stop_tx, peer_stop_rx) = watch::channel(false);
+    let running_server = Arc::new(std::sync::OnceLock::new());
+    let peer_router = tonic::service::Routes::new(peer::service(
+        boot.member_id,
+        boot.cluster_id,
+        peer_deliver,
+    ))
+    .add_service(api::peerpb::membership_server::MembershipServer::new(
+        grpc::MembershipService::new(boot.cluster_id, cluster.clone(), running_server.clone()),
+    ))
+    .prepare()
+    .into_axum_router();
     let mut peer_serving = Vec::new();
     for (url, listener) in peer_listeners {
-        tracing::info!(address = %url, "serving peer traffic");
-        let svc = peer::service(boot.member_id, boot.cluster_id, peer_deliver.clone());
-        let membership = api::peerpb::membership_server::MembershipServer::new(
-            grpc::MembershipService::new(boot.cluster_id, cluster.clone()),
-        );
-        let mut stop = peer_stop_rx.clone();
-        peer_serving.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let r = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc)
-                .add_service(membership)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "peer server stopped");
-            }
-        }));
+        let tls = if url.starts_with("https://") {
+            tracing::info!(address = %url, "serving peer traffic securely");
+            peer_acceptor.clone()
+        } else {
+            tracing::info!(address = %url, "serving peer traffic");
+            None
+        };
+        peer_serving.push(tokio::spawn(serve::serve(
+            listener,
+            tls,
+            peer_router.clone(),
+            peer_stop_rx.clone(),
+        )));
     }
 
     let node = raft_node::RaftNode {
@@ -270,6 +297,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         wait,
         applied_rx,
     ));
+
+    let _ = running_server.set(server.clone());
 
     tokio::pin!(shutdown);
     tokio::select! {

@@ -56,9 +56,9 @@ pub async fn serve(
                             serve_connection(tls_stream, service, conn_shutdown, peer).await
                         }
                         Ok(Err(e)) => {
-                            tracing::warn!(%peer, error = %e, "rejected a client TLS handshake")
+                            tracing::warn!(%peer, error = %e, "rejected a TLS handshake")
                         }
-                        Err(_) => tracing::warn!(%peer, "a client TLS handshake timed out"),
+                        Err(_) => tracing::warn!(%peer, "a TLS handshake timed out"),
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Client TLS (`https://` client URLs, `--cert-file`, `--key-file`,
 //! `--trusted-ca-file`, `--client-cert-auth`) driven by the real etcdctl
-//! 3.5.1 and 3.4.23. Certificates are generated at test time (rcgen); no
+//! 3.5.1 and 3.4.23, and peer TLS (`https://` peer URLs, `--peer-*`) in
+//! 3-member clusters. Certificates are generated at test time (rcgen); no
 //! private key is checked in.
 
 mod common;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Etcdctl, Kind};
 use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevocationReason,
     RevokedCertParams, SerialNumber,
 };
@@ -70,6 +71,24 @@ impl Certs {
         .signed_by(&issuer)
         .expect("sign the CRL");
         std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("CRL PEM")).expect("write");
+
+        // Peer certificates serve and dial, so they carry both usages; the
+        // intruder is signed by the same CA but has another CommonName.
+        for name in ["member", "intruder"] {
+            let mut peer = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("peer params");
+            peer.distinguished_name.push(DnType::CommonName, name);
+            peer.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let peer_key = KeyPair::generate().expect("peer key");
+            let peer_cert = peer.signed_by(&peer_key, &issuer).expect("peer cert");
+            std::fs::write(dir.path().join(format!("{name}.pem")), peer_cert.pem())
+                .expect("write");
+            std::fs::write(dir.path().join(format!("{name}.key")), peer_key.serialize_pem())
+                .expect("write");
+        }
         Certs { dir }
     }
 
@@ -91,13 +110,15 @@ impl Drop for TlsServer {
     }
 }
 
+/// A server with the server certificate; `client_cert_auth` adds the CA and
+/// `--client-cert-auth`.
 fn start(certs: &Certs, client_cert_auth: bool) -> TlsServer {
     let mut extra = vec![
         format!("--cert-file={}", certs.path("server.pem")),
         format!("--key-file={}", certs.path("server.key")),
-        format!("--trusted-ca-file={}", certs.path("ca.pem")),
     ];
     if client_cert_auth {
+        extra.push(format!("--trusted-ca-file={}", certs.path("ca.pem")));
         extra.push("--client-cert-auth".into());
     }
     start_with(&extra)
@@ -229,6 +250,22 @@ fn server_tls_without_client_certificates() {
     assert_ne!(untrusted.code, 0, "{untrusted:?}");
 }
 
+/// As in etcd 3.4 and 3.5, a trusted CA file alone already requires client
+/// certificates, even without `--client-cert-auth`.
+#[test]
+fn trusted_ca_file_alone_requires_client_certificates() {
+    let certs = Certs::generate();
+    let server = start_with(&[
+        format!("--cert-file={}", certs.path("server.pem")),
+        format!("--key-file={}", certs.path("server.key")),
+        format!("--trusted-ca-file={}", certs.path("ca.pem")),
+    ]);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    wait_ready(&v35, &server, &tls_args(&certs, true), server._data.path());
+    let refused = run(&v35, &server, &tls_args(&certs, false), &["get", "k"]);
+    assert_ne!(refused.code, 0, "served without a client certificate: {refused:?}");
+}
+
 #[test]
 fn revoked_client_certificate_is_refused() {
     let certs = Certs::generate();
@@ -296,7 +333,6 @@ fn cipher_suites_and_tls_versions_are_enforced() {
     let base = vec![
         format!("--cert-file={}", certs.path("server.pem")),
         format!("--key-file={}", certs.path("server.key")),
-        format!("--trusted-ca-file={}", certs.path("ca.pem")),
     ];
     let v35 = Etcdctl::reference(Kind::Ref35);
     let ca = certs.path("ca.pem");
@@ -348,4 +384,273 @@ fn cipher_suites_and_tls_versions_are_enforced() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `--client-cert-allowed-hostname`: a client certificate must also be valid
+/// for the host name; one from the same CA without it is refused.
+#[test]
+fn client_cert_allowed_hostname_is_enforced() {
+    let certs = Certs::generate();
+    let server = start_with(&[
+        format!("--cert-file={}", certs.path("server.pem")),
+        format!("--key-file={}", certs.path("server.key")),
+        format!("--trusted-ca-file={}", certs.path("ca.pem")),
+        "--client-cert-auth".into(),
+        "--client-cert-allowed-hostname=127.0.0.1".into(),
+    ]);
+    // The "member" certificate names 127.0.0.1; the "client" one names no host.
+    let named = vec![
+        format!("--cacert={}", certs.path("ca.pem")),
+        format!("--cert={}", certs.path("member.pem")),
+        format!("--key={}", certs.path("member.key")),
+    ];
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    wait_ready(&v35, &server, &named, server._data.path());
+    let ok = run(&v35, &server, &named, &["put", "k", "v"]);
+    assert_eq!((ok.code, ok.stdout.trim()), (0, "OK"), "{ok:?}");
+    let refused = run(&v35, &server, &tls_args(&certs, true), &["get", "k"]);
+    assert_ne!(refused.code, 0, "a certificate without the host was accepted: {refused:?}");
+}
+
+/// The subject of the certificate the server presents to a new connection.
+fn presented_subject(port: &str, ca: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", port, "-CAfile", ca, "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("Peer certificate:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Certificate files replaced on disk are used for new connections, without a
+/// restart, as etcd reads them for each handshake.
+#[test]
+fn replaced_certificate_files_are_picked_up() {
+    let certs = Certs::generate();
+    let live = tempfile::tempdir().expect("dir");
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    std::fs::copy(certs.path("server.pem"), &cert).expect("copy");
+    std::fs::copy(certs.path("server.key"), &key).expect("copy");
+    let server = start_with(&[
+        format!("--cert-file={}", cert.display()),
+        format!("--key-file={}", key.display()),
+    ]);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    wait_ready(&v35, &server, &tls_args(&certs, false), server._data.path());
+    let port = server.endpoint.trim_start_matches("https://").to_string();
+    let ca = certs.path("ca.pem");
+    let before = presented_subject(&port, &ca);
+    assert!(!before.contains("member"), "{before}");
+    // Key first, then certificate: a handshake in between keeps the old pair.
+    std::fs::copy(certs.path("member.key"), &key).expect("copy");
+    std::fs::copy(certs.path("member.pem"), &cert).expect("copy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = presented_subject(&port, &ca);
+        if now.contains("CN = member") || now.contains("CN=member") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not picked up: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let put = run(&v35, &server, &tls_args(&certs, false), &["put", "k", "v"]);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+}
+
+/// Three members on loopback with `https://` peer URLs and plain client URLs;
+/// `member_args(i)` adds each member's own flags (certificates).
+struct TlsCluster {
+    children: Vec<Child>,
+    client_urls: Vec<String>,
+    peer_urls: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl TlsCluster {
+    fn start(member_args: impl Fn(usize) -> Vec<String>) -> TlsCluster {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let client_urls: Vec<String> = (0..3)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let peer_urls: Vec<String> = (0..3)
+            .map(|_| format!("https://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial = (0..3)
+            .map(|i| format!("m{i}={}", peer_urls[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("tls-{}-{}", std::process::id(), free_port());
+        let children = (0..3)
+            .map(|i| {
+                let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).expect("log");
+                let mut args = vec![
+                    format!("--name=m{i}"),
+                    format!("--data-dir={}", dir.path().join(format!("m{i}.etcd")).display()),
+                    format!("--listen-client-urls={}", client_urls[i]),
+                    format!("--advertise-client-urls={}", client_urls[i]),
+                    format!("--listen-peer-urls={}", peer_urls[i]),
+                    format!("--initial-advertise-peer-urls={}", peer_urls[i]),
+                    format!("--initial-cluster={initial}"),
+                    format!("--initial-cluster-token={token}"),
+                    "--heartbeat-interval=50".into(),
+                    "--election-timeout=500".into(),
+                ];
+                args.extend(member_args(i));
+                Command::new(env!("CARGO_BIN_EXE_etcd"))
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::from(log))
+                    .spawn()
+                    .expect("start etcd")
+            })
+            .collect();
+        TlsCluster {
+            children,
+            client_urls,
+            peer_urls,
+            dir,
+        }
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        (0..3)
+            .map(|i| format!("--- m{i}\n{}", self.log(i)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn healthy(&self, i: usize) -> bool {
+        let port: u16 = self.client_urls[i]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("client port");
+        common::http_get(port, "/health").is_some_and(|body| body.contains("\"true\""))
+    }
+
+    /// Waits (bounded) until each of `members` reports itself healthy.
+    fn wait_healthy(&self, members: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !members.iter().all(|&i| self.healthy(i)) {
+            assert!(
+                Instant::now() < deadline,
+                "members {members:?} did not become healthy\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Members with CA-signed peer certificates, verifying each other's
+/// certificates and CommonName: writes replicate, and the real etcdctl sees
+/// the members' https peer URLs.
+#[test]
+fn three_members_with_peer_tls_and_peer_client_cert_auth() {
+    let certs = Certs::generate();
+    let cluster = TlsCluster::start(|_| {
+        vec![
+            format!("--peer-cert-file={}", certs.path("member.pem")),
+            format!("--peer-key-file={}", certs.path("member.key")),
+            format!("--peer-trusted-ca-file={}", certs.path("ca.pem")),
+            "--peer-client-cert-auth".into(),
+            "--peer-cert-allowed-cn=member".into(),
+        ]
+    });
+    cluster.wait_healthy(&[0, 1, 2]);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    let put = v35.run(&cluster.client_urls[0], &["put", "over", "peer-tls"], None);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    for i in [1, 2] {
+        let get = v35.run(
+            &cluster.client_urls[i],
+            &["get", "over", "--print-value-only"],
+            None,
+        );
+        assert_eq!((get.code, get.stdout.trim()), (0, "peer-tls"), "{get:?}");
+    }
+    let members = v35.run(&cluster.client_urls[2], &["member", "list"], None);
+    for url in &cluster.peer_urls {
+        assert!(members.stdout.contains(url), "{url} missing: {members:?}");
+    }
+}
+
+/// A member whose peer certificate has the wrong CommonName is refused by the
+/// others (`--peer-cert-allowed-cn`); the two good members keep a quorum.
+#[test]
+fn peer_with_the_wrong_common_name_is_refused() {
+    let certs = Certs::generate();
+    let cluster = TlsCluster::start(|i| {
+        let name = if i == 2 { "intruder" } else { "member" };
+        vec![
+            format!("--peer-cert-file={}", certs.path(&format!("{name}.pem"))),
+            format!("--peer-key-file={}", certs.path(&format!("{name}.key"))),
+            format!("--peer-trusted-ca-file={}", certs.path("ca.pem")),
+            "--peer-client-cert-auth".into(),
+            "--peer-cert-allowed-cn=member".into(),
+        ]
+    });
+    cluster.wait_healthy(&[0, 1]);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    let put = v35.run(&cluster.client_urls[0], &["put", "k", "v"], None);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    // The intruder's own streams are refused, so it never hears a quorum
+    // answer and cannot serve a linearizable read.
+    let denied = v35.run(
+        &cluster.client_urls[2],
+        &["--command-timeout=2s", "get", "k"],
+        None,
+    );
+    assert_ne!(denied.code, 0, "the intruder served a read: {denied:?}");
+    assert!(!cluster.healthy(2), "the intruder reports itself healthy");
+    let refusals = cluster.log(0) + &cluster.log(1);
+    assert!(
+        refusals.contains("client certificate authentication failed"),
+        "no refusal logged\n{}",
+        cluster.logs()
+    );
+}
+
+/// `--peer-auto-tls`: each member generates its own certificate (kept in
+/// `<data-dir>/fixtures/peer`) and peers do not verify each other's.
+#[test]
+fn three_members_with_peer_auto_tls() {
+    let cluster = TlsCluster::start(|_| vec!["--peer-auto-tls".into()]);
+    cluster.wait_healthy(&[0, 1, 2]);
+    let v34 = Etcdctl::reference(Kind::Ref34);
+    let put = v34.run(&cluster.client_urls[1], &["put", "auto", "peer"], None);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    let get = v34.run(
+        &cluster.client_urls[2],
+        &["get", "auto", "--print-value-only"],
+        None,
+    );
+    assert_eq!((get.code, get.stdout.trim()), (0, "peer"), "{get:?}");
+    for i in 0..3 {
+        let cert = cluster
+            .dir
+            .path()
+            .join(format!("m{i}.etcd/fixtures/peer/cert.pem"));
+        assert!(cert.exists(), "no generated certificate at {}", cert.display());
+    }
 }

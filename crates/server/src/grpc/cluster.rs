@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::etcdserverpb::cluster_client::ClusterClient;
 use api::etcdserverpb::cluster_server::Cluster;
 use api::etcdserverpb::*;
 use api::EtcdError;
@@ -93,25 +92,22 @@ impl ClusterService {
         Ok(())
     }
 
+    /// A follower asks the leader to promote, over the peer port (as etcd does).
     async fn forward_promote(&self, id: u64) -> Result<MemberPromoteResponse, Status> {
         let leader = self.server.raft_status.leader();
-        let url = self
+        let urls = self
             .server
             .cluster
             .member(leader)
-            .and_then(|m| m.client_ur_ls.first().cloned())
+            .map(|m| m.peer_ur_ls)
             .ok_or(EtcdError::NoLeader)?;
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(|_| Status::from(EtcdError::NoLeader))?
-            .connect_timeout(PROMOTE_FORWARD_TIMEOUT)
-            .timeout(PROMOTE_FORWARD_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|_| Status::from(EtcdError::TimeoutDueToConnectionLost))?;
-        ClusterClient::new(channel)
-            .member_promote(MemberPromoteRequest { id })
-            .await
-            .map(Response::into_inner)
+        super::membership::forward_promote(
+            self.server.transport.dialer(),
+            &urls,
+            id,
+            PROMOTE_FORWARD_TIMEOUT,
+        )
+        .await
     }
 }
 

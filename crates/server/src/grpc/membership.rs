@@ -2,20 +2,23 @@
 //! a new member joining an existing cluster (`--initial-cluster-state
 //! existing`) asks, to learn the cluster ID and the member ID that
 //! MemberAdd gave it (matched by its peer URLs), as etcd does over its
-//! peer HTTP API.
+//! peer HTTP API. A follower also forwards MemberPromote to the leader here.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use api::etcdserverpb::Member;
+use api::etcdserverpb::cluster_server::Cluster as _;
+use api::etcdserverpb::{Member, MemberPromoteRequest, MemberPromoteResponse};
 use api::peerpb::membership_client::MembershipClient;
 use api::peerpb::membership_server::Membership;
-use api::peerpb::{MembersRequest, MembersResponse};
+use api::peerpb::{MembersRequest, MembersResponse, PromoteRequest};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
-use crate::peer::PROTOCOL_VERSION;
+use crate::grpc::ClusterService;
+use crate::peer::{Dialer, PROTOCOL_VERSION};
+use crate::server::EtcdServer;
 
 /// How long asking one peer may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -23,15 +26,31 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct MembershipService {
     cluster_id: u64,
     cluster: Arc<Cluster>,
+    /// Set once the server runs (the peer port serves before it does).
+    server: Arc<OnceLock<Arc<EtcdServer>>>,
 }
 
 impl MembershipService {
-    pub fn new(cluster_id: u64, cluster: Arc<Cluster>) -> Self {
+    pub fn new(
+        cluster_id: u64,
+        cluster: Arc<Cluster>,
+        server: Arc<OnceLock<Arc<EtcdServer>>>,
+    ) -> Self {
         MembershipService {
             cluster_id,
             cluster,
+            server,
         }
     }
+}
+
+fn check_version(version: u32) -> Result<(), Status> {
+    if version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "peer protocol version {version} is not {PROTOCOL_VERSION}"
+        )));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -40,18 +59,61 @@ impl Membership for MembershipService {
         &self,
         request: Request<MembersRequest>,
     ) -> Result<Response<MembersResponse>, Status> {
-        if request.get_ref().version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "peer protocol version {} is not {PROTOCOL_VERSION}",
-                request.get_ref().version
-            )));
-        }
+        check_version(request.get_ref().version)?;
         Ok(Response::new(MembersResponse {
             cluster_id: self.cluster_id,
             members: self.cluster.members(),
             removed: self.cluster.removed(),
         }))
     }
+
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let request = request.into_inner();
+        check_version(request.version)?;
+        let server = self
+            .server
+            .get()
+            .cloned()
+            .ok_or_else(|| Status::unavailable("etcdserver: server not started yet"))?;
+        ClusterService::new(server)
+            .member_promote(Request::new(MemberPromoteRequest { id: request.id }))
+            .await
+    }
+}
+
+/// Asks the member at `peer_urls` (the leader) to promote learner `id`.
+pub async fn forward_promote(
+    dialer: &Dialer,
+    peer_urls: &[String],
+    id: u64,
+    timeout: Duration,
+) -> Result<MemberPromoteResponse, Status> {
+    let mut last = Status::unavailable("etcdserver: no leader");
+    for url in peer_urls {
+        let channel = match dialer.connect(url).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot forward member promote to the leader");
+                continue;
+            }
+        };
+        let mut client = MembershipClient::new(channel);
+        let call = client.promote(PromoteRequest {
+            version: PROTOCOL_VERSION,
+            id,
+        });
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(resp)) => return Ok(resp.into_inner()),
+            // The leader's answer, error or not, is the answer.
+            Ok(Err(status)) if status.code() != tonic::Code::Unavailable => return Err(status),
+            Ok(Err(status)) => last = status,
+            Err(_) => last = Status::unavailable("etcdserver: request timed out"),
+        }
+    }
+    Err(last)
 }
 
 /// What a joining member learns from the cluster.
@@ -64,20 +126,22 @@ pub struct Discovered {
 
 /// Asks the other members' peer URLs (from --initial-cluster) for the cluster,
 /// and finds this member in it by its advertised peer URLs.
-pub async fn discover(peer_urls: &[String], own_peer_urls: &[String]) -> Result<Discovered> {
+pub async fn discover(
+    dialer: &Dialer,
+    peer_urls: &[String],
+    own_peer_urls: &[String],
+) -> Result<Discovered> {
     let mut last_error = String::from("no peer URL to ask");
     for url in peer_urls {
         let answer = async {
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())?
-                .connect_timeout(DISCOVERY_TIMEOUT)
-                .timeout(DISCOVERY_TIMEOUT)
-                .connect()
-                .await?;
-            let resp = MembershipClient::new(channel)
-                .members(MembersRequest {
-                    version: PROTOCOL_VERSION,
-                })
-                .await?;
+            let channel = dialer.connect(url).await.map_err(anyhow::Error::msg)?;
+            let mut client = MembershipClient::new(channel);
+            let call = client.members(MembersRequest {
+                version: PROTOCOL_VERSION,
+            });
+            let resp = tokio::time::timeout(DISCOVERY_TIMEOUT, call)
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out"))??;
             anyhow::Ok(resp.into_inner())
         }
         .await;

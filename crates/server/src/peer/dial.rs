@@ -1,32 +1,101 @@
 //! Opening connections to a peer: the one place that turns a peer URL into a
-//! gRPC client, so peer TLS (client certificates, `https://` URLs) goes here.
+//! gRPC channel, with peer TLS for `https://` URLs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::peerpb::raft_client::RaftClient;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
     DIAL_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES,
 };
 
-/// A client endpoint for one peer URL (`http://host:port`).
-///
-/// TLS seam: when peer TLS lands, `https://` URLs get `Endpoint::tls_config` here.
-pub(super) fn endpoint(url: &str) -> Result<Endpoint, String> {
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "unsupported peer URL {url:?} (only http:// for now)"
-        ));
+/// How this member opens connections to its peers: plain HTTP/2 for
+/// `http://` peer URLs, TLS with the peer certificate for `https://` ones.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
-    let endpoint =
-        Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_millis(DIAL_TIMEOUT_MS))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
-        .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
-        .keep_alive_while_idle(true))
+}
+
+impl Dialer {
+    /// `tls`: the peer client configuration (`--peer-cert-file` …); without it
+    /// `https://` peers cannot be reached.
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Dialer {
+        Dialer { tls }
+    }
+
+    /// Connects to one peer URL, with peer-port keepalives and a bounded dial time.
+    pub async fn connect(&self, url: &str) -> Result<Channel, String> {
+        let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("unsupported peer URL {url:?}"));
+        };
+        // tonic sees every URL as http://: TLS, when wanted, is ours (below).
+        let endpoint = Endpoint::from_shared(format!("http://{rest}"))
+            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(DIAL_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
+            .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
+            .keep_alive_while_idle(true);
+        // connect_timeout bounds the TCP connect (and the TLS handshake); the
+        // outer timeout bounds the HTTP/2 handshake too.
+        let bound = Duration::from_millis(DIAL_TIMEOUT_MS * 2);
+        let connected = if !secure {
+            tokio::time::timeout(bound, endpoint.connect()).await
+        } else {
+            let Some(tls) = self.tls.clone() else {
+                return Err(format!(
+                    "{url}: an https peer URL needs --peer-cert-file and --peer-key-file, or --peer-auto-tls"
+                ));
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls);
+            let connect = tower::service_fn(move |uri: axum::http::Uri| {
+                let connector = connector.clone();
+                async move { tls_connect(connector, uri).await }
+            });
+            tokio::time::timeout(bound, endpoint.connect_with_connector(connect)).await
+        };
+        match connected {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => Err(format!("{url}: {}", error_chain(&e))),
+            Err(_) => Err(format!("{url}: timed out")),
+        }
+    }
+}
+
+/// TCP, then a TLS handshake naming the URL's host (a DNS name or an IP).
+async fn tls_connect(
+    connector: tokio_rustls::TlsConnector,
+    uri: axum::http::Uri,
+) -> std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let host = uri
+        .host()
+        .ok_or_else(|| std::io::Error::other("no host in the peer URL"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(host)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    Ok(TokioIo::new(connector.connect(name, tcp).await?))
 }
 
 /// A connected client with the peer port's message limits.
@@ -38,29 +107,18 @@ pub(super) fn client(channel: Channel) -> RaftClient<Channel> {
 
 /// Connects to the first reachable of `urls`, in order. The error names every
 /// URL tried and why it failed.
-pub(super) async fn connect_any(urls: &[String]) -> Result<(String, RaftClient<Channel>), String> {
+pub(super) async fn connect_any(
+    dialer: &Dialer,
+    urls: &[String],
+) -> Result<(String, RaftClient<Channel>), String> {
     if urls.is_empty() {
         return Err("no peer URLs".to_string());
     }
     let mut errors = Vec::with_capacity(urls.len());
     for url in urls {
-        let endpoint = match endpoint(url) {
-            Ok(endpoint) => endpoint,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        // connect_timeout bounds the TCP connect; the outer timeout bounds the
-        // HTTP/2 handshake too.
-        let dial = tokio::time::timeout(
-            Duration::from_millis(DIAL_TIMEOUT_MS * 2),
-            endpoint.connect(),
-        );
-        match dial.await {
-            Ok(Ok(channel)) => return Ok((url.clone(), client(channel))),
-            Ok(Err(e)) => errors.push(format!("{url}: {}", error_chain(&e))),
-            Err(_) => errors.push(format!("{url}: timed out")),
+        match dialer.connect(url).await {
+            Ok(channel) => return Ok((url.clone(), client(channel))),
+            Err(e) => errors.push(e),
         }
     }
     Err(errors.join("; "))

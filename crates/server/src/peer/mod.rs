@@ -36,8 +36,8 @@
 //!   lost, and messages from before and after a reconnect may be handled out of order.
 //! - No check that the sender is still a member: the raft loop should drop
 //!   messages from removed members, as etcd does.
-//! - No TLS yet: `dial::endpoint` is the one place that builds a client endpoint
-//!   (the seam for client certificates); the listener belongs to the caller.
+//! - TLS is the dialer's and the listener's business: `Dialer` turns peer
+//!   URLs into channels (TLS for `https://`); the listener belongs to the caller.
 //! - Snapshots are sent from and reassembled in memory (the `Snapshot.data` of the
 //!   raft message); streaming a backend file is a later change.
 
@@ -50,6 +50,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use dial::Dialer;
 pub use service::service;
 pub use transport::Transport;
 

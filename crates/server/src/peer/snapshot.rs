@@ -14,7 +14,7 @@ use api::peerpb::SnapshotChunk;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
-use super::dial::{self, error_chain};
+use super::dial::{self, error_chain, Dialer};
 use super::{
     PROTOCOL_VERSION, SNAPSHOT_CHUNK_SIZE_BYTES, SNAPSHOT_SEND_TIMEOUT_BASE_MS,
     SNAPSHOT_SEND_TIMEOUT_PER_MIB_MS,
@@ -29,6 +29,7 @@ pub(super) struct SnapshotJob {
     pub(super) message: Message,
     /// XORed into the CRC sent (tests corrupt it; always 0 otherwise).
     pub(super) crc_xor: u32,
+    pub(super) dialer: Dialer,
 }
 
 /// Sends the snapshot to the first reachable URL; `Ok(data bytes sent)` once the
@@ -47,7 +48,7 @@ pub(super) async fn send(job: SnapshotJob) -> Result<u64, String> {
 }
 
 async fn send_within(job: SnapshotJob) -> Result<(), String> {
-    let (url, mut client) = dial::connect_any(&job.urls).await?;
+    let (url, mut client) = dial::connect_any(&job.dialer, &job.urls).await?;
     let response = client
         .snapshot(tokio_stream::iter(chunks(job)?))
         .await

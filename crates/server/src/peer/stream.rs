@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use super::dial::{self, error_chain};
+use super::dial::{self, error_chain, Dialer};
 use super::transport::{PeerShared, Reports};
 use super::{
     hex, WarnLimiter, BATCH_OVERHEAD_BYTES, BATCH_SIZE_TARGET_BYTES,
@@ -40,6 +40,7 @@ pub(super) struct StreamTask {
     pub(super) queue: mpsc::Receiver<Message>,
     pub(super) urls: watch::Receiver<Vec<String>>,
     pub(super) reports: Arc<Reports>,
+    pub(super) dialer: Dialer,
 }
 
 /// Why a stream ended.
@@ -61,7 +62,7 @@ pub(super) async fn run(mut task: StreamTask) {
     loop {
         let urls = task.urls.borrow_and_update().clone();
         let connected = tokio::select! {
-            connected = dial::connect_any(&urls) => connected,
+            connected = dial::connect_any(&task.dialer, &urls) => connected,
             changed = task.urls.changed() => {
                 if changed.is_err() {
                     return;

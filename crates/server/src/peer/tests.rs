@@ -176,7 +176,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn messages_arrive_in_order_including_large_appends() {
     let rt = runtime(2);
     let member = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     transport.add_peer(2, vec![member.url()]); // idempotent
 
@@ -213,7 +213,7 @@ fn messages_arrive_in_order_including_large_appends() {
 fn down_peer_blocks_nobody_and_is_reported_unreachable() {
     let rt = runtime(2);
     let member = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     transport.add_peer(3, vec![dead_url(), dead_url()]);
 
@@ -255,7 +255,7 @@ fn down_peer_blocks_nobody_and_is_reported_unreachable() {
 fn peer_that_comes_back_receives_new_messages() {
     let rt = runtime(2);
     let mut member = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     transport.send(vec![heartbeat(1, 2, 1)]);
     assert_eq!(member.recv().commit, 1);
@@ -292,7 +292,7 @@ fn peer_that_comes_back_receives_new_messages() {
 fn peer_down_at_start_is_reached_once_it_listens() {
     let rt = runtime(2);
     let url = dead_url();
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![url.clone()]);
     // Long enough for the reconnect backoff to grow well past its minimum.
     let deadline = Instant::now() + Duration::from_millis(1500);
@@ -326,7 +326,7 @@ fn peer_down_at_start_is_reached_once_it_listens() {
 fn cluster_id_mismatch_is_refused() {
     let rt = runtime(2);
     let member = Member::start(2, 0xabc);
-    let transport = Transport::new(1, 0x1000, rt.handle().clone());
+    let transport = Transport::new(1, 0x1000, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     wait_until("member 2 reported unreachable", || {
         transport.send(vec![heartbeat(1, 2, 1)]);
@@ -363,7 +363,7 @@ fn cluster_id_mismatch_is_refused() {
 fn snapshot_arrives_intact_and_is_reported() {
     let rt = runtime(2);
     let member = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     let data = pattern(5 * SNAPSHOT_CHUNK_SIZE_BYTES + 123);
     transport.send(vec![
@@ -403,7 +403,7 @@ fn snapshot_arrives_intact_and_is_reported() {
 fn corrupted_snapshot_crc_is_refused_and_reported() {
     let rt = runtime(2);
     let member = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     transport.corrupt_snapshot_crc(true);
     transport.send(vec![snapshot_message(
@@ -427,6 +427,7 @@ fn corrupted_snapshot_crc_is_refused_and_reported() {
         urls: Vec::new(),
         message: snapshot_message(1, 2, pattern(100)),
         crc_xor: 1,
+        dialer: Dialer::default(),
     };
     let url = member.url();
     let response = rt.block_on(async move {
@@ -451,7 +452,7 @@ fn corrupted_snapshot_crc_is_refused_and_reported() {
 fn removed_peer_and_shut_down_transport_send_nothing() {
     let rt = runtime(2);
     let member = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![member.url()]);
     transport.send(vec![heartbeat(1, 2, 1)]);
     assert_eq!(member.recv().commit, 1);
@@ -472,7 +473,7 @@ fn update_peer_moves_the_stream() {
     let rt = runtime(2);
     let old = Member::start(2, CLUSTER_ID);
     let new = Member::start(2, CLUSTER_ID);
-    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone());
+    let transport = Transport::new(1, CLUSTER_ID, rt.handle().clone(), Dialer::default());
     transport.add_peer(2, vec![old.url()]);
     transport.send(vec![heartbeat(1, 2, 1)]);
     assert_eq!(old.recv().commit, 1);

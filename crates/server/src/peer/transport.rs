@@ -13,6 +13,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
+use super::dial::Dialer;
 use super::snapshot::{self, SnapshotJob};
 use super::stream::{self, StreamTask};
 use super::{hex, WarnLimiter, PEER_QUEUE_MESSAGES_MAX};
@@ -28,6 +29,7 @@ struct Inner {
     local_id: u64,
     cluster_id: u64,
     runtime: Handle,
+    dialer: Dialer,
     peers: RwLock<HashMap<u64, PeerHandle>>,
     reports: Arc<Reports>,
     closed: AtomicBool,
@@ -93,12 +95,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Transport {
     /// `runtime` is the tokio Handle tasks are spawned on; every method may be
     /// called from a plain OS thread (the raft thread) and none of them blocks.
-    pub fn new(local_id: u64, cluster_id: u64, runtime: Handle) -> Transport {
+    pub fn new(local_id: u64, cluster_id: u64, runtime: Handle, dialer: Dialer) -> Transport {
         Transport {
             inner: Arc::new(Inner {
                 local_id,
                 cluster_id,
                 runtime,
+                dialer,
                 peers: RwLock::new(HashMap::new()),
                 reports: Arc::new(Reports::default()),
                 closed: AtomicBool::new(false),
@@ -106,6 +109,11 @@ impl Transport {
                 corrupt_snapshot_crc: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// How this transport opens connections (other peer-port clients share it).
+    pub fn dialer(&self) -> &Dialer {
+        &self.inner.dialer
     }
 
     /// Starts sending to member `id` at the first reachable of `peer_urls`.
@@ -139,6 +147,7 @@ impl Transport {
             queue: queue_rx,
             urls: urls_rx,
             reports: self.inner.reports.clone(),
+            dialer: self.inner.dialer.clone(),
         };
         let stream_task = self.inner.runtime.spawn(stream::run(task)).abort_handle();
         tracing::info!(
@@ -254,6 +263,7 @@ impl Transport {
             urls: peer.urls.borrow().clone(),
             message,
             crc_xor: self.snapshot_crc_xor(),
+            dialer: self.inner.dialer.clone(),
         };
         // Held across the spawn, so a quicker later send cannot have its handle overwritten.
         let mut slot = lock(&peer.snapshot_task);
