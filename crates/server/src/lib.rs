@@ -75,9 +75,16 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         &cfg.listen_peer_urls,
     )?;
     let peer_acceptor = match &peer_tls {
-        Some(resolved) if cfg.listen_peer_urls.iter().any(|u| u.starts_with("https://")) => Some(
-            tokio_rustls::TlsAcceptor::from(resolved.server_config(&[b"h2"])?),
-        ),
+        Some(resolved)
+            if cfg
+                .listen_peer_urls
+                .iter()
+                .any(|u| u.starts_with("https://")) =>
+        {
+            Some(tokio_rustls::TlsAcceptor::from(
+                resolved.server_config(&[b"h2"])?,
+            ))
+        }
         _ => None,
     };
     let dialer = peer::Dialer::new(match &peer_tls {
@@ -211,16 +218,17 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     };
     let (peer_stop_tx, peer_stop_rx) = watch::channel(false);
     let running_server = Arc::new(std::sync::OnceLock::new());
-    let peer_router = tonic::service::Routes::new(peer::service(
-        boot.member_id,
-        boot.cluster_id,
-        peer_deliver,
-    ))
-    .add_service(api::peerpb::membership_server::MembershipServer::new(
-        grpc::MembershipService::new(boot.cluster_id, cluster.clone(), running_server.clone()),
-    ))
-    .prepare()
-    .into_axum_router();
+    let peer_router =
+        tonic::service::Routes::new(peer::service(boot.member_id, boot.cluster_id, peer_deliver))
+            .add_service(api::peerpb::membership_server::MembershipServer::new(
+                grpc::MembershipService::new(
+                    boot.cluster_id,
+                    cluster.clone(),
+                    running_server.clone(),
+                ),
+            ))
+            .prepare()
+            .into_axum_router();
     let mut peer_serving = Vec::new();
     for (url, listener) in peer_listeners {
         let tls = if url.starts_with("https://") {

@@ -275,9 +275,8 @@ impl ReloadingCert {
     }
 
     fn stamp(cert: &Path, key: &Path) -> FileStamp {
-        let one = |p: &Path| {
-            std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()))
-        };
+        let one =
+            |p: &Path| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()));
         [one(cert), one(key)]
     }
 
@@ -393,7 +392,9 @@ impl ClientCertVerifier for AllowedVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         if self.allowed.admits(end_entity) {
             return Ok(verified);
         }
@@ -500,10 +501,7 @@ fn system_roots() -> RootCertStore {
         "/etc/ssl/cert.pem",
     ];
     let mut roots = RootCertStore::empty();
-    if let Some(certs) = BUNDLES
-        .iter()
-        .find_map(|p| read_certs(Path::new(p)).ok())
-    {
+    if let Some(certs) = BUNDLES.iter().find_map(|p| read_certs(Path::new(p)).ok()) {
         roots.add_parsable_certificates(certs);
     }
     roots
@@ -621,9 +619,14 @@ mod tests {
         let mut params =
             rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
                 .expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.self_signed(&key).expect("certificate");
-        let (c, k) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        let (c, k) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
         std::fs::write(&c, cert.pem()).expect("write");
         std::fs::write(&k, key.serialize_pem()).expect("write");
         (c, k)
@@ -682,9 +685,13 @@ mod tests {
             e.to_string(),
             "--peer-client-cert-auth needs --peer-trusted-ca-file"
         );
-        assert!(resolved.allowed().expect_err("exclusive").to_string().contains(
-            "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")"
-        ));
+        assert!(resolved
+            .allowed()
+            .expect_err("exclusive")
+            .to_string()
+            .contains(
+                "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")"
+            ));
     }
 
     #[test]
@@ -719,15 +726,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let (cert, key) = write_cert(dir.path(), "live", "first", &["localhost"]);
         let reloading = ReloadingCert::new(&cert, &key, provider()).expect("load");
-        assert_eq!(common_name(&reloading.current().cert[0]).as_deref(), Some("first"));
+        assert_eq!(
+            common_name(&reloading.current().cert[0]).as_deref(),
+            Some("first")
+        );
 
         // A garbage certificate keeps the previous pair.
         std::fs::write(&cert, "not a certificate, and longer than before").expect("write");
-        assert_eq!(common_name(&reloading.current().cert[0]).as_deref(), Some("first"));
+        assert_eq!(
+            common_name(&reloading.current().cert[0]).as_deref(),
+            Some("first")
+        );
 
         let (next_cert, next_key) = write_cert(dir.path(), "next", "second", &["localhost"]);
         std::fs::copy(next_key, &key).expect("copy");
         std::fs::copy(next_cert, &cert).expect("copy");
-        assert_eq!(common_name(&reloading.current().cert[0]).as_deref(), Some("second"));
+        assert_eq!(
+            common_name(&reloading.current().cert[0]).as_deref(),
+            Some("second")
+        );
     }
 }

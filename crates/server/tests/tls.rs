@@ -84,10 +84,12 @@ impl Certs {
             ];
             let peer_key = KeyPair::generate().expect("peer key");
             let peer_cert = peer.signed_by(&peer_key, &issuer).expect("peer cert");
-            std::fs::write(dir.path().join(format!("{name}.pem")), peer_cert.pem())
-                .expect("write");
-            std::fs::write(dir.path().join(format!("{name}.key")), peer_key.serialize_pem())
-                .expect("write");
+            std::fs::write(dir.path().join(format!("{name}.pem")), peer_cert.pem()).expect("write");
+            std::fs::write(
+                dir.path().join(format!("{name}.key")),
+                peer_key.serialize_pem(),
+            )
+            .expect("write");
         }
         Certs { dir }
     }
@@ -263,7 +265,10 @@ fn trusted_ca_file_alone_requires_client_certificates() {
     let v35 = Etcdctl::reference(Kind::Ref35);
     wait_ready(&v35, &server, &tls_args(&certs, true), server._data.path());
     let refused = run(&v35, &server, &tls_args(&certs, false), &["get", "k"]);
-    assert_ne!(refused.code, 0, "served without a client certificate: {refused:?}");
+    assert_ne!(
+        refused.code, 0,
+        "served without a client certificate: {refused:?}"
+    );
 }
 
 #[test]
@@ -409,7 +414,10 @@ fn client_cert_allowed_hostname_is_enforced() {
     let ok = run(&v35, &server, &named, &["put", "k", "v"]);
     assert_eq!((ok.code, ok.stdout.trim()), (0, "OK"), "{ok:?}");
     let refused = run(&v35, &server, &tls_args(&certs, true), &["get", "k"]);
-    assert_ne!(refused.code, 0, "a certificate without the host was accepted: {refused:?}");
+    assert_ne!(
+        refused.code, 0,
+        "a certificate without the host was accepted: {refused:?}"
+    );
 }
 
 /// The subject of the certificate the server presents to a new connection.
@@ -501,7 +509,10 @@ impl TlsCluster {
                 let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).expect("log");
                 let mut args = vec![
                     format!("--name=m{i}"),
-                    format!("--data-dir={}", dir.path().join(format!("m{i}.etcd")).display()),
+                    format!(
+                        "--data-dir={}",
+                        dir.path().join(format!("m{i}.etcd")).display()
+                    ),
                     format!("--listen-client-urls={}", client_urls[i]),
                     format!("--advertise-client-urls={}", client_urls[i]),
                     format!("--listen-peer-urls={}", peer_urls[i]),
@@ -651,6 +662,10 @@ fn three_members_with_peer_auto_tls() {
             .dir
             .path()
             .join(format!("m{i}.etcd/fixtures/peer/cert.pem"));
-        assert!(cert.exists(), "no generated certificate at {}", cert.display());
+        assert!(
+            cert.exists(),
+            "no generated certificate at {}",
+            cert.display()
+        );
     }
 }
