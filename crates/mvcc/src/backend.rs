@@ -16,6 +16,9 @@ use crate::{Error, Result, Revision};
 pub(crate) const KEY_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key");
 /// Small named values; integers are big-endian.
 pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Leases, keyed by ID (8 bytes, big-endian, as etcd); values are opaque to
+/// this crate (the server stores etcd's leasepb.Lease).
+pub(crate) const LEASE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease");
 
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 pub(crate) const CONSISTENT_INDEX_KEY: &str = "consistent_index";

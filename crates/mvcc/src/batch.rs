@@ -23,7 +23,7 @@ use api::mvccpb::{Event, KeyValue};
 use prost::Message;
 use redb::{Durability, WriteTransaction};
 
-use crate::backend::{self, KEY_TABLE, META_TABLE};
+use crate::backend::{self, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::error::Context;
 use crate::index::{KeyRange, KeyTree};
 use crate::range::{self, header, View};
@@ -65,6 +65,8 @@ pub struct WriteBatch<'s> {
     /// A backend error struck half way through a request.
     broken: bool,
     pub(crate) leases: Option<&'s dyn LeaseLookup>,
+    /// Lease rows to write (Some) or delete (None) at commit, in order.
+    lease_rows: Vec<(i64, Option<Vec<u8>>)>,
 }
 
 impl<'s> WriteBatch<'s> {
@@ -86,7 +88,18 @@ impl<'s> WriteBatch<'s> {
             dirty: false,
             broken: false,
             leases: None,
+            lease_rows: Vec::new(),
         }
+    }
+
+    /// Stores lease `id`'s row (written with the batch).
+    pub fn put_lease(&mut self, id: i64, value: Vec<u8>) {
+        self.lease_rows.push((id, Some(value)));
+    }
+
+    /// Removes lease `id`'s row (with the batch).
+    pub fn delete_lease(&mut self, id: i64) {
+        self.lease_rows.push((id, None));
     }
 
     /// Makes puts check that their lease exists ([`Error::LeaseNotFound`]).
@@ -223,6 +236,18 @@ impl<'s> WriteBatch<'s> {
 
     fn write_out(&mut self, txn: &mut WriteTransaction, durable: bool) -> Result<()> {
         self.flush_staged(txn)?;
+        if !self.lease_rows.is_empty() {
+            let mut leases = txn.open_table(LEASE_TABLE).context("open lease table")?;
+            for (id, row) in self.lease_rows.drain(..) {
+                let key = id.to_be_bytes();
+                match row {
+                    Some(value) => leases
+                        .insert(key.as_slice(), value.as_slice())
+                        .context("write lease")?,
+                    None => leases.remove(key.as_slice()).context("delete lease")?,
+                };
+            }
+        }
         if let Some((index, term)) = self.consistent {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             backend::write_meta_u64(&mut meta, backend::CONSISTENT_INDEX_KEY, index)?;

@@ -12,7 +12,8 @@
 //!  records  ┌──────────┬─────────────┬───────────────┬─────┬───────┐
 //!  (0..n)   │ table u8 │ key len u32 │ value len u32 │ key │ value │
 //!           └──────────┴─────────────┴───────────────┴─────┴───────┘
-//!           table 1 = "meta" (key: UTF-8 name), 2 = "key" (key: revision)
+//!           table 1 = "meta" (key: UTF-8 name), 2 = "key" (key: revision),
+//!           3 = "lease" (key: lease ID, 8 bytes BE; since format version 2)
 //!  end      ┌──────┬────────┬──────┬──────────┬─────────┬──────┬─────────┐
 //!           │ 0xFF │ cindex │ term │ revision │ compact │ keys │ records │
 //!           │      │ u64    │ u64  │ i64      │ i64     │ u64  │ u64     │
@@ -50,9 +51,10 @@
 //!
 //! # Left out, with room kept
 //!
-//! - Tables other crates add to the file (lease, auth, members, alarm): each
-//!   will get a table id here; a new table is a format version bump, so that
-//!   an older build refuses the image rather than drop the table.
+//! - Tables still to come (auth, members, alarm): each will get a table id
+//!   here; a new table is a format version bump, so that an older build
+//!   refuses the image rather than drop the table. Readers accept older
+//!   versions (version 1 had no lease table).
 //! - Compression: the stream can be wrapped by the transport.
 
 use std::io::{Read, Write};
@@ -60,18 +62,21 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::backend::{self, IndexBuilder, Restored, KEY_TABLE, META_TABLE};
+use crate::backend::{self, IndexBuilder, Restored, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::error::Context;
 use crate::revision::decode_rev_key;
 use crate::store::Store;
 use crate::{Error, Result};
 
 /// The image format this build writes and reads.
-pub const IMAGE_FORMAT_VERSION: u32 = 1;
+pub const IMAGE_FORMAT_VERSION: u32 = 2;
+/// The oldest image format this build reads.
+const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
 const MAGIC: [u8; 8] = *b"ETCDRSIM";
 const TABLE_META: u8 = 1;
 const TABLE_KEY: u8 = 2;
+const TABLE_LEASE: u8 = 3;
 const END: u8 = 0xFF;
 /// Bytes of the end record's fields between the tag and the checksum.
 const END_FIELDS_LEN: usize = 6 * 8;
@@ -118,6 +123,18 @@ impl Store {
             let (key, value) = (key.value(), value.value());
             summary.observe(TABLE_KEY, key, value)?;
             sink.record(TABLE_KEY, key, value)?;
+        }
+        match txn.open_table(LEASE_TABLE) {
+            Ok(leases) => {
+                for entry in leases.iter().context("scan lease table")? {
+                    let (key, value) = entry.context("scan lease table")?;
+                    let (key, value) = (key.value(), value.value());
+                    summary.observe(TABLE_LEASE, key, value)?;
+                    sink.record(TABLE_LEASE, key, value)?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).context("open lease table"),
         }
         let mut info = summary.info()?;
         sink.end(&info, summary.records)?;
@@ -196,8 +213,10 @@ pub fn image_info(input: &mut dyn Read) -> Result<ImageInfo> {
 fn fill(txn: &WriteTransaction, input: &mut dyn Read) -> Result<(Restored, ImageInfo)> {
     txn.delete_table(META_TABLE).context("clear meta table")?;
     txn.delete_table(KEY_TABLE).context("clear key table")?;
+    txn.delete_table(LEASE_TABLE).context("clear lease table")?;
     let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
     let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
+    let mut leases = txn.open_table(LEASE_TABLE).context("open lease table")?;
     let mut reader = ImageReader::open(input)?;
     let mut builder = IndexBuilder::default();
     while let Some(table) = reader.next()? {
@@ -210,6 +229,9 @@ fn fill(txn: &WriteTransaction, input: &mut dyn Read) -> Result<(Restored, Image
             TABLE_KEY => {
                 builder.add(key, value)?;
                 keys.insert(key, value).context("restore key table")?;
+            }
+            TABLE_LEASE => {
+                leases.insert(key, value).context("restore lease table")?;
             }
             other => return Err(unknown_table(other)),
         }
@@ -275,6 +297,10 @@ impl Summary {
                 self.keys += 1;
                 Ok(())
             }
+            TABLE_LEASE if key.len() == 8 => Ok(()),
+            TABLE_LEASE => Err(Error::Corrupt(format!(
+                "image lease key {key:02x?} is not 8 bytes"
+            ))),
             other => Err(unknown_table(other)),
         }
     }
@@ -436,10 +462,10 @@ impl<'a> ImageReader<'a> {
         let mut version = [0u8; 4];
         reader.exact(&mut version, "header")?;
         let version = u32::from_be_bytes(version);
-        if version != IMAGE_FORMAT_VERSION {
+        if !(OLDEST_READABLE_FORMAT_VERSION..=IMAGE_FORMAT_VERSION).contains(&version) {
             return Err(Error::Corrupt(format!(
-                "unsupported image format version {version}: this build reads version \
-                 {IMAGE_FORMAT_VERSION}"
+                "unsupported image format version {version}: this build reads versions \
+                 {OLDEST_READABLE_FORMAT_VERSION} to {IMAGE_FORMAT_VERSION}"
             )));
         }
         Ok(reader)

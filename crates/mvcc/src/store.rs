@@ -19,7 +19,7 @@ use api::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use api::mvccpb::KeyValue;
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
-use crate::backend::{self, KEY_TABLE, META_TABLE};
+use crate::backend::{self, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::batch::WriteBatch;
 use crate::error::Context;
 use crate::index::KeyTree;
@@ -91,6 +91,7 @@ impl Store {
         let (restored, compact_rev, consistent) = {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
+            txn.open_table(LEASE_TABLE).context("open lease table")?;
             match backend::read_meta_u64(&meta, backend::SCHEMA_VERSION_KEY)? {
                 Some(backend::SCHEMA_VERSION) => {}
                 Some(other) => {
@@ -172,6 +173,27 @@ impl Store {
         self.check_poisoned()?;
         let txn = self.db.begin_write().context("begin write batch")?;
         Ok(WriteBatch::new(self, txn))
+    }
+
+    /// Every stored lease row: (ID, value), in ID order (as bytes).
+    pub fn leases(&self) -> Result<Vec<(i64, Vec<u8>)>> {
+        use redb::ReadableTable;
+        let txn = self.db.begin_read().context("begin lease read")?;
+        let table = match txn.open_table(LEASE_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).context("open lease table"),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().context("scan lease table")? {
+            let (key, value) = row.context("scan lease table")?;
+            let id: [u8; 8] = key
+                .value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("a lease key is not 8 bytes".into()))?;
+            out.push((i64::from_be_bytes(id), value.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Size of the backend file.

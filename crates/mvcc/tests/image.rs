@@ -272,7 +272,12 @@ fn documented_format_restores_and_is_what_the_writer_writes() {
         meta_row("term", 7),
     ];
     records.extend(documented_rows());
-    let bytes = encode(1, &records, &documented_end(-1, 7));
+    records.push((
+        TABLE_LEASE,
+        7i64.to_be_bytes().to_vec(),
+        b"lease seven".to_vec(),
+    ));
+    let bytes = encode(2, &records, &documented_end(-1, 8));
     let info = image_info(&mut bytes.as_slice()).unwrap();
     assert_eq!(info.bytes, bytes.len() as u64);
 
@@ -289,7 +294,42 @@ fn documented_format_restores_and_is_what_the_writer_writes() {
     assert_eq!(values(3), vec![(b"foo".to_vec(), b"v2".to_vec())]);
     assert_eq!(values(4), vec![]);
     assert_eq!(values(5), vec![(b"bar".to_vec(), b"b".to_vec())]);
+    assert_eq!(dst.leases().unwrap(), vec![(7, b"lease seven".to_vec())]);
     assert_eq!(image(&dst).0, bytes);
+
+    // Format version 1 (no lease table) still restores, and empties the lease table.
+    let mut v1 = vec![
+        meta_row("consistent_index", 42),
+        meta_row("schema_version", 1),
+        meta_row("term", 7),
+    ];
+    v1.extend(documented_rows());
+    let bytes = encode(1, &v1, &documented_end(-1, 7));
+    dst.restore_image(&mut bytes.as_slice()).unwrap();
+    assert_eq!(dst.leases().unwrap(), vec![]);
+    assert_eq!(dst.current_revision(), 5);
+}
+
+#[test]
+fn lease_rows_are_written_with_the_batch_and_travel_in_images() {
+    let src = open();
+    let mut wb = src.write_batch().unwrap();
+    wb.put_lease(2, b"two".to_vec());
+    wb.put_lease(1, b"one".to_vec());
+    wb.put_lease(3, b"three".to_vec());
+    wb.delete_lease(3);
+    wb.set_consistent_index(5, 1);
+    wb.commit(true).unwrap();
+    assert_eq!(
+        src.leases().unwrap(),
+        vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
+    );
+    let dst = open();
+    let (bytes, _) = image(&src);
+    dst.restore_image(&mut bytes.as_slice()).unwrap();
+    assert_eq!(dst.leases().unwrap(), src.leases().unwrap());
+    let dst = dst.reopen();
+    assert_eq!(dst.leases().unwrap().len(), 2);
 }
 
 #[test]

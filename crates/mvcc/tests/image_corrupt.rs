@@ -122,10 +122,10 @@ fn wrong_magic_and_unknown_version_are_named() {
     reseal(&mut newer);
     let message = info_error(&newer);
     assert!(
-        message.contains("unsupported image format version 2"),
+        message.contains("unsupported image format version 3"),
         "{message}"
     );
-    target.refuses(&newer, "unsupported image format version 2");
+    target.refuses(&newer, "unsupported image format version 3");
     target.check_intact();
 }
 
