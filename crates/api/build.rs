@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcdserverpb/rpc.proto",
         "proto/etcdserverpb/raft_internal.proto",
         "proto/peerpb/peer.proto",
+        "proto/leasepb/lease.proto",
+        "proto/v3lockpb/v3lock.proto",
+        "proto/v3electionpb/v3election.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(files, ["proto"])?;

@@ -8,6 +8,8 @@
 //! - [`authpb`]: users, roles and permissions.
 //! - [`etcdserverpb`]: the KV, Watch, Lease, Cluster, Maintenance and Auth
 //!   services, and `InternalRaftRequest`, the payload of a raft log entry.
+//! - [`leasepb`]: a lease as the backend stores it.
+//! - [`v3lockpb`], [`v3electionpb`]: the Lock and Election services.
 //! - [`peerpb`]: our peer protocol (raft messages between members).
 //! - [`error`]: etcd's client-visible errors with their gRPC codes and
 //!   `etcdserver: …` strings, in one table.
@@ -24,6 +26,18 @@ pub mod authpb {
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
+}
+
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 /// Generated code for `etcdrs.peer.v1` refers to other packages by relative path,

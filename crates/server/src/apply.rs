@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use api::etcdserverpb::{
-    AlarmResponse, CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse,
-    TxnResponse,
+    request_op, AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
+use api::mvccpb::event::EventType;
+use api::mvccpb::Event;
 use api::EtcdError;
 use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
@@ -29,7 +32,9 @@ use tokio::sync::watch;
 
 use crate::alarm::AlarmStore;
 use crate::cluster::Cluster;
+use crate::leases::{encode_record, lease_error, LessorLookup};
 use crate::peer::Transport;
+use crate::raft_node::RaftStatus;
 use crate::raft_node::{ApplyBatch, RaftMsg};
 use crate::status::request_error;
 use crate::wait::Wait;
@@ -42,6 +47,8 @@ pub enum ApplyResult {
     Txn(TxnResponse),
     Compaction(CompactionResponse),
     Alarm(AlarmResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
     /// Cluster metadata requests carry no client-visible response.
     Done,
 }
@@ -89,6 +96,10 @@ pub struct Applier {
     pub raft_tx: Sender<RaftMsg>,
     pub snapshot_count: u64,
     pub last_snapshot_index: u64,
+    pub lessor: Arc<lease::Lessor>,
+    pub raft_status: Arc<RaftStatus>,
+    /// How much longer than their TTL leases live after a leader change.
+    pub lease_extend: Duration,
 }
 
 impl Applier {
@@ -163,6 +174,7 @@ impl Applier {
     /// Replaces the backend and the cluster view with a leader's snapshot.
     fn install_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
         restore_backend(&self.store, image_path)?;
+        crate::leases::recover(&self.store, &self.lessor)?;
         self.cluster
             .restore(cluster)
             .map_err(anyhow::Error::msg)
@@ -193,9 +205,10 @@ impl Applier {
         // their backend effects are already there (writing the consistent index for
         // them would move it backwards), but raft's configuration and the cluster
         // view are rebuilt by applying them again.
+        let lookup = LessorLookup(self.lessor.clone());
         let mut wb = if last_index > consistent_index {
             let mut wb = self.store.write_batch().context("open backend batch")?;
-            wb.set_lease_lookup(&NoLeases);
+            wb.set_lease_lookup(&lookup);
             Some(wb)
         } else {
             None
@@ -207,7 +220,16 @@ impl Applier {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if entry.data.is_empty() {
-                        continue; // a new leader's empty entry
+                        // A new leader's empty entry: once the leader has applied
+                        // it, every entry of earlier terms is applied too, and its
+                        // lessor takes over expiry (etcd's Promote).
+                        if self.raft_status.leader() == self.cluster.local_id
+                            && self.raft_status.term() == entry.term
+                        {
+                            self.lessor
+                                .promote(self.lease_extend, entry.term, Instant::now());
+                        }
+                        continue;
                     }
                     let req = match InternalRaftRequest::decode(&entry.data[..]) {
                         Ok(r) => r,
@@ -342,12 +364,46 @@ impl Applier {
         req: InternalRaftRequest,
     ) -> Result<ApplyOutcome> {
         let result = if let Some(r) = req.put {
-            wb.put(&r).map(|(resp, _events)| ApplyResult::Put(resp))
+            wb.put(&r).map(|(resp, events)| {
+                self.track_leases(&events);
+                ApplyResult::Put(resp)
+            })
         } else if let Some(r) = req.delete_range {
-            wb.delete_range(&r)
-                .map(|(resp, _events)| ApplyResult::DeleteRange(resp))
+            wb.delete_range(&r).map(|(resp, events)| {
+                self.track_leases(&events);
+                ApplyResult::DeleteRange(resp)
+            })
         } else if let Some(r) = req.txn {
-            wb.txn(&r).map(|(resp, _events)| ApplyResult::Txn(resp))
+            wb.txn(&r).map(|(resp, events)| {
+                self.track_leases(&events);
+                ApplyResult::Txn(resp)
+            })
+        } else if let Some(r) = req.lease_grant {
+            return Ok(self
+                .lessor
+                .grant(r.id, r.ttl, Instant::now())
+                .map(|record| {
+                    wb.put_lease(record.id, encode_record(&record));
+                    ApplyResult::LeaseGrant(LeaseGrantResponse {
+                        header: Some(header(wb.revision())),
+                        id: record.id,
+                        ttl: record.ttl,
+                        error: String::new(),
+                    })
+                })
+                .map_err(lease_error));
+        } else if let Some(r) = req.lease_revoke {
+            return self.revoke(wb, r.id);
+        } else if let Some(r) = req.lease_checkpoint {
+            for c in r.checkpoints {
+                if let Some(record) = self
+                    .lessor
+                    .checkpoint(c.id, c.remaining_ttl, Instant::now())
+                {
+                    wb.put_lease(record.id, encode_record(&record));
+                }
+            }
+            Ok(ApplyResult::Done)
         } else if let Some(r) = req.compaction {
             wb.compact(&r).map(ApplyResult::Compaction)
         } else if let Some(r) = req.alarm {
@@ -373,12 +429,69 @@ impl Applier {
     }
 }
 
-/// The lessor until leases exist: no lease is known, so a put naming one
-/// fails with etcd's "requested lease not found".
-struct NoLeases;
+impl Applier {
+    /// Keeps the lessor's key attachments in step with the keys a write
+    /// changed: a put attaches its key to its lease (moving it from another),
+    /// a put without a lease or a delete detaches it.
+    fn track_leases(&self, events: &[Event]) {
+        for ev in events {
+            let Some(kv) = &ev.kv else { continue };
+            if ev.r#type == EventType::Put as i32 && kv.lease != lease::NO_LEASE {
+                if self.lessor.lease_of(&kv.key) != kv.lease {
+                    // The put checked that the lease exists.
+                    let _ = self.lessor.attach(kv.lease, &kv.key);
+                }
+            } else {
+                self.lessor.detach(&kv.key);
+            }
+        }
+    }
 
-impl mvcc::LeaseLookup for NoLeases {
-    fn lease_exists(&self, _id: i64) -> bool {
-        false
+    /// Revokes a lease: its keys are deleted in one revision (one txn), then
+    /// the lease is gone, in the same backend batch.
+    fn revoke(&self, wb: &mut mvcc::WriteBatch<'_>, id: i64) -> Result<ApplyOutcome> {
+        let keys = match self.lessor.keys(id) {
+            Ok(keys) => keys,
+            Err(e) => return Ok(Err(lease_error(e))),
+        };
+        if !keys.is_empty() {
+            let deletes = TxnRequest {
+                success: keys
+                    .into_iter()
+                    .map(|key| RequestOp {
+                        request: Some(request_op::Request::RequestDeleteRange(
+                            DeleteRangeRequest {
+                                key,
+                                ..Default::default()
+                            },
+                        )),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            match wb.txn(&deletes) {
+                Ok(_) => {}
+                Err(e) => {
+                    return match request_error(e) {
+                        Ok(etcd) => Ok(Err(etcd)),
+                        Err(fatal) => {
+                            Err(anyhow::Error::new(fatal).context("revoking a lease's keys"))
+                        }
+                    }
+                }
+            }
+        }
+        let _ = self.lessor.remove(id);
+        wb.delete_lease(id);
+        Ok(Ok(ApplyResult::LeaseRevoke(LeaseRevokeResponse {
+            header: Some(header(wb.revision())),
+        })))
+    }
+}
+
+fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
     }
 }

@@ -94,6 +94,10 @@ pub struct Config {
     pub peer_tls: TlsInfo,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
+    /// `--experimental-enable-lease-checkpoint`.
+    pub lease_checkpointing: bool,
+    /// `--experimental-lease-checkpoint-interval`.
+    pub lease_checkpoint_interval: Duration,
     pub force_new_cluster: bool,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
@@ -199,12 +203,52 @@ const FLAGS: &[Flag] = &[
     value("cipher-suites", "", "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go)."),
     value("tls-min-version", "TLS1.2", "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3."),
     value("tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go)."),
+    boolean("experimental-enable-lease-checkpoint", "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases."),
+    value("experimental-lease-checkpoint-interval", "5m0s", "Duration of time between two checkpoints of lease remaining TTLs."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
     boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
     boolean("force-new-cluster", "Force to create a new one member cluster."),
     boolean("version", "Print the version and exit."),
     boolean("help", "Show this help and exit."),
 ];
+
+/// Parses a Go `time.Duration` string: a sequence of decimal numbers, each
+/// with a unit (ns, us, µs, ms, s, m, h), like "1h30m" or "2.5s"; "0" alone.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return None;
+        }
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds_per_unit;
+    }
+    Some(Duration::from_secs_f64(total))
+}
 
 /// The flag names of one side's TLS settings.
 struct TlsFlags {
@@ -370,6 +414,15 @@ impl Lookup<'_> {
         })
     }
 
+    /// A Go duration ("5m0s", "500ms", "1h30m").
+    fn duration(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        let (raw, source) = self.raw(name);
+        parse_go_duration(raw.trim()).ok_or_else(|| {
+            let source = source.unwrap_or_else(|| format!("flag -{name}"));
+            ConfigError(format!("invalid value \"{raw}\" for {source}: parse error"))
+        })
+    }
+
     fn path(&self, name: &'static str) -> Option<PathBuf> {
         Some(self.string(name))
             .filter(|s| !s.is_empty())
@@ -484,6 +537,8 @@ impl Lookup<'_> {
             client_tls: self.tls_info(&CLIENT_TLS_FLAGS)?,
             peer_tls: self.tls_info(&PEER_TLS_FLAGS)?,
             pre_vote: self.boolean("pre-vote")?,
+            lease_checkpointing: self.boolean("experimental-enable-lease-checkpoint")?,
+            lease_checkpoint_interval: self.duration("experimental-lease-checkpoint-interval")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,
             force_new_cluster: self.boolean("force-new-cluster")?,
             log_level,
@@ -590,6 +645,19 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        let d = |s| parse_go_duration(s);
+        assert_eq!(d("5m0s"), Some(Duration::from_secs(300)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        assert_eq!(d("5"), None);
+        assert_eq!(d("5x"), None);
+        assert_eq!(d(""), None);
+    }
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -17,6 +17,7 @@ pub mod edge;
 pub mod grpc;
 pub mod http;
 pub mod ids;
+pub mod leases;
 pub mod limits;
 pub mod logging;
 pub mod peer;
@@ -180,6 +181,16 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         raft_storage::RaftStorage::new(boot.storage, snapshotter.clone(), store.clone());
     let raw = raft::RawNode::new(&raft_cfg, raft_storage, &logger).context("start raft")?;
 
+    let lessor = Arc::new(lease::Lessor::new(lease::LessorConfig {
+        min_ttl_secs: lease::LessorConfig::min_ttl_for(
+            Duration::from_millis(cfg.election_timeout_ms),
+            Duration::from_millis(cfg.heartbeat_interval_ms),
+        ),
+        checkpointing: cfg.lease_checkpointing,
+        checkpoint_interval: cfg.lease_checkpoint_interval,
+        ..Default::default()
+    }));
+    leases::recover(&store, &lessor)?;
     let cluster = Arc::new(cluster::Cluster::new(boot.cluster_id, boot.member_id));
     if let Some(data) = &boot.cluster_data {
         cluster.restore(data).map_err(anyhow::Error::msg)?;
@@ -227,6 +238,9 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
                     running_server.clone(),
                 ),
             ))
+            .add_service(api::peerpb::leases_server::LeasesServer::new(
+                leases::LeaseForwardService::new(running_server.clone()),
+            ))
             .prepare()
             .into_axum_router();
     let mut peer_serving = Vec::new();
@@ -256,6 +270,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         status: raft_status.clone(),
         wait: wait.clone(),
         transport: transport.clone(),
+        lessor: lessor.clone(),
         tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
         saved_commit: 0,
         conf_pending_through: 0,
@@ -282,6 +297,9 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         raft_tx: raft_tx.clone(),
         snapshot_count: cfg.snapshot_count.max(1),
         last_snapshot_index: boot.snapshot_index,
+        lessor: lessor.clone(),
+        raft_status: raft_status.clone(),
+        lease_extend: Duration::from_millis(cfg.election_timeout_ms),
     };
     let apply_fatal = fatal_tx;
     let apply_thread = std::thread::Builder::new()
@@ -301,6 +319,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         transport.clone(),
         store,
         raft_status,
+        lessor,
         raft_tx,
         wait,
         applied_rx,
@@ -326,6 +345,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
+    tokio::spawn(leases::run_expiry(server.clone(), stop_rx.clone()));
     let mut serving = Vec::new();
     for (url, listener) in listeners {
         tracing::info!("ready to serve client requests");

@@ -127,6 +127,8 @@ pub struct RaftNode {
     pub status: Arc<RaftStatus>,
     pub wait: Arc<Wait>,
     pub transport: Transport,
+    /// Demoted here as soon as leadership is lost (promoted by the applier).
+    pub lessor: Arc<lease::Lessor>,
     pub tick_interval: Duration,
     /// The commit index last written to the WAL.
     pub saved_commit: u64,
@@ -369,6 +371,9 @@ impl RaftNode {
         let mut rd = self.raw.ready();
 
         if let Some(ss) = rd.ss() {
+            if ss.raft_state != StateRole::Leader {
+                self.lessor.demote(self.raw.raft.term);
+            }
             if ss.raft_state == StateRole::Leader {
                 tracing::info!(
                     logger = "raft",

@@ -31,6 +31,7 @@ pub struct EtcdServer {
     pub transport: Transport,
     pub store: Arc<mvcc::Store>,
     pub raft_status: Arc<RaftStatus>,
+    pub lessor: Arc<lease::Lessor>,
     raft_tx: Sender<RaftMsg>,
     wait: Arc<Wait>,
     applied: watch::Receiver<u64>,
@@ -48,6 +49,7 @@ impl EtcdServer {
         transport: Transport,
         store: Arc<mvcc::Store>,
         raft_status: Arc<RaftStatus>,
+        lessor: Arc<lease::Lessor>,
         raft_tx: Sender<RaftMsg>,
         wait: Arc<Wait>,
         applied: watch::Receiver<u64>,
@@ -63,12 +65,18 @@ impl EtcdServer {
             transport,
             store,
             raft_status,
+            lessor,
             raft_tx,
             wait,
             applied,
             request_ids: RequestIdGenerator::new(member_id, now_ms),
             proposal_slots: Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX),
         }
+    }
+
+    /// A fresh ID from the member's request ID generator (also lease IDs).
+    pub fn next_request_id(&self) -> u64 {
+        self.request_ids.next()
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -40,7 +40,7 @@ impl KvService {
     }
 }
 
-fn unexpected(result: ApplyResult) -> Status {
+pub(crate) fn unexpected(result: ApplyResult) -> Status {
     tracing::error!(
         ?result,
         "the applier answered with a result of another kind"

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 mod membership;
 
@@ -15,6 +16,7 @@ use crate::server::EtcdServer;
 
 pub use cluster::ClusterService;
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 pub use membership::{discover, Discovered, MembershipService};
 
@@ -22,7 +24,8 @@ pub use membership::{discover, Discovered, MembershipService};
 /// --max-request-bytes as etcd sizes them.
 pub fn routes(server: Arc<EtcdServer>) -> tonic::service::Routes {
     use api::etcdserverpb::{
-        cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+        cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+        maintenance_server::MaintenanceServer,
     };
     let max_recv = server.cfg.max_request_bytes as usize + limits::GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(KvService::new(server.clone()))
@@ -31,10 +34,14 @@ pub fn routes(server: Arc<EtcdServer>) -> tonic::service::Routes {
     let maintenance = MaintenanceServer::new(MaintenanceService::new(server.clone()))
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
+    let lease = LeaseServer::new(LeaseService::new(server.clone()))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(ClusterService::new(server))
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
     tonic::service::Routes::new(kv)
         .add_service(maintenance)
+        .add_service(lease)
         .add_service(cluster)
 }
