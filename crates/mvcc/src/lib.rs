@@ -85,6 +85,7 @@ pub mod revision;
 mod store;
 mod txn;
 mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod store_tests;
@@ -99,3 +100,4 @@ pub use revision::Revision;
 pub use store::{LeaseLookup, Store, StoreOptions};
 pub use txn::{is_txn_read_only, is_txn_serializable};
 pub use validate::{validate_delete_range, validate_put, validate_range, validate_txn};
+pub use watch::{TrySend, WatchHub, WatchMessage, WatchSink, WatchSpec, WatcherId};

@@ -175,6 +175,68 @@ impl Store {
         Ok(WriteBatch::new(self, txn))
     }
 
+    /// The changes of revisions `from..=to` as watch events, in revision
+    /// order, at most about `max_events` of them: reading stops at a revision
+    /// boundary once that many are read. Returns the events and the last
+    /// revision read whole (`to`, or less when the limit cut the read).
+    /// A delete's event carries the key and the delete's revision, as etcd's.
+    /// Fails with [`Error::Compacted`] when `from` is below the compaction.
+    pub fn events(
+        &self,
+        from: i64,
+        to: i64,
+        max_events: usize,
+    ) -> Result<(Vec<api::mvccpb::Event>, i64)> {
+        use api::mvccpb::event::EventType;
+        use api::mvccpb::Event;
+        let view = self.read_view()?;
+        if from < view.compact_rev {
+            return Err(Error::Compacted);
+        }
+        let to = to.min(view.rev);
+        let mut events = Vec::new();
+        if from > to {
+            return Ok((events, to));
+        }
+        let start = crate::revision::RevKey::new(Revision { main: from, sub: 0 }, false);
+        let end = crate::revision::RevKey::new(
+            Revision {
+                main: to + 1,
+                sub: 0,
+            },
+            false,
+        );
+        let mut current_main = from;
+        for row in view
+            .table
+            .range(start.as_bytes()..end.as_bytes())
+            .context("scan key table")?
+        {
+            let (key, value) = row.context("scan key table")?;
+            let (rev, tombstone) = crate::revision::decode_rev_key(key.value())?;
+            if rev.main != current_main {
+                if events.len() >= max_events {
+                    // Every row of revisions below rev.main has been read.
+                    return Ok((events, rev.main - 1));
+                }
+                current_main = rev.main;
+            }
+            let mut kv = backend::decode_kv(rev, value.value())?;
+            let kind = if tombstone {
+                kv.mod_revision = rev.main;
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        Ok((events, to))
+    }
+
     /// Every stored lease row: (ID, value), in ID order (as bytes).
     pub fn leases(&self) -> Result<Vec<(i64, Vec<u8>)>> {
         use redb::ReadableTable;

@@ -97,6 +97,7 @@ pub struct Applier {
     pub snapshot_count: u64,
     pub last_snapshot_index: u64,
     pub lessor: Arc<lease::Lessor>,
+    pub watch_hub: Arc<mvcc::WatchHub>,
     pub raft_status: Arc<RaftStatus>,
     /// How much longer than their TTL leases live after a leader change.
     pub lease_extend: Duration,
@@ -175,6 +176,7 @@ impl Applier {
     fn install_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
         restore_backend(&self.store, image_path)?;
         crate::leases::recover(&self.store, &self.lessor)?;
+        self.watch_hub.restored(self.store.current_revision());
         self.cluster
             .restore(cluster)
             .map_err(anyhow::Error::msg)
@@ -214,6 +216,7 @@ impl Applier {
             None
         };
         let mut results: Vec<(u64, ApplyOutcome)> = Vec::with_capacity(entries.len());
+        let mut events: Vec<Event> = Vec::new();
         let mut removed_self = false;
         for entry in &entries {
             let fresh = entry.index > consistent_index;
@@ -243,7 +246,7 @@ impl Applier {
                     let outcome = if let Some(outcome) = self.apply_cluster_request(&req) {
                         outcome
                     } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
-                        self.apply_request(wb, req)?
+                        self.apply_request(wb, req, &mut events)?
                     } else {
                         continue;
                     };
@@ -290,6 +293,8 @@ impl Applier {
         wb.set_consistent_index(last_index, last_term);
         wb.commit(durable_due || snapshot_due)
             .context("backend commit")?;
+        self.watch_hub
+            .notify(&events, self.store.current_revision());
         self.applied_tx.send_replace(last_index);
         for (id, outcome) in results {
             self.wait.trigger(id, outcome);
@@ -362,20 +367,25 @@ impl Applier {
         &self,
         wb: &mut mvcc::WriteBatch<'_>,
         req: InternalRaftRequest,
+        events_out: &mut Vec<Event>,
     ) -> Result<ApplyOutcome> {
+        let mut track = |events: Vec<Event>| {
+            self.track_leases(&events);
+            events_out.extend(events);
+        };
         let result = if let Some(r) = req.put {
             wb.put(&r).map(|(resp, events)| {
-                self.track_leases(&events);
+                track(events);
                 ApplyResult::Put(resp)
             })
         } else if let Some(r) = req.delete_range {
             wb.delete_range(&r).map(|(resp, events)| {
-                self.track_leases(&events);
+                track(events);
                 ApplyResult::DeleteRange(resp)
             })
         } else if let Some(r) = req.txn {
             wb.txn(&r).map(|(resp, events)| {
-                self.track_leases(&events);
+                track(events);
                 ApplyResult::Txn(resp)
             })
         } else if let Some(r) = req.lease_grant {
@@ -393,7 +403,7 @@ impl Applier {
                 })
                 .map_err(lease_error));
         } else if let Some(r) = req.lease_revoke {
-            return self.revoke(wb, r.id);
+            return self.revoke(wb, r.id, events_out);
         } else if let Some(r) = req.lease_checkpoint {
             for c in r.checkpoints {
                 if let Some(record) = self
@@ -449,7 +459,12 @@ impl Applier {
 
     /// Revokes a lease: its keys are deleted in one revision (one txn), then
     /// the lease is gone, in the same backend batch.
-    fn revoke(&self, wb: &mut mvcc::WriteBatch<'_>, id: i64) -> Result<ApplyOutcome> {
+    fn revoke(
+        &self,
+        wb: &mut mvcc::WriteBatch<'_>,
+        id: i64,
+        events_out: &mut Vec<Event>,
+    ) -> Result<ApplyOutcome> {
         let keys = match self.lessor.keys(id) {
             Ok(keys) => keys,
             Err(e) => return Ok(Err(lease_error(e))),
@@ -470,7 +485,7 @@ impl Applier {
                 ..Default::default()
             };
             match wb.txn(&deletes) {
-                Ok(_) => {}
+                Ok((_, events)) => events_out.extend(events),
                 Err(e) => {
                     return match request_error(e) {
                         Ok(etcd) => Ok(Err(etcd)),

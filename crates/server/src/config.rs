@@ -94,6 +94,8 @@ pub struct Config {
     pub peer_tls: TlsInfo,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
+    /// `--experimental-watch-progress-notify-interval`.
+    pub watch_progress_notify_interval: Duration,
     /// `--experimental-enable-lease-checkpoint`.
     pub lease_checkpointing: bool,
     /// `--experimental-lease-checkpoint-interval`.
@@ -203,6 +205,7 @@ const FLAGS: &[Flag] = &[
     value("cipher-suites", "", "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go)."),
     value("tls-min-version", "TLS1.2", "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3."),
     value("tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go)."),
+    value("experimental-watch-progress-notify-interval", "10m0s", "Duration of periodic watch progress notifications."),
     boolean("experimental-enable-lease-checkpoint", "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases."),
     value("experimental-lease-checkpoint-interval", "5m0s", "Duration of time between two checkpoints of lease remaining TTLs."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
@@ -537,6 +540,8 @@ impl Lookup<'_> {
             client_tls: self.tls_info(&CLIENT_TLS_FLAGS)?,
             peer_tls: self.tls_info(&PEER_TLS_FLAGS)?,
             pre_vote: self.boolean("pre-vote")?,
+            watch_progress_notify_interval: self
+                .duration("experimental-watch-progress-notify-interval")?,
             lease_checkpointing: self.boolean("experimental-enable-lease-checkpoint")?,
             lease_checkpoint_interval: self.duration("experimental-lease-checkpoint-interval")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,

@@ -191,6 +191,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         ..Default::default()
     }));
     leases::recover(&store, &lessor)?;
+    let watch_hub = Arc::new(mvcc::WatchHub::new(store.current_revision()));
     let cluster = Arc::new(cluster::Cluster::new(boot.cluster_id, boot.member_id));
     if let Some(data) = &boot.cluster_data {
         cluster.restore(data).map_err(anyhow::Error::msg)?;
@@ -298,6 +299,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         snapshot_count: cfg.snapshot_count.max(1),
         last_snapshot_index: boot.snapshot_index,
         lessor: lessor.clone(),
+        watch_hub: watch_hub.clone(),
         raft_status: raft_status.clone(),
         lease_extend: Duration::from_millis(cfg.election_timeout_ms),
     };
@@ -320,10 +322,20 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         store,
         raft_status,
         lessor,
+        watch_hub,
         raft_tx,
         wait,
         applied_rx,
     ));
+    let watch_sync_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_sync = {
+        let server = server.clone();
+        let stop = watch_sync_stop.clone();
+        std::thread::Builder::new()
+            .name("watch-sync".into())
+            .spawn(move || grpc::run_watch_sync(server, stop))
+            .context("spawn the watch catch-up thread")?
+    };
 
     let _ = running_server.set(server.clone());
 
@@ -335,6 +347,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             let _ = peer_stop_tx.send(true);
             transport.shutdown();
             server.stop();
+            watch_sync_stop.store(true, std::sync::atomic::Ordering::Release);
             return Ok(());
         }
     }
@@ -375,6 +388,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let _ = peer_stop_tx.send(true);
     transport.shutdown();
     server.stop();
+    watch_sync_stop.store(true, std::sync::atomic::Ordering::Release);
     drop(server);
     for s in serving.into_iter().chain(peer_serving) {
         let _ = s.await;
@@ -382,6 +396,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let _ = tokio::task::spawn_blocking(move || {
         let _ = raft_thread.join();
         let _ = apply_thread.join();
+        let _ = watch_sync.join();
     })
     .await;
     tracing::info!("stopped etcd member");

@@ -1,0 +1,452 @@
+//! The Watch service: one bidirectional stream carries many watchers.
+//!
+//! Per stream, a receiving task handles create / cancel / progress requests
+//! and a sending task turns the hub's messages into WatchResponses (adding
+//! prev_kv, splitting fragments). Both share one queue, so a watcher's
+//! "created" answer always precedes its events, and the hub's progress
+//! messages follow every event notified before them. The queue is bounded:
+//! when a client reads too slowly the hub parks its watchers as victims
+//! (see `mvcc::watch`); writes and other streams go on.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::etcdserverpb::watch_create_request::FilterType;
+use api::etcdserverpb::watch_request::RequestUnion;
+use api::etcdserverpb::watch_server::Watch;
+use api::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse};
+use api::mvccpb::Event;
+use mvcc::{TrySend, WatchMessage, WatchSink, WatchSpec, WatcherId};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::server::EtcdServer;
+
+/// Messages a stream's queue holds before its watchers become victims.
+const STREAM_QUEUE_MESSAGES: usize = 256;
+/// Responses buffered between the sending task and gRPC.
+const RESPONSE_BUFFER: usize = 16;
+
+/// etcd's "auto" watch ID in a create request.
+const AUTO_WATCH_ID: i64 = 0;
+
+enum Outgoing {
+    Hub(WatchMessage),
+    Response(WatchResponse),
+}
+
+struct ChannelSink(mpsc::Sender<Outgoing>);
+
+impl WatchSink for ChannelSink {
+    fn try_send(&self, msg: WatchMessage) -> TrySend {
+        match self.0.try_send(Outgoing::Hub(msg)) {
+            Ok(()) => TrySend::Sent,
+            Err(mpsc::error::TrySendError::Full(Outgoing::Hub(msg))) => TrySend::Full(msg),
+            Err(_) => TrySend::Closed,
+        }
+    }
+}
+
+/// What the sending task needs to know of a watcher.
+struct WatcherState {
+    hub_id: WatcherId,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+    /// Events were sent since the last progress tick.
+    active: bool,
+}
+
+#[derive(Default)]
+struct StreamState {
+    watchers: HashMap<i64, WatcherState>,
+    next_auto_id: i64,
+}
+
+pub struct WatchService {
+    server: Arc<EtcdServer>,
+    next_stream: AtomicU64,
+}
+
+impl WatchService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        WatchService {
+            server,
+            next_stream: AtomicU64::new(1),
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (queue_tx, queue_rx) = mpsc::channel(STREAM_QUEUE_MESSAGES);
+        let (out_tx, out_rx) = mpsc::channel(RESPONSE_BUFFER);
+        let state = Arc::new(Mutex::new(StreamState::default()));
+        let receiving = tokio::spawn(receive(
+            self.server.clone(),
+            stream_id,
+            request.into_inner(),
+            queue_tx,
+            state.clone(),
+            out_tx.clone(),
+        ));
+        tokio::spawn(send(
+            self.server.clone(),
+            stream_id,
+            queue_rx,
+            out_tx,
+            state,
+            receiving,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+}
+
+fn lock(state: &Mutex<StreamState>) -> std::sync::MutexGuard<'_, StreamState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Handles the client's requests until it closes its side (the watchers
+/// keep running, as in etcd) or the stream fails.
+async fn receive(
+    server: Arc<EtcdServer>,
+    stream_id: u64,
+    mut requests: Streaming<WatchRequest>,
+    queue: mpsc::Sender<Outgoing>,
+    state: Arc<Mutex<StreamState>>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+) {
+    let sink: Arc<dyn WatchSink> = Arc::new(ChannelSink(queue.clone()));
+    while let Some(next) = requests.next().await {
+        let req = match next {
+            Ok(req) => req,
+            Err(status) => {
+                tracing::debug!(error = %status, "watch stream receive failed");
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+        };
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(create)) => {
+                let created =
+                    create_watcher(&server, stream_id, create, &state, &sink, &queue).await;
+                if !created {
+                    return;
+                }
+            }
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                let removed = lock(&state).watchers.remove(&cancel.watch_id);
+                if let Some(w) = removed {
+                    server.watch_hub.cancel(w.hub_id);
+                    let resp = WatchResponse {
+                        header: Some(server.header(server.watch_hub.notified_rev())),
+                        watch_id: cancel.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    if queue.send(Outgoing::Response(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                server.watch_hub.request_progress(stream_id, sink.clone());
+            }
+            None => {}
+        }
+    }
+}
+
+/// Registers a watcher and queues its "created" answer first. False when the
+/// stream is gone.
+async fn create_watcher(
+    server: &Arc<EtcdServer>,
+    stream_id: u64,
+    create: WatchCreateRequest,
+    state: &Arc<Mutex<StreamState>>,
+    sink: &Arc<dyn WatchSink>,
+    queue: &mpsc::Sender<Outgoing>,
+) -> bool {
+    // The revision the "created" header reports: the watcher receives every
+    // event after it (or from start_revision).
+    let head = server.watch_hub.notified_rev();
+    let start_rev = if create.start_revision == 0 {
+        head + 1
+    } else {
+        create.start_revision
+    };
+    let empty_range =
+        !create.range_end.is_empty() && create.range_end != [0] && create.key >= create.range_end;
+    let id = {
+        let mut st = lock(state);
+        if empty_range {
+            Err("mvcc: watcher range is empty")
+        } else if create.watch_id != AUTO_WATCH_ID {
+            if st.watchers.contains_key(&create.watch_id) {
+                Err("mvcc: duplicate watch ID provided on the WatchStream")
+            } else {
+                Ok(create.watch_id)
+            }
+        } else {
+            while st.watchers.contains_key(&st.next_auto_id) {
+                st.next_auto_id += 1;
+            }
+            let id = st.next_auto_id;
+            st.next_auto_id += 1;
+            Ok(id)
+        }
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(reason) => {
+            let resp = WatchResponse {
+                header: Some(server.header(head)),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: reason.to_string(),
+                ..Default::default()
+            };
+            return queue.send(Outgoing::Response(resp)).await.is_ok();
+        }
+    };
+    // Reserve the ID before the await, so a second create cannot take it.
+    lock(state).watchers.insert(
+        id,
+        WatcherState {
+            hub_id: 0,
+            prev_kv: create.prev_kv,
+            fragment: create.fragment,
+            progress_notify: create.progress_notify,
+            active: false,
+        },
+    );
+    let created = WatchResponse {
+        header: Some(server.header(head)),
+        watch_id: id,
+        created: true,
+        ..Default::default()
+    };
+    if queue.send(Outgoing::Response(created)).await.is_err() {
+        return false;
+    }
+    let spec = WatchSpec {
+        key: create.key,
+        range_end: create.range_end,
+        start_rev,
+        watch_id: id,
+        no_put: create.filters.contains(&(FilterType::Noput as i32)),
+        no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
+    };
+    let hub_id = server.watch_hub.watch(stream_id, spec, sink.clone());
+    let mut st = lock(state);
+    match st.watchers.get_mut(&id) {
+        Some(w) => w.hub_id = hub_id,
+        // Canceled while the answer was queued.
+        None => {
+            server.watch_hub.cancel(hub_id);
+        }
+    }
+    true
+}
+
+/// Turns the queue into responses until the client goes away, then removes
+/// the stream's watchers.
+async fn send(
+    server: Arc<EtcdServer>,
+    stream_id: u64,
+    mut queue: mpsc::Receiver<Outgoing>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    state: Arc<Mutex<StreamState>>,
+    receiving: tokio::task::JoinHandle<()>,
+) {
+    let interval = server.cfg.watch_progress_notify_interval;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        let item = tokio::select! {
+            item = queue.recv() => item,
+            _ = progress.tick() => {
+                progress_tick(&server, &state);
+                continue;
+            }
+            _ = out.closed() => None,
+        };
+        let Some(item) = item else { break };
+        let responses = match item {
+            Outgoing::Response(r) => vec![r],
+            Outgoing::Hub(msg) => hub_responses(&server, &state, msg),
+        };
+        let mut gone = false;
+        for r in responses {
+            if out.send(Ok(r)).await.is_err() {
+                gone = true;
+                break;
+            }
+        }
+        if gone {
+            break;
+        }
+    }
+    receiving.abort();
+    server.watch_hub.cancel_stream(stream_id);
+}
+
+/// Progress notifications for watchers that asked for them and were quiet
+/// since the last tick (etcd's --experimental-watch-progress-notify-interval).
+fn progress_tick(server: &EtcdServer, state: &Mutex<StreamState>) {
+    let mut st = lock(state);
+    for w in st.watchers.values_mut() {
+        if w.progress_notify && !w.active {
+            server.watch_hub.watcher_progress(w.hub_id);
+        }
+        w.active = false;
+    }
+}
+
+fn hub_responses(
+    server: &EtcdServer,
+    state: &Mutex<StreamState>,
+    msg: WatchMessage,
+) -> Vec<WatchResponse> {
+    match msg {
+        WatchMessage::Events {
+            watch_id,
+            mut events,
+            revision,
+        } => {
+            let (prev_kv, fragment) = {
+                let mut st = lock(state);
+                let Some(w) = st.watchers.get_mut(&watch_id) else {
+                    return Vec::new(); // canceled meanwhile
+                };
+                w.active = true;
+                (w.prev_kv, w.fragment)
+            };
+            if prev_kv {
+                fill_prev_kvs(server, &mut events);
+            }
+            let header = Some(server.header(revision));
+            if fragment {
+                fragments(
+                    header,
+                    watch_id,
+                    events,
+                    server.cfg.max_request_bytes as usize,
+                )
+            } else {
+                vec![WatchResponse {
+                    header,
+                    watch_id,
+                    events,
+                    ..Default::default()
+                }]
+            }
+        }
+        WatchMessage::Compacted {
+            watch_id,
+            compact_revision,
+        } => {
+            lock(state).watchers.remove(&watch_id);
+            vec![WatchResponse {
+                header: Some(server.header(server.watch_hub.notified_rev())),
+                watch_id,
+                canceled: true,
+                compact_revision,
+                cancel_reason: api::EtcdError::Compacted.to_string(),
+                ..Default::default()
+            }]
+        }
+        WatchMessage::Progress { watch_id, revision } => vec![WatchResponse {
+            header: Some(server.header(revision)),
+            watch_id,
+            ..Default::default()
+        }],
+    }
+}
+
+/// The previous version of each event's key, read at the revision before
+/// the event (as etcd does); left out if compacted away.
+fn fill_prev_kvs(server: &EtcdServer, events: &mut [Event]) {
+    for ev in events {
+        let Some(kv) = &ev.kv else { continue };
+        let req = RangeRequest {
+            key: kv.key.clone(),
+            revision: kv.mod_revision - 1,
+            ..Default::default()
+        };
+        if let Ok(resp) = server.store.range(&req) {
+            ev.prev_kv = resp.kvs.into_iter().next();
+        }
+    }
+}
+
+/// Splits events into responses under `limit` bytes each; all but the last
+/// carry `fragment` (etcd's fragmented watch responses). A single event
+/// larger than the limit still goes alone.
+fn fragments(
+    header: Option<api::etcdserverpb::ResponseHeader>,
+    watch_id: i64,
+    events: Vec<Event>,
+    limit: usize,
+) -> Vec<WatchResponse> {
+    let whole = WatchResponse {
+        header,
+        watch_id,
+        events,
+        ..Default::default()
+    };
+    if whole.encoded_len() <= limit {
+        return vec![whole];
+    }
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0usize;
+    for ev in whole.events {
+        let len = ev.encoded_len() + 8;
+        if !current.is_empty() && size + len > limit {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(ev);
+    }
+    out.push(current);
+    let last = out.len() - 1;
+    out.into_iter()
+        .enumerate()
+        .map(|(i, events)| WatchResponse {
+            header,
+            watch_id,
+            events,
+            fragment: i < last,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The catch-up thread: serves unsynced watchers and victims.
+pub fn run_sync(server: Arc<EtcdServer>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        server.watch_hub.wait_for_work(Duration::from_millis(100));
+        if server.watch_hub.sync_round(&server.store) {
+            // More to do: a short pause lets slow consumers drain.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
