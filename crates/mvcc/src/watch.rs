@@ -42,6 +42,9 @@ pub type WatcherId = u64;
 /// What the hub sends into a stream's queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchMessage {
+    /// The watcher exists: it receives every event from `revision + 1` (or
+    /// its start revision) on. Always its first message.
+    Created { watch_id: i64, revision: i64 },
     /// Events for one watcher, in revision order, bringing it up to `revision`.
     Events {
         watch_id: i64,
@@ -78,7 +81,8 @@ pub struct WatchSpec {
     pub key: Vec<u8>,
     /// Empty: `key` alone; `[0]`: every key from `key` on; else `[key, range_end)`.
     pub range_end: Vec<u8>,
-    /// The first revision to deliver; 0 or less: the next one notified.
+    /// The first revision to deliver; 0 or less: the one after the
+    /// revision the watcher is created at.
     pub start_rev: i64,
     /// The stream's own ID for this watcher.
     pub watch_id: i64,
@@ -257,8 +261,11 @@ impl Inner {
     }
 }
 
-/// Distinct revisions a catch-up reads per round at most (in events).
+/// Events a catch-up reads per round at most (cut at a revision boundary).
 const SYNC_EVENTS_PER_ROUND: usize = 10_000;
+/// Distinct revisions one catch-up message covers at most (etcd's
+/// watchBatchMaxRevs), so that a response stays within clients' limits.
+const SYNC_REVISIONS_PER_ROUND: i64 = 1000;
 /// Unsynced watchers served per round at most (etcd: 512).
 const SYNC_WATCHERS_PER_ROUND: usize = 512;
 /// A catch-up this close to the head finishes under the lock.
@@ -292,9 +299,11 @@ impl WatchHub {
         self.lock().notified_rev
     }
 
-    /// Registers a watcher of `stream`; it delivers into `sink`. A start
-    /// revision at or below the notified revision needs history: the watcher
-    /// starts unsynced.
+    /// Registers a watcher of `stream`; it delivers into `sink`, starting
+    /// with [`WatchMessage::Created`] (sent under the hub's lock, so nothing
+    /// of the watcher — nor a progress message that counts it — can precede
+    /// it). A start revision at or below the notified revision needs history:
+    /// the watcher starts unsynced.
     pub fn watch(&self, stream: u64, spec: WatchSpec, sink: Arc<dyn WatchSink>) -> WatcherId {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -306,6 +315,19 @@ impl WatchHub {
             inner.notified_rev + 1
         };
         let synced = next_rev > inner.notified_rev;
+        let created = WatchMessage::Created {
+            watch_id: spec.watch_id,
+            revision: inner.notified_rev,
+        };
+        let (pending, closed) = match sink.try_send(created) {
+            TrySend::Sent => (None, false),
+            TrySend::Full(msg) => (Some(msg), false),
+            TrySend::Closed => (None, true),
+        };
+        if closed {
+            return id;
+        }
+        let victim = pending.is_some();
         inner.watchers.insert(
             id,
             Watcher {
@@ -313,11 +335,14 @@ impl WatchHub {
                 spec,
                 next_rev,
                 group: Group::Unsynced,
-                pending: None,
+                pending,
                 sink,
             },
         );
-        if synced {
+        if victim {
+            inner.move_to(id, Group::Victim);
+            self.work.notify_one();
+        } else if synced {
             inner.add_synced(id);
         } else {
             inner.unsynced.insert(id);
@@ -486,7 +511,8 @@ impl WatchHub {
         let read = if from < compact_rev {
             Err(Error::Compacted)
         } else {
-            store.events(from, target, SYNC_EVENTS_PER_ROUND)
+            let to = target.min(from.saturating_add(SYNC_REVISIONS_PER_ROUND - 1));
+            store.events(from, to, SYNC_EVENTS_PER_ROUND)
         };
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -516,7 +542,11 @@ impl WatchHub {
         let mut events = events;
         let mut upto = upto;
         let head = inner.notified_rev;
-        if upto == target && head > upto && head - upto <= SYNC_FINISH_UNDER_LOCK_REVS {
+        if upto == target
+            && head > upto
+            && head - upto <= SYNC_FINISH_UNDER_LOCK_REVS
+            && upto - from + 1 + (head - upto) <= SYNC_REVISIONS_PER_ROUND
+        {
             match store.events(upto + 1, head, usize::MAX) {
                 Ok((more, more_upto)) => {
                     events.extend(more);

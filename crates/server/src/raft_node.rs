@@ -410,6 +410,9 @@ impl RaftNode {
             self.install_snapshot(rd.snapshot().clone())?;
         }
 
+        // Leader and term first: the applier reads them when it applies a new
+        // leader's first entry (the lessor's promotion).
+        self.publish_status();
         let committed = rd.take_committed_entries();
         self.hand_to_applier(committed)?;
 

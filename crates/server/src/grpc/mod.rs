@@ -4,6 +4,7 @@
 //! until their issues land.
 
 mod cluster;
+mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
@@ -16,6 +17,7 @@ use crate::limits;
 use crate::server::EtcdServer;
 
 pub use cluster::ClusterService;
+pub use concurrency::{ElectionService, LockService};
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
@@ -39,6 +41,14 @@ pub fn routes(server: Arc<EtcdServer>) -> tonic::service::Routes {
     let watch = WatchServer::new(WatchService::new(server.clone()))
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
+    let lock = api::v3lockpb::lock_server::LockServer::new(LockService::new(server.clone()))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
+    let election = api::v3electionpb::election_server::ElectionServer::new(ElectionService::new(
+        server.clone(),
+    ))
+    .max_decoding_message_size(max_recv)
+    .max_encoding_message_size(usize::MAX);
     let lease = LeaseServer::new(LeaseService::new(server.clone()))
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
@@ -49,5 +59,7 @@ pub fn routes(server: Arc<EtcdServer>) -> tonic::service::Routes {
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
+        .add_service(lock)
+        .add_service(election)
         .add_service(cluster)
 }

@@ -237,15 +237,8 @@ async fn create_watcher(
             active: false,
         },
     );
-    let created = WatchResponse {
-        header: Some(server.header(head)),
-        watch_id: id,
-        created: true,
-        ..Default::default()
-    };
-    if queue.send(Outgoing::Response(created)).await.is_err() {
-        return false;
-    }
+    // The hub queues the "created" answer itself, under its lock, before
+    // anything else of the watcher.
     let spec = WatchSpec {
         key: create.key,
         range_end: create.range_end,
@@ -358,13 +351,22 @@ fn hub_responses(
                 }]
             }
         }
+        WatchMessage::Created { watch_id, revision } => vec![WatchResponse {
+            header: Some(server.header(revision)),
+            watch_id,
+            created: true,
+            ..Default::default()
+        }],
         WatchMessage::Compacted {
             watch_id,
             compact_revision,
         } => {
             lock(state).watchers.remove(&watch_id);
+            // etcd leaves the header's revision out of this answer.
+            let mut header = server.header(1);
+            header.revision = 0;
             vec![WatchResponse {
-                header: Some(server.header(server.watch_hub.notified_rev())),
+                header: Some(header),
                 watch_id,
                 canceled: true,
                 compact_revision,
