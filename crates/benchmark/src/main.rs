@@ -7,6 +7,7 @@
 //! next request number from a shared counter.
 
 mod report;
+mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -81,6 +82,31 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         limit: i64,
     },
+    /// Benchmark watch fan-out: watchers on one key, then puts to it.
+    Watch {
+        /// Watchers in all.
+        #[arg(long, default_value_t = 10000)]
+        watchers: usize,
+        /// Watch streams the watchers are spread over.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Puts to the watched key.
+        #[arg(long, default_value_t = 100)]
+        puts: u64,
+        /// Concurrent put clients.
+        #[arg(long, default_value_t = 1)]
+        put_clients: usize,
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+        /// Report the server's RSS before and after creating the watchers.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Benchmark lease keep-alive: each client renews its own lease.
+    LeaseKeepalive {
+        #[arg(long, default_value_t = 10000)]
+        total: u64,
+    },
 }
 
 /// A small, fast PRNG (xorshift64*), seeded per client: the load, not the keys, is measured.
@@ -114,7 +140,7 @@ async fn connect(
     endpoints: &[String],
     conns: usize,
     tls: &ClientTlsConfig,
-) -> Result<Vec<KvClient<Channel>>> {
+) -> Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(conns);
     for i in 0..conns.max(1) {
         let ep = &endpoints[i % endpoints.len()];
@@ -135,11 +161,7 @@ async fn connect(
             .connect()
             .await
             .with_context(|| format!("cannot connect to {uri}"))?;
-        out.push(
-            KvClient::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
-        );
+        out.push(channel);
     }
     Ok(out)
 }
@@ -153,13 +175,36 @@ async fn main() -> Result<()> {
     let conns = connect(&cli.endpoints, cli.conns, &tls_config(&cli)?).await?;
     let total = match &cli.cmd {
         Cmd::Put { total, .. } | Cmd::Range { total, .. } => *total,
+        Cmd::Watch {
+            watchers,
+            streams,
+            puts,
+            put_clients,
+            val_size,
+            server_pid,
+        } => {
+            let args = streams::WatchArgs {
+                watchers: *watchers,
+                streams: *streams,
+                puts: *puts,
+                put_clients: *put_clients,
+                val_size: *val_size,
+                server_pid: *server_pid,
+            };
+            return streams::run_watch(&conns, args, cli.json).await;
+        }
+        Cmd::LeaseKeepalive { total } => {
+            return streams::run_keepalive(&conns, cli.clients, *total, cli.json).await;
+        }
     };
     let next = Arc::new(AtomicU64::new(0));
     let cmd = Arc::new(cli.cmd);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(cli.clients);
     for c in 0..cli.clients.max(1) {
-        let mut kv = conns[c % conns.len()].clone();
+        let mut kv = KvClient::new(conns[c % conns.len()].clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         let next = next.clone();
         let cmd = cmd.clone();
         tasks.push(tokio::spawn(async move {
@@ -215,6 +260,9 @@ async fn main() -> Result<()> {
                         })
                         .await
                         .map(|_| ()),
+                    Cmd::Watch { .. } | Cmd::LeaseKeepalive { .. } => {
+                        unreachable!("stream workloads run on their own")
+                    }
                 };
                 match r {
                     Ok(()) => latencies.push(t.elapsed()),

@@ -51,6 +51,13 @@ pub enum WatchMessage {
         events: Vec<Event>,
         revision: i64,
     },
+    /// The same events for several watchers of one stream (the live
+    /// fan-out of a write: one queue item per stream, not per watcher).
+    Shared {
+        watch_ids: Vec<i64>,
+        events: Arc<Vec<Event>>,
+        revision: i64,
+    },
     /// The history the watcher needs is compacted: the watcher is gone.
     Compacted {
         watch_id: i64,
@@ -261,6 +268,79 @@ impl Inner {
     }
 }
 
+/// The live fan-out of a single event: one shared message per stream whose
+/// watchers want it. A full queue makes each of those watchers a victim
+/// holding its own copy.
+fn notify_one(inner: &mut Inner, ev: &Event, revision: i64) {
+    struct StreamBatch {
+        stream: u64,
+        sink: Arc<dyn WatchSink>,
+        ids: Vec<WatcherId>,
+        watch_ids: Vec<i64>,
+    }
+    let Some(kv) = &ev.kv else { return };
+    let rev = kv.mod_revision;
+    let mut groups: Vec<StreamBatch> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let exact = inner.by_key.get(&kv.key).map(Vec::as_slice).unwrap_or(&[]);
+    for id in exact.iter().chain(inner.ranges.iter()) {
+        let Some(w) = inner.watchers.get(id) else {
+            continue;
+        };
+        if rev < w.next_rev || !w.spec.wants(ev) {
+            continue;
+        }
+        // Watchers of a stream are mostly adjacent: try the last group first.
+        let at = match groups.last() {
+            Some(g) if g.stream == w.stream => groups.len() - 1,
+            _ => *index.entry(w.stream).or_insert_with(|| {
+                groups.push(StreamBatch {
+                    stream: w.stream,
+                    sink: w.sink.clone(),
+                    ids: Vec::new(),
+                    watch_ids: Vec::new(),
+                });
+                groups.len() - 1
+            }),
+        };
+        groups[at].ids.push(*id);
+        groups[at].watch_ids.push(w.spec.watch_id);
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let shared = Arc::new(vec![ev.clone()]);
+    for g in groups {
+        let msg = WatchMessage::Shared {
+            watch_ids: g.watch_ids,
+            events: shared.clone(),
+            revision,
+        };
+        match g.sink.try_send(msg) {
+            TrySend::Sent => {}
+            TrySend::Full(_) => {
+                for id in g.ids {
+                    let Some(w) = inner.watchers.get_mut(&id) else {
+                        continue;
+                    };
+                    w.pending = Some(WatchMessage::Events {
+                        watch_id: w.spec.watch_id,
+                        events: shared.as_ref().clone(),
+                        revision,
+                    });
+                    w.next_rev = revision + 1;
+                    inner.move_to(id, Group::Victim);
+                }
+            }
+            TrySend::Closed => {
+                for id in g.ids {
+                    inner.remove(id);
+                }
+            }
+        }
+    }
+}
+
 /// Events a catch-up reads per round at most (cut at a revision boundary).
 const SYNC_EVENTS_PER_ROUND: usize = 10_000;
 /// Distinct revisions one catch-up message covers at most (etcd's
@@ -390,7 +470,15 @@ impl WatchHub {
             return;
         }
         if !events.is_empty() && !inner.watchers.is_empty() {
-            let mut per_watcher: HashMap<WatcherId, Vec<Event>> = HashMap::new();
+            if events.len() == 1 {
+                notify_one(inner, &events[0], revision);
+                inner.notified_rev = revision;
+                inner.flush_progress();
+                return;
+            }
+            // Per watcher, in the order watchers first match.
+            let mut per_watcher: Vec<(WatcherId, Vec<Event>)> = Vec::new();
+            let mut slot: HashMap<WatcherId, usize> = HashMap::new();
             for ev in events {
                 let Some(kv) = &ev.kv else { continue };
                 let rev = kv.mod_revision;
@@ -399,9 +487,14 @@ impl WatchHub {
                     let Some(w) = inner.watchers.get(id) else {
                         continue;
                     };
-                    if rev >= w.next_rev && w.spec.wants(ev) {
-                        per_watcher.entry(*id).or_default().push(ev.clone());
+                    if rev < w.next_rev || !w.spec.wants(ev) {
+                        continue;
                     }
+                    let at = *slot.entry(*id).or_insert_with(|| {
+                        per_watcher.push((*id, Vec::new()));
+                        per_watcher.len() - 1
+                    });
+                    per_watcher[at].1.push(ev.clone());
                 }
             }
             for (id, events) in per_watcher {

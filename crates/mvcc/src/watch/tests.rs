@@ -88,14 +88,20 @@ fn spec(key: &str, end: &str, start_rev: i64, watch_id: i64) -> WatchSpec {
 fn flat(msgs: &[WatchMessage]) -> Vec<(i64, i64, i32, String)> {
     let mut out = Vec::new();
     for m in msgs {
-        if let WatchMessage::Events {
-            watch_id, events, ..
-        } = m
-        {
+        let per_watcher: Vec<(i64, &Vec<Event>)> = match m {
+            WatchMessage::Events {
+                watch_id, events, ..
+            } => vec![(*watch_id, events)],
+            WatchMessage::Shared {
+                watch_ids, events, ..
+            } => watch_ids.iter().map(|id| (*id, events.as_ref())).collect(),
+            _ => Vec::new(),
+        };
+        for (watch_id, events) in per_watcher {
             for ev in events {
                 let kv = ev.kv.as_ref().unwrap();
                 out.push((
-                    *watch_id,
+                    watch_id,
                     kv.mod_revision,
                     ev.r#type,
                     String::from_utf8_lossy(&kv.key).into_owned(),

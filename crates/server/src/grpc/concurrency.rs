@@ -245,6 +245,7 @@ impl InternalWatch {
         loop {
             match self.rx.recv().await? {
                 WatchMessage::Events { events, .. } => return Some(events),
+                WatchMessage::Shared { events, .. } => return Some(events.as_ref().clone()),
                 WatchMessage::Compacted { .. } => return None,
                 WatchMessage::Progress { .. } | WatchMessage::Created { .. } => continue,
             }

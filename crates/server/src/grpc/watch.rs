@@ -1,14 +1,15 @@
 //! The Watch service: one bidirectional stream carries many watchers.
 //!
-//! Per stream, a receiving task handles create / cancel / progress requests
-//! and a sending task turns the hub's messages into WatchResponses (adding
-//! prev_kv, splitting fragments). Both share one queue, so a watcher's
-//! "created" answer always precedes its events, and the hub's progress
-//! messages follow every event notified before them. The queue is bounded:
+//! Per stream, a receiving task handles create / cancel / progress requests,
+//! and the response stream itself turns the queue's messages into
+//! WatchResponses (adding prev_kv, splitting fragments) as gRPC pulls them.
+//! The hub and the receiving task share that one queue, so the hub's
+//! "created" answer precedes a watcher's events, and its progress messages
+//! follow every event notified before them. The queue is bounded:
 //! when a client reads too slowly the hub parks its watchers as victims
 //! (see `mvcc::watch`); writes and other streams go on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,8 +30,6 @@ use crate::server::EtcdServer;
 
 /// Messages a stream's queue holds before its watchers become victims.
 const STREAM_QUEUE_MESSAGES: usize = 256;
-/// Responses buffered between the sending task and gRPC.
-const RESPONSE_BUFFER: usize = 16;
 
 /// etcd's "auto" watch ID in a create request.
 const AUTO_WATCH_ID: i64 = 0;
@@ -38,6 +37,8 @@ const AUTO_WATCH_ID: i64 = 0;
 enum Outgoing {
     Hub(WatchMessage),
     Response(WatchResponse),
+    /// The client's side failed: the stream ends with this status.
+    Error(Status),
 }
 
 struct ChannelSink(mpsc::Sender<Outgoing>);
@@ -94,7 +95,6 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (queue_tx, queue_rx) = mpsc::channel(STREAM_QUEUE_MESSAGES);
-        let (out_tx, out_rx) = mpsc::channel(RESPONSE_BUFFER);
         let state = Arc::new(Mutex::new(StreamState::default()));
         let receiving = tokio::spawn(receive(
             self.server.clone(),
@@ -102,19 +102,73 @@ impl Watch for WatchService {
             request.into_inner(),
             queue_tx,
             state.clone(),
-            out_tx.clone(),
         ));
-        tokio::spawn(send(
-            self.server.clone(),
+        let progress = tokio::spawn(progress_ticks(self.server.clone(), state.clone()));
+        Ok(Response::new(Box::pin(ResponseStream {
+            server: self.server.clone(),
             stream_id,
-            queue_rx,
-            out_tx,
             state,
-            receiving,
-        ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
-        )))
+            queue: queue_rx,
+            ready: VecDeque::new(),
+            done: false,
+            tasks: [receiving, progress],
+        })))
+    }
+}
+
+/// The stream of responses: pulls the queue as gRPC asks for more, so what
+/// is ready goes out in one write. Dropped when the client goes away: then
+/// the stream's watchers are removed.
+struct ResponseStream {
+    server: Arc<EtcdServer>,
+    stream_id: u64,
+    state: Arc<Mutex<StreamState>>,
+    queue: mpsc::Receiver<Outgoing>,
+    ready: VecDeque<Result<WatchResponse, Status>>,
+    done: bool,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<WatchResponse, Status>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(r) = this.ready.pop_front() {
+                return Poll::Ready(Some(r));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.queue.poll_recv(cx) {
+                Poll::Ready(Some(Outgoing::Response(r))) => this.ready.push_back(Ok(r)),
+                Poll::Ready(Some(Outgoing::Hub(msg))) => this.ready.extend(
+                    hub_responses(&this.server, &this.state, msg)
+                        .into_iter()
+                        .map(Ok),
+                ),
+                Poll::Ready(Some(Outgoing::Error(status))) => {
+                    this.ready.push_back(Err(status));
+                    this.done = true;
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.server.watch_hub.cancel_stream(self.stream_id);
     }
 }
 
@@ -130,7 +184,6 @@ async fn receive(
     mut requests: Streaming<WatchRequest>,
     queue: mpsc::Sender<Outgoing>,
     state: Arc<Mutex<StreamState>>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
     let sink: Arc<dyn WatchSink> = Arc::new(ChannelSink(queue.clone()));
     while let Some(next) = requests.next().await {
@@ -138,7 +191,7 @@ async fn receive(
             Ok(req) => req,
             Err(status) => {
                 tracing::debug!(error = %status, "watch stream receive failed");
-                let _ = out.send(Err(status)).await;
+                let _ = queue.send(Outgoing::Error(status)).await;
                 return;
             }
         };
@@ -259,45 +312,14 @@ async fn create_watcher(
     true
 }
 
-/// Turns the queue into responses until the client goes away, then removes
-/// the stream's watchers.
-async fn send(
-    server: Arc<EtcdServer>,
-    stream_id: u64,
-    mut queue: mpsc::Receiver<Outgoing>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
-    state: Arc<Mutex<StreamState>>,
-    receiving: tokio::task::JoinHandle<()>,
-) {
+/// Ticks of `--experimental-watch-progress-notify-interval` for one stream.
+async fn progress_ticks(server: Arc<EtcdServer>, state: Arc<Mutex<StreamState>>) {
     let interval = server.cfg.watch_progress_notify_interval;
-    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
-        let item = tokio::select! {
-            item = queue.recv() => item,
-            _ = progress.tick() => {
-                progress_tick(&server, &state);
-                continue;
-            }
-            _ = out.closed() => None,
-        };
-        let Some(item) = item else { break };
-        let responses = match item {
-            Outgoing::Response(r) => vec![r],
-            Outgoing::Hub(msg) => hub_responses(&server, &state, msg),
-        };
-        let mut gone = false;
-        for r in responses {
-            if out.send(Ok(r)).await.is_err() {
-                gone = true;
-                break;
-            }
-        }
-        if gone {
-            break;
-        }
+        ticks.tick().await;
+        progress_tick(&server, &state);
     }
-    receiving.abort();
-    server.watch_hub.cancel_stream(stream_id);
 }
 
 /// Progress notifications for watchers that asked for them and were quiet
@@ -320,36 +342,25 @@ fn hub_responses(
     match msg {
         WatchMessage::Events {
             watch_id,
-            mut events,
+            events,
+            revision,
+        } => event_responses(server, state, watch_id, events, revision),
+        WatchMessage::Shared {
+            watch_ids,
+            events,
             revision,
         } => {
-            let (prev_kv, fragment) = {
-                let mut st = lock(state);
-                let Some(w) = st.watchers.get_mut(&watch_id) else {
-                    return Vec::new(); // canceled meanwhile
-                };
-                w.active = true;
-                (w.prev_kv, w.fragment)
-            };
-            if prev_kv {
-                fill_prev_kvs(server, &mut events);
-            }
-            let header = Some(server.header(revision));
-            if fragment {
-                fragments(
-                    header,
+            let mut out = Vec::with_capacity(watch_ids.len());
+            for watch_id in watch_ids {
+                out.extend(event_responses(
+                    server,
+                    state,
                     watch_id,
-                    events,
-                    server.cfg.max_request_bytes as usize,
-                )
-            } else {
-                vec![WatchResponse {
-                    header,
-                    watch_id,
-                    events,
-                    ..Default::default()
-                }]
+                    events.as_ref().clone(),
+                    revision,
+                ));
             }
+            out
         }
         WatchMessage::Created { watch_id, revision } => vec![WatchResponse {
             header: Some(server.header(revision)),
@@ -379,6 +390,44 @@ fn hub_responses(
             watch_id,
             ..Default::default()
         }],
+    }
+}
+
+/// The responses carrying `events` to one watcher: prev_kv added if it asked,
+/// split into fragments if it allows them; none if it was canceled meanwhile.
+fn event_responses(
+    server: &EtcdServer,
+    state: &Mutex<StreamState>,
+    watch_id: i64,
+    mut events: Vec<Event>,
+    revision: i64,
+) -> Vec<WatchResponse> {
+    let (prev_kv, fragment) = {
+        let mut st = lock(state);
+        let Some(w) = st.watchers.get_mut(&watch_id) else {
+            return Vec::new();
+        };
+        w.active = true;
+        (w.prev_kv, w.fragment)
+    };
+    if prev_kv {
+        fill_prev_kvs(server, &mut events);
+    }
+    let header = Some(server.header(revision));
+    if fragment {
+        fragments(
+            header,
+            watch_id,
+            events,
+            server.cfg.max_request_bytes as usize,
+        )
+    } else {
+        vec![WatchResponse {
+            header,
+            watch_id,
+            events,
+            ..Default::default()
+        }]
     }
 }
 
