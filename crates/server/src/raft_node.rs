@@ -372,7 +372,16 @@ impl RaftNode {
 
         if let Some(ss) = rd.ss() {
             if ss.raft_state != StateRole::Leader {
-                self.lessor.demote(self.raw.raft.term);
+                // Promotions for a term this member can no longer lead are
+                // stale. A candidate may still win its own term; anyone else
+                // cannot lead the current one (a new term needs a campaign).
+                let term = self.raw.raft.term;
+                let settled = if ss.raft_state == StateRole::Candidate {
+                    term.saturating_sub(1)
+                } else {
+                    term
+                };
+                self.lessor.demote(settled);
             }
             if ss.raft_state == StateRole::Leader {
                 tracing::info!(

@@ -208,6 +208,27 @@ fn client_cert_auth_over_tls_with_both_etcdctl_versions() {
     let members = run(&v35, &server, &with_cert, &["member", "list"]);
     assert!(members.stdout.contains(&server.endpoint), "{members:?}");
 
+    // A watch over TLS sees a put made over TLS.
+    let mut watcher = Command::new(common::reference_tool(Kind::Ref35, "etcdctl"))
+        .arg(format!("--endpoints={}", server.endpoint))
+        .args(&with_cert)
+        .args(["watch", "tls-watched"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcdctl watch");
+    std::thread::sleep(Duration::from_millis(700));
+    let put = run(&v35, &server, &with_cert, &["put", "tls-watched", "seen"]);
+    assert_eq!(put.code, 0, "{put:?}");
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = watcher.kill();
+    let output = watcher.wait_with_output().expect("watch output");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "PUT\ntls-watched\nseen\n",
+        "watch over TLS"
+    );
+
     // Without a client certificate the handshake is refused.
     let refused = run(&v35, &server, &tls_args(&certs, false), &["get", "tls-key"]);
     assert_ne!(
