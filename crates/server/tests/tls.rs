@@ -377,6 +377,13 @@ fn cipher_suites_and_tls_versions_are_enforced() {
         !handshake(&port, &ca, false, Some("ECDHE-ECDSA-AES256-GCM-SHA384")),
         "a suite outside --cipher-suites was accepted"
     );
+    // The refusal names its reason in the server's log.
+    let log = std::fs::read_to_string(server._data.path().join("etcd.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("rejected a TLS handshake")
+            && l.contains("NoCipherSuitesInCommon")),
+        "no clear refusal in the log:\n{log}"
+    );
     drop(server);
 
     // TLS 1.3 only (etcdctl 3.5.1 stops at TLS 1.2, so openssl checks readiness).
@@ -689,4 +696,36 @@ fn three_members_with_peer_auto_tls() {
             cert.display()
         );
     }
+}
+
+/// A TLS client on a plain port fails, and the member keeps serving plain
+/// clients (the counterpart of plaintext on a TLS port above).
+#[test]
+fn tls_client_on_a_plain_port_is_refused() {
+    let server = common::EtcdProcess::start(Kind::Ours, &[]);
+    let v35 = Etcdctl::reference(Kind::Ref35);
+    let secure = v35.run(
+        &format!("https://{}", server.endpoint()),
+        &[
+            "--insecure-skip-tls-verify",
+            "--insecure-transport=false",
+            "--command-timeout=2s",
+            "get",
+            "k",
+        ],
+        None,
+    );
+    assert_ne!(secure.code, 0, "TLS was served on a plain port: {secure:?}");
+    let port = server.endpoint();
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &port, "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("CONNECTION ESTABLISHED"),
+        "a TLS handshake succeeded on a plain port"
+    );
+    let put = v35.run(&server.endpoint(), &["put", "k", "v"], None);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
 }
