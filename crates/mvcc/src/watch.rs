@@ -237,6 +237,21 @@ impl Inner {
         }
     }
 
+    /// The synced watchers that want `ev` (and have not passed its revision).
+    fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = (WatcherId, &'a Watcher)> {
+        let kv = ev.kv.as_ref();
+        let rev = kv.map_or(0, |kv| kv.mod_revision);
+        let exact = kv
+            .and_then(|kv| self.by_key.get(&kv.key))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        exact
+            .iter()
+            .chain(self.ranges.iter())
+            .filter_map(|id| self.watchers.get(id).map(|w| (*id, w)))
+            .filter(move |(_, w)| rev >= w.next_rev && w.spec.wants(ev))
+    }
+
     fn stream_synced(&self, stream: u64) -> bool {
         self.watchers
             .values()
@@ -278,18 +293,9 @@ fn notify_one(inner: &mut Inner, ev: &Event, revision: i64) {
         ids: Vec<WatcherId>,
         watch_ids: Vec<i64>,
     }
-    let Some(kv) = &ev.kv else { return };
-    let rev = kv.mod_revision;
     let mut groups: Vec<StreamBatch> = Vec::new();
     let mut index: HashMap<u64, usize> = HashMap::new();
-    let exact = inner.by_key.get(&kv.key).map(Vec::as_slice).unwrap_or(&[]);
-    for id in exact.iter().chain(inner.ranges.iter()) {
-        let Some(w) = inner.watchers.get(id) else {
-            continue;
-        };
-        if rev < w.next_rev || !w.spec.wants(ev) {
-            continue;
-        }
+    for (id, w) in inner.matching(ev) {
         // Watchers of a stream are mostly adjacent: try the last group first.
         let at = match groups.last() {
             Some(g) if g.stream == w.stream => groups.len() - 1,
@@ -303,7 +309,7 @@ fn notify_one(inner: &mut Inner, ev: &Event, revision: i64) {
                 groups.len() - 1
             }),
         };
-        groups[at].ids.push(*id);
+        groups[at].ids.push(id);
         groups[at].watch_ids.push(w.spec.watch_id);
     }
     if groups.is_empty() {
@@ -480,18 +486,9 @@ impl WatchHub {
             let mut per_watcher: Vec<(WatcherId, Vec<Event>)> = Vec::new();
             let mut slot: HashMap<WatcherId, usize> = HashMap::new();
             for ev in events {
-                let Some(kv) = &ev.kv else { continue };
-                let rev = kv.mod_revision;
-                let exact = inner.by_key.get(&kv.key).map(Vec::as_slice).unwrap_or(&[]);
-                for id in exact.iter().chain(inner.ranges.iter()) {
-                    let Some(w) = inner.watchers.get(id) else {
-                        continue;
-                    };
-                    if rev < w.next_rev || !w.spec.wants(ev) {
-                        continue;
-                    }
-                    let at = *slot.entry(*id).or_insert_with(|| {
-                        per_watcher.push((*id, Vec::new()));
+                for (id, _) in inner.matching(ev) {
+                    let at = *slot.entry(id).or_insert_with(|| {
+                        per_watcher.push((id, Vec::new()));
                         per_watcher.len() - 1
                     });
                     per_watcher[at].1.push(ev.clone());
