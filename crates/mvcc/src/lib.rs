@@ -65,7 +65,6 @@
 //!
 //! # Left out, with room kept
 //!
-//! - Hash/HashKV over the "key" table (the encodings above are etcd's).
 //! - Lease, auth, member and alarm tables: other crates add their own redb
 //!   tables to this file; the names `lease`, `auth`, `authUsers`,
 //!   `authRoles`, `members`, `alarm` are reserved. Images carry only "key"
@@ -77,6 +76,7 @@
 mod backend;
 mod batch;
 mod error;
+mod hash;
 pub mod image;
 pub mod index;
 pub mod key_index;
@@ -94,6 +94,7 @@ mod txn_tests;
 
 pub use batch::WriteBatch;
 pub use error::{Error, Result};
+pub use hash::KvHash;
 pub use image::{image_info, ImageInfo, IMAGE_FORMAT_VERSION};
 pub use key_index::KeyIndex;
 pub use revision::Revision;

@@ -291,7 +291,7 @@ impl Store {
         Ok(())
     }
 
-    fn read_view(&self) -> Result<ReadView<'_>> {
+    pub(crate) fn read_view(&self) -> Result<ReadView<'_>> {
         self.check_poisoned()?;
         let gate = self
             .compaction_gate
@@ -341,9 +341,9 @@ impl Store {
 pub(crate) struct ReadView<'s> {
     _gate: RwLockReadGuard<'s, ()>,
     store: &'s Store,
-    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    rev: i64,
-    compact_rev: i64,
+    pub(crate) table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(crate) rev: i64,
+    pub(crate) compact_rev: i64,
 }
 
 impl View for ReadView<'_> {

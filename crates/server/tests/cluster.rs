@@ -302,6 +302,20 @@ fn assert_same_data(cluster: &Cluster, label: &str) -> Dump {
         1,
         "{label}: Status revisions differ after converging: {statuses:?}"
     );
+    // HashKV (etcd's corruption check) agrees at the converged revision.
+    let hashes: Vec<(u32, i64)> = all
+        .iter()
+        .map(|&i| {
+            cluster
+                .hash_kv(i, dumps[0].revision)
+                .unwrap_or_else(|e| panic!("{label}: HashKV of m{i}: {e}"))
+        })
+        .collect();
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "{label}: HashKV differs between members at revision {}: {hashes:?}",
+        dumps[0].revision
+    );
     eprintln!(
         "{label}: {} members agree: applied index {}, store revision {}, {} keys",
         cluster.size(),

@@ -1,6 +1,6 @@
-//! The Maintenance service: Status (what `etcdctl endpoint status` shows).
-//! Alarm, Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade come
-//! with the operations issue.
+//! The Maintenance service: Status (what `etcdctl endpoint status` shows),
+//! Alarm, MoveLeader, Hash and HashKV. Defragment, Snapshot and Downgrade
+//! come with the operations issue.
 
 use std::sync::Arc;
 
@@ -90,11 +90,35 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         Err(not_yet("Defragment"))
     }
+    /// A hash of the whole backend but the raft position (etcd: for tests).
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let hash = self
+            .server
+            .store
+            .hash()
+            .map_err(crate::status::mvcc_status)?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.server.header(0)),
+            hash,
+        }))
     }
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+    /// etcd's HashKV: members at the same revision and compaction agree.
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let rev = request.into_inner().revision;
+        let h = self
+            .server
+            .store
+            .hash_kv(rev)
+            .map_err(crate::status::mvcc_status)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.server.header(h.current_revision)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
     }
     type SnapshotStream = SnapshotStream;
     async fn snapshot(

@@ -809,6 +809,19 @@ impl Cluster {
         })
     }
 
+    /// Member i's HashKV at `revision`: (hash, compact revision).
+    pub fn hash_kv(&self, i: usize, revision: i64) -> Result<(u32, i64), String> {
+        let url = self.client_url(i);
+        self.rt.block_on(async move {
+            let mut client = Self::connect(url).await?;
+            let resp = tokio::time::timeout(HARNESS_CALL_TIMEOUT, client.hash_kv(revision))
+                .await
+                .map_err(|_| "hash_kv timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok((resp.hash(), resp.compact_version()))
+        })
+    }
+
     /// The leader as the members in `among` see it: Some(index) when every one
     /// of them answers Status, all name the same leader, and it is one of them.
     pub fn leader_among(&self, among: &[usize]) -> Option<usize> {

@@ -1,0 +1,242 @@
+//! Hashes of the backend, as etcd computes them: CRC-32C (Castagnoli) over
+//! rows in key order. [`Store::hash_kv`] is etcd's HashKV (the "key" table
+//! up to a revision, as a compaction would leave it), which members compare
+//! to detect corruption; [`Store::hash`] covers every table but the
+//! per-member raft position.
+
+use std::collections::HashSet;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::backend::{self, LEASE_TABLE, META_TABLE};
+use crate::error::Context;
+use crate::revision::decode_rev_key;
+use crate::{Error, Result, Revision, Store};
+
+/// CRC-32C, table-driven (no crate for it is in this build's dependency set;
+/// the checked value of "123456789" is in the tests).
+pub(crate) struct Crc32c(u32);
+
+const fn crc32c_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0x82F6_3B78 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+static CRC32C_TABLE: [u32; 256] = crc32c_table();
+
+impl Crc32c {
+    pub(crate) fn new() -> Crc32c {
+        Crc32c(!0)
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        let mut c = self.0;
+        for b in bytes {
+            c = CRC32C_TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    pub(crate) fn finish(&self) -> u32 {
+        !self.0
+    }
+}
+
+/// What HashKV answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The store's current revision when hashed.
+    pub current_revision: i64,
+    pub compact_revision: i64,
+    /// The revision hashed up to.
+    pub hash_revision: i64,
+}
+
+impl Store {
+    /// etcd's HashKV at `rev` (0: the current revision): the "key" table's
+    /// rows up to `rev`, leaving out those a compaction at `rev` would
+    /// remove below the compaction revision. Fails with
+    /// [`Error::Compacted`] at or below the compaction revision and
+    /// [`Error::FutureRevision`] above the current one.
+    pub fn hash_kv(&self, rev: i64) -> Result<KvHash> {
+        let view = self.read_view()?;
+        let (current, compact) = (view.rev, view.compact_rev);
+        if rev > 0 && rev <= compact {
+            return Err(Error::Compacted);
+        }
+        if rev > current {
+            return Err(Error::FutureRevision);
+        }
+        let rev = if rev <= 0 { current } else { rev };
+        let keep: HashSet<Revision> = self.read_index().keep(rev);
+        let mut h = Crc32c::new();
+        h.update(b"key");
+        for row in view.table.iter().context("scan key table")? {
+            let (key, value) = row.context("scan key table")?;
+            let (kr, _) = decode_rev_key(key.value())?;
+            if kr.main > rev {
+                break;
+            }
+            if kr.main <= compact && !keep.is_empty() && !keep.contains(&kr) {
+                continue;
+            }
+            h.update(key.value());
+            h.update(value.value());
+        }
+        Ok(KvHash {
+            hash: h.finish(),
+            current_revision: current,
+            compact_revision: compact,
+            hash_revision: rev,
+        })
+    }
+
+    /// etcd's Hash: every table's name and rows, except the raft position
+    /// in "meta" (consistent index and term), which differs while members
+    /// catch up.
+    pub fn hash(&self) -> Result<u32> {
+        let view = self.read_view()?;
+        let txn = self.db.begin_read().context("begin hash")?;
+        let mut h = Crc32c::new();
+        h.update(b"key");
+        for row in view.table.iter().context("scan key table")? {
+            let (key, value) = row.context("scan key table")?;
+            h.update(key.value());
+            h.update(value.value());
+        }
+        match txn.open_table(LEASE_TABLE) {
+            Ok(leases) => {
+                h.update(b"lease");
+                for row in leases.iter().context("scan lease table")? {
+                    let (key, value) = row.context("scan lease table")?;
+                    h.update(key.value());
+                    h.update(value.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).context("open lease table"),
+        }
+        let meta = txn.open_table(META_TABLE).context("open meta table")?;
+        h.update(b"meta");
+        for row in meta.iter().context("scan meta table")? {
+            let (name, value) = row.context("scan meta table")?;
+            let name = name.value();
+            if name == backend::CONSISTENT_INDEX_KEY || name == backend::TERM_KEY {
+                continue;
+            }
+            h.update(name.as_bytes());
+            h.update(value.value());
+        }
+        Ok(h.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_check_value() {
+        let mut h = Crc32c::new();
+        h.update(b"123456789");
+        assert_eq!(h.finish(), 0xE306_9283);
+        let mut split = Crc32c::new();
+        split.update(b"1234");
+        split.update(b"56789");
+        assert_eq!(split.finish(), 0xE306_9283);
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), crate::StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    fn put(store: &Store, key: &str, value: &str) {
+        let mut wb = store.write_batch().unwrap();
+        wb.put(&api::etcdserverpb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        wb.commit(false).unwrap();
+    }
+
+    fn compact(store: &Store, rev: i64) {
+        let mut wb = store.write_batch().unwrap();
+        wb.compact(&api::etcdserverpb::CompactionRequest {
+            revision: rev,
+            physical: true,
+        })
+        .unwrap();
+        wb.commit(true).unwrap();
+    }
+
+    #[test]
+    fn hash_kv_is_stable_at_a_revision_and_equal_for_equal_histories() {
+        let (_a, a) = open();
+        let (_b, b) = open();
+        for store in [&a, &b] {
+            for i in 0..20 {
+                put(store, &format!("k{}", i % 5), &format!("v{i}"));
+            }
+        }
+        let at_10 = a.hash_kv(10).unwrap();
+        assert_eq!(at_10, b.hash_kv(10).unwrap());
+        assert_eq!(at_10.hash_revision, 10);
+        assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
+        put(&a, "later", "x");
+        // Later writes do not change the hash at an earlier revision.
+        assert_eq!(a.hash_kv(10).unwrap().hash, at_10.hash);
+        assert_ne!(a.hash_kv(0).unwrap().hash, b.hash_kv(0).unwrap().hash);
+        assert!(matches!(a.hash_kv(1000), Err(Error::FutureRevision)));
+        // Members compacted at the same revision agree (etcd compares hashes
+        // only when the compaction revisions match).
+        put(&b, "later", "x");
+        compact(&a, 12);
+        assert_ne!(a.hash_kv(18).unwrap().hash, b.hash_kv(18).unwrap().hash);
+        compact(&b, 12);
+        assert_eq!(a.hash_kv(18).unwrap(), b.hash_kv(18).unwrap());
+        assert!(matches!(a.hash_kv(12), Err(Error::Compacted)));
+        assert_eq!(a.hash_kv(0).unwrap().compact_revision, 12);
+    }
+
+    #[test]
+    fn hash_ignores_the_raft_position_only() {
+        let (_a, a) = open();
+        let (_b, b) = open();
+        for (store, index) in [(&a, 5), (&b, 9)] {
+            let mut wb = store.write_batch().unwrap();
+            wb.put(&api::etcdserverpb::PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+            wb.set_consistent_index(index, 2);
+            wb.commit(true).unwrap();
+        }
+        assert_eq!(a.hash().unwrap(), b.hash().unwrap());
+        let mut wb = a.write_batch().unwrap();
+        wb.put_lease(7, b"lease".to_vec());
+        wb.commit(true).unwrap();
+        assert_ne!(a.hash().unwrap(), b.hash().unwrap());
+    }
+}
