@@ -207,9 +207,11 @@ impl EtcdServer {
     {
         let deadline = tokio::time::Instant::now() + self.request_timeout();
         loop {
-            let reason = match attempt(self.clone()).await {
-                Attempt::Done(result) => return result,
-                Attempt::Retry(reason) => reason,
+            // A forward to a leader that stopped answering is bounded too.
+            let reason = match tokio::time::timeout_at(deadline, attempt(self.clone())).await {
+                Ok(Attempt::Done(result)) => return result,
+                Ok(Attempt::Retry(reason)) => reason,
+                Err(_) => return Err(EtcdError::Timeout),
             };
             if tokio::time::Instant::now() + PRIMARY_RETRY >= deadline {
                 return Err(match reason {
@@ -224,11 +226,10 @@ impl EtcdServer {
     /// Waits until this member has applied what raft has committed, so a
     /// lease granted just before is known (etcd's waitAppliedIndex).
     async fn wait_applied_commit(&self) {
-        let target = self.raft_status.commit_index();
         let deadline = tokio::time::Instant::now() + self.request_timeout();
-        while self.applied_index() < target && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let _ = self
+            .wait_applied(self.raft_status.commit_index(), deadline)
+            .await;
     }
 
     async fn renew_local(self: &Arc<Self>, id: i64) -> Attempt<i64> {
@@ -277,58 +278,43 @@ impl EtcdServer {
         }))
     }
 
-    async fn leader_client(&self) -> Result<LeasesClient<tonic::transport::Channel>, EtcdError> {
-        let leader = self.raft_status.leader();
-        let urls = self
-            .cluster
-            .member(leader)
-            .map(|m| m.peer_ur_ls)
-            .ok_or(EtcdError::NoLeader)?;
-        for url in &urls {
-            if let Ok(channel) = self.transport.dialer().connect(url).await {
-                return Ok(LeasesClient::new(channel));
-            }
-        }
-        Err(EtcdError::NoLeader)
-    }
-
     async fn forward_renew(&self, id: i64) -> Attempt<i64> {
-        let mut client = match self.leader_client().await {
-            Ok(c) => c,
+        let mut client = match self.dial_leader().await {
+            Ok(channel) => LeasesClient::new(channel),
             Err(e) => return Attempt::Retry(e),
         };
         let call = client.renew(LeaseRenewRequest {
             version: PROTOCOL_VERSION,
             id,
         });
-        match call.await {
-            Ok(resp) => Attempt::Done(Ok(resp.into_inner().ttl)),
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                Attempt::Done(Err(EtcdError::LeaseNotFound))
-            }
-            Err(_) => Attempt::Retry(EtcdError::NotLeader),
-        }
+        forwarded(call.await.map(|r| r.into_inner().ttl))
     }
 
     async fn forward_time_to_live(
         &self,
         request: LeaseTimeToLiveRequest,
     ) -> Attempt<LeaseTimeToLiveResponse> {
-        let mut client = match self.leader_client().await {
-            Ok(c) => c,
+        let mut client = match self.dial_leader().await {
+            Ok(channel) => LeasesClient::new(channel),
             Err(e) => return Attempt::Retry(e),
         };
         let call = client.time_to_live(LeaseTimeToLiveForward {
             version: PROTOCOL_VERSION,
             request: Some(request),
         });
-        match call.await {
-            Ok(resp) => Attempt::Done(Ok(resp.into_inner())),
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                Attempt::Done(Err(EtcdError::LeaseNotFound))
-            }
-            Err(_) => Attempt::Retry(EtcdError::NotLeader),
+        forwarded(call.await.map(tonic::Response::into_inner))
+    }
+}
+
+/// The leader's answer to a forwarded request: NotFound is the lease's
+/// answer; anything else (not the primary any more, unreachable) is retried.
+fn forwarded<T>(answer: Result<T, Status>) -> Attempt<T> {
+    match answer {
+        Ok(v) => Attempt::Done(Ok(v)),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            Attempt::Done(Err(EtcdError::LeaseNotFound))
         }
+        Err(_) => Attempt::Retry(EtcdError::NotLeader),
     }
 }
 

@@ -252,6 +252,15 @@ impl EtcdServer {
             Ok(Err(_)) => return Err(EtcdError::Stopped),
             Err(_) => return Err(EtcdError::Timeout),
         };
+        self.wait_applied(index, deadline).await
+    }
+
+    /// Waits until the applier has applied `index` (or `deadline` passes).
+    pub async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), EtcdError> {
         let mut applied = self.applied.clone();
         let reached = tokio::time::timeout_at(deadline, async move {
             applied.wait_for(|a| *a >= index).await.is_ok()
@@ -262,6 +271,23 @@ impl EtcdServer {
             Ok(false) => Err(EtcdError::Stopped),
             Err(_) => Err(EtcdError::TimeoutWaitAppliedIndex),
         }
+    }
+
+    /// A channel to the leader's peer port (the first of its peer URLs that
+    /// answers), for requests only the leader serves.
+    pub async fn dial_leader(&self) -> Result<tonic::transport::Channel, EtcdError> {
+        let urls = self
+            .cluster
+            .member(self.raft_status.leader())
+            .map(|m| m.peer_ur_ls)
+            .ok_or(EtcdError::NoLeader)?;
+        for url in &urls {
+            match self.transport.dialer().connect(url).await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => tracing::debug!(error = %e, "cannot reach the leader"),
+            }
+        }
+        Err(EtcdError::NoLeader)
     }
 
     /// Stops the raft loop; pending proposers get "server stopped".

@@ -94,20 +94,8 @@ impl ClusterService {
 
     /// A follower asks the leader to promote, over the peer port (as etcd does).
     async fn forward_promote(&self, id: u64) -> Result<MemberPromoteResponse, Status> {
-        let leader = self.server.raft_status.leader();
-        let urls = self
-            .server
-            .cluster
-            .member(leader)
-            .map(|m| m.peer_ur_ls)
-            .ok_or(EtcdError::NoLeader)?;
-        super::membership::forward_promote(
-            self.server.transport.dialer(),
-            &urls,
-            id,
-            PROMOTE_FORWARD_TIMEOUT,
-        )
-        .await
+        let channel = self.server.dial_leader().await?;
+        super::membership::forward_promote(channel, id, PROMOTE_FORWARD_TIMEOUT).await
     }
 }
 

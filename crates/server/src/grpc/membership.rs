@@ -84,36 +84,22 @@ impl Membership for MembershipService {
     }
 }
 
-/// Asks the member at `peer_urls` (the leader) to promote learner `id`.
+/// Asks the leader (at the end of `channel`) to promote learner `id`; its
+/// answer, error or not, is the answer.
 pub async fn forward_promote(
-    dialer: &Dialer,
-    peer_urls: &[String],
+    channel: tonic::transport::Channel,
     id: u64,
     timeout: Duration,
 ) -> Result<MemberPromoteResponse, Status> {
-    let mut last = Status::unavailable("etcdserver: no leader");
-    for url in peer_urls {
-        let channel = match dialer.connect(url).await {
-            Ok(channel) => channel,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot forward member promote to the leader");
-                continue;
-            }
-        };
-        let mut client = MembershipClient::new(channel);
-        let call = client.promote(PromoteRequest {
-            version: PROTOCOL_VERSION,
-            id,
-        });
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(resp)) => return Ok(resp.into_inner()),
-            // The leader's answer, error or not, is the answer.
-            Ok(Err(status)) if status.code() != tonic::Code::Unavailable => return Err(status),
-            Ok(Err(status)) => last = status,
-            Err(_) => last = Status::unavailable("etcdserver: request timed out"),
-        }
+    let mut client = MembershipClient::new(channel);
+    let call = client.promote(PromoteRequest {
+        version: PROTOCOL_VERSION,
+        id,
+    });
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map(Response::into_inner),
+        Err(_) => Err(api::EtcdError::Timeout.into()),
     }
-    Err(last)
 }
 
 /// What a joining member learns from the cluster.
