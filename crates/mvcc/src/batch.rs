@@ -241,6 +241,7 @@ impl<'s> WriteBatch<'s> {
             }
         }
         self.dirty = false;
+        self.store.refresh_file_size();
         if let Some(consistent) = self.consistent {
             *self
                 .store

@@ -139,6 +139,7 @@ impl Store {
                 .map_err(|e| io_error("sync the backend directory", e))?;
         }
         self.replace_db(copy);
+        self.refresh_file_size();
         let writes_paused = paused_at.elapsed();
         drop(writer);
         drop(old);

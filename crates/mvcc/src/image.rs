@@ -203,6 +203,7 @@ impl Store {
             self.compact_rev
                 .store(info.compact_revision, Ordering::Release);
             self.published_rev.store(info.revision, Ordering::Release);
+            self.refresh_file_size();
             *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) =
                 (info.consistent_index, info.consistent_term);
         }

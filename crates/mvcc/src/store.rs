@@ -77,6 +77,8 @@ pub struct Store {
     pub(crate) consistent: Mutex<(u64, u64)>,
     /// Key and value bytes in the "key" table (payload, no B-tree overhead).
     pub(crate) stored_bytes: AtomicU64,
+    /// The backend file's size, read after each commit.
+    file_size: AtomicU64,
     /// Set when an aborted batch could not reload the index: the in-memory
     /// state no longer matches the backend.
     pub(crate) poisoned: AtomicBool,
@@ -152,6 +154,7 @@ impl Store {
             compact_rev: AtomicI64::new(compact_rev),
             consistent: Mutex::new(consistent),
             stored_bytes: AtomicU64::new(restored.stored_bytes),
+            file_size: AtomicU64::new(std::fs::metadata(path).map_or(0, |m| m.len())),
             poisoned: AtomicBool::new(false),
         })
     }
@@ -308,9 +311,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Size of the backend file.
+    /// Size of the backend file, as of the last commit (no system call).
     pub fn db_size_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        self.file_size.load(Ordering::Relaxed)
+    }
+
+    /// Reads the backend file's size again (after a commit, a defragmentation).
+    pub(crate) fn refresh_file_size(&self) {
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            self.file_size.store(m.len(), Ordering::Relaxed);
+        }
     }
 
     /// Bytes of keys and values in the "key" table, at most the file size.
