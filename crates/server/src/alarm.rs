@@ -158,9 +158,13 @@ mod tests {
             .apply(&req(AlarmAction::Activate, 1, AlarmType::Nospace))
             .is_empty());
         s.change(&req(AlarmAction::Activate, 2, AlarmType::Corrupt));
-        assert_eq!(s.change(&req(AlarmAction::Get, 0, AlarmType::None)).len(), 2);
         assert_eq!(
-            s.change(&req(AlarmAction::Get, 0, AlarmType::Corrupt)).len(),
+            s.change(&req(AlarmAction::Get, 0, AlarmType::None)).len(),
+            2
+        );
+        assert_eq!(
+            s.change(&req(AlarmAction::Get, 0, AlarmType::Corrupt))
+                .len(),
             1
         );
         assert_eq!(
@@ -189,11 +193,13 @@ mod tests {
         assert_eq!(restarted.active(), s.active());
         assert!(restarted.has(AlarmType::Nospace));
         assert_eq!(
-            s.apply(&req(AlarmAction::Activate, 7, AlarmType::Nospace)).1,
+            s.apply(&req(AlarmAction::Activate, 7, AlarmType::Nospace))
+                .1,
             None
         );
         assert_eq!(
-            s.apply(&req(AlarmAction::Deactivate, 7, AlarmType::Nospace)).1,
+            s.apply(&req(AlarmAction::Deactivate, 7, AlarmType::Nospace))
+                .1,
             Some(AlarmRow::Delete(key))
         );
         s.apply(&req(AlarmAction::Activate, 8, AlarmType::Corrupt));

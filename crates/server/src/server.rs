@@ -129,8 +129,7 @@ impl EtcdServer {
             return Ok(());
         }
         let raised = self.alarms.active().iter().any(|a| {
-            a.member_id == self.member_id
-                && a.alarm == api::etcdserverpb::AlarmType::Nospace as i32
+            a.member_id == self.member_id && a.alarm == api::etcdserverpb::AlarmType::Nospace as i32
         });
         if !raised {
             let server = self.clone();
