@@ -155,7 +155,7 @@ mod tests {
             1
         );
         assert!(s
-            .apply(&req(AlarmAction::Activate, 1, AlarmType::Nospace))
+            .change(&req(AlarmAction::Activate, 1, AlarmType::Nospace))
             .is_empty());
         s.change(&req(AlarmAction::Activate, 2, AlarmType::Corrupt));
         assert_eq!(
@@ -173,7 +173,7 @@ mod tests {
             1
         );
         assert!(s
-            .apply(&req(AlarmAction::Deactivate, 1, AlarmType::Nospace))
+            .change(&req(AlarmAction::Deactivate, 1, AlarmType::Nospace))
             .is_empty());
         assert_eq!(s.active().len(), 1);
     }
