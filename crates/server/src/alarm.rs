@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(s.refusal(true), Some(EtcdError::NoSpace));
         assert_eq!(s.refusal(false), None);
         let restarted = AlarmStore::default();
-        restarted.recover(&[key.clone()]).unwrap();
+        restarted.recover(std::slice::from_ref(&key)).unwrap();
         assert_eq!(restarted.active(), s.active());
         assert!(restarted.has(AlarmType::Nospace));
         assert_eq!(
