@@ -274,7 +274,7 @@ impl ImageSource {
     }
 
     /// Calls `f` with every row, in image order.
-    fn for_each_row(&self, f: &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn for_each_row(&self, f: &mut RowVisitor<'_>) -> Result<()> {
         let meta = self.txn.open_table(META_TABLE).context("open meta table")?;
         for entry in meta.iter().context("scan meta table")? {
             let (name, value) = entry.context("scan meta table")?;
@@ -298,6 +298,9 @@ impl ImageSource {
         Ok(())
     }
 }
+
+/// Called with each row: (table id, key, value).
+type RowVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
 
 /// The hash and row count of [`ImageStatus`], fed the rows in order.
 #[derive(Default)]
