@@ -67,6 +67,7 @@ use crate::backend::{
     self, IndexBuilder, Restored, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE,
 };
 use crate::error::Context;
+use crate::hash::Crc32c;
 use crate::revision::decode_rev_key;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -76,7 +77,8 @@ pub const IMAGE_FORMAT_VERSION: u32 = 3;
 /// The oldest image format this build reads.
 const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
-const MAGIC: [u8; 8] = *b"ETCDRSIM";
+/// The first bytes of every image.
+pub const IMAGE_MAGIC: [u8; 8] = *b"ETCDRSIM";
 const TABLE_META: u8 = 1;
 const TABLE_KEY: u8 = 2;
 const TABLE_LEASE: u8 = 3;
@@ -109,52 +111,7 @@ impl Store {
     /// transaction, so it is consistent while write batches continue.
     /// Streams row by row: memory stays bounded whatever the database size.
     pub fn write_image(&self, out: &mut dyn Write) -> Result<ImageInfo> {
-        let txn = self.db().begin_read().context("begin image")?;
-        let meta = txn.open_table(META_TABLE).context("open meta table")?;
-        let keys = txn.open_table(KEY_TABLE).context("open key table")?;
-        let mut sink = Sink::new(out);
-        sink.put(&MAGIC)?;
-        sink.put(&IMAGE_FORMAT_VERSION.to_be_bytes())?;
-        let mut summary = Summary::default();
-        for entry in meta.iter().context("scan meta table")? {
-            let (name, value) = entry.context("scan meta table")?;
-            let (name, value) = (name.value().as_bytes(), value.value());
-            summary.observe(TABLE_META, name, value)?;
-            sink.record(TABLE_META, name, value)?;
-        }
-        for entry in keys.iter().context("scan key table")? {
-            let (key, value) = entry.context("scan key table")?;
-            let (key, value) = (key.value(), value.value());
-            summary.observe(TABLE_KEY, key, value)?;
-            sink.record(TABLE_KEY, key, value)?;
-        }
-        match txn.open_table(LEASE_TABLE) {
-            Ok(leases) => {
-                for entry in leases.iter().context("scan lease table")? {
-                    let (key, value) = entry.context("scan lease table")?;
-                    let (key, value) = (key.value(), value.value());
-                    summary.observe(TABLE_LEASE, key, value)?;
-                    sink.record(TABLE_LEASE, key, value)?;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e).context("open lease table"),
-        }
-        match txn.open_table(ALARM_TABLE) {
-            Ok(alarms) => {
-                for entry in alarms.iter().context("scan alarm table")? {
-                    let (key, value) = entry.context("scan alarm table")?;
-                    let (key, value) = (key.value(), value.value());
-                    summary.observe(TABLE_ALARM, key, value)?;
-                    sink.record(TABLE_ALARM, key, value)?;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e).context("open alarm table"),
-        }
-        let mut info = summary.info()?;
-        sink.end(&info, summary.records)?;
-        info.bytes = sink.bytes;
+        let info = self.image_source()?.write_to(out)?;
         tracing::info!(
             bytes = info.bytes,
             revision = info.revision,
@@ -162,6 +119,16 @@ impl Store {
             "wrote backend image"
         );
         Ok(info)
+    }
+
+    /// Fixes the backend's current committed state for writing images of
+    /// it (etcd's `backend.Snapshot()`): writes continue meanwhile, and
+    /// every image written from the source is the same.
+    pub fn image_source(&self) -> Result<ImageSource> {
+        Ok(ImageSource {
+            txn: self.db().begin_read().context("begin image")?,
+            _file: None,
+        })
     }
 
     /// Replaces the whole content of the store with the image read from
@@ -225,6 +192,170 @@ pub fn image_info(input: &mut dyn Read) -> Result<ImageInfo> {
     let mut reader = ImageReader::open(input)?;
     while reader.next()?.is_some() {}
     reader.finish()
+}
+
+/// etcd's `snapshot status` numbers for a backend or an image of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageStatus {
+    /// The summary (`bytes`: the size of the image, checksum included).
+    pub info: ImageInfo,
+    /// Rows of every table (etcd's "total keys" counts the rows of all buckets).
+    pub rows: u64,
+    /// CRC-32C (Castagnoli), as etcd's status computes it over its buckets,
+    /// over our tables in image order ("meta", "key", "lease"): each
+    /// table's name, then the key and value of each of its rows.
+    pub hash: u32,
+}
+
+/// Reads a whole image like [`image_info`] and also computes its
+/// [`ImageStatus`].
+pub fn image_status(input: &mut dyn Read) -> Result<ImageStatus> {
+    let mut reader = ImageReader::open(input)?;
+    let mut hash = StatusHash::default();
+    while let Some(table) = reader.next()? {
+        hash.add(table, &reader.key, &reader.value);
+    }
+    let info = reader.finish()?;
+    Ok(hash.finish(info))
+}
+
+/// One committed state of a backend that images are written from: a redb
+/// read transaction, on a live store ([`Store::image_source`]) or on a
+/// backend file opened read-only ([`ImageSource::open_file`]).
+pub struct ImageSource {
+    txn: redb::ReadTransaction,
+    /// The database a source opened itself; declared after `txn`, so it is
+    /// dropped after it.
+    _file: Option<redb::ReadOnlyDatabase>,
+}
+
+impl ImageSource {
+    /// Opens a backend file (`member/snap/db`) read-only.
+    pub fn open_file(path: &std::path::Path) -> Result<ImageSource> {
+        let db = redb::ReadOnlyDatabase::open(path).context("open backend file")?;
+        let txn = db.begin_read().context("begin image")?;
+        Ok(ImageSource {
+            txn,
+            _file: Some(db),
+        })
+    }
+
+    /// Writes the image to `out`, streaming row by row.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<ImageInfo> {
+        self.write_rows(out, None)
+    }
+
+    /// The size in bytes of the image [`ImageSource::write_to`] writes
+    /// (a pass over every row that writes nothing).
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.write_rows(&mut std::io::sink(), None)?.bytes)
+    }
+
+    /// The status of the backend as of this source (a pass over every row).
+    pub fn status(&self) -> Result<ImageStatus> {
+        let mut hash = StatusHash::default();
+        let info = self.write_rows(&mut std::io::sink(), Some(&mut hash))?;
+        Ok(hash.finish(info))
+    }
+
+    fn write_rows(
+        &self,
+        out: &mut dyn Write,
+        mut hash: Option<&mut StatusHash>,
+    ) -> Result<ImageInfo> {
+        let mut sink = Sink::new(out);
+        sink.put(&IMAGE_MAGIC)?;
+        sink.put(&IMAGE_FORMAT_VERSION.to_be_bytes())?;
+        let mut summary = Summary::default();
+        self.for_each_row(&mut |table, key, value| {
+            summary.observe(table, key, value)?;
+            if let Some(hash) = hash.as_deref_mut() {
+                hash.add(table, key, value);
+            }
+            sink.record(table, key, value)
+        })?;
+        let mut info = summary.info()?;
+        sink.end(&info, summary.records)?;
+        info.bytes = sink.bytes;
+        Ok(info)
+    }
+
+    /// Calls `f` with every row, in image order.
+    fn for_each_row(&self, f: &mut RowVisitor<'_>) -> Result<()> {
+        let meta = self.txn.open_table(META_TABLE).context("open meta table")?;
+        for entry in meta.iter().context("scan meta table")? {
+            let (name, value) = entry.context("scan meta table")?;
+            f(TABLE_META, name.value().as_bytes(), value.value())?;
+        }
+        let keys = self.txn.open_table(KEY_TABLE).context("open key table")?;
+        for entry in keys.iter().context("scan key table")? {
+            let (key, value) = entry.context("scan key table")?;
+            f(TABLE_KEY, key.value(), value.value())?;
+        }
+        match self.txn.open_table(LEASE_TABLE) {
+            Ok(leases) => {
+                for entry in leases.iter().context("scan lease table")? {
+                    let (key, value) = entry.context("scan lease table")?;
+                    f(TABLE_LEASE, key.value(), value.value())?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).context("open lease table"),
+        }
+        match self.txn.open_table(ALARM_TABLE) {
+            Ok(alarms) => {
+                for entry in alarms.iter().context("scan alarm table")? {
+                    let (key, value) = entry.context("scan alarm table")?;
+                    f(TABLE_ALARM, key.value(), value.value())?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).context("open alarm table"),
+        }
+        Ok(())
+    }
+}
+
+/// Called with each row: (table id, key, value).
+type RowVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
+
+/// The hash and row count of [`ImageStatus`], fed the rows in order.
+#[derive(Default)]
+struct StatusHash {
+    crc: Option<Crc32c>,
+    table: Option<u8>,
+    rows: u64,
+}
+
+impl StatusHash {
+    fn add(&mut self, table: u8, key: &[u8], value: &[u8]) {
+        let crc = self.crc.get_or_insert_with(Crc32c::new);
+        if self.table != Some(table) {
+            self.table = Some(table);
+            crc.update(table_name(table).as_bytes());
+        }
+        crc.update(key);
+        crc.update(value);
+        self.rows += 1;
+    }
+
+    fn finish(self, info: ImageInfo) -> ImageStatus {
+        ImageStatus {
+            info,
+            rows: self.rows,
+            hash: self.crc.unwrap_or_else(Crc32c::new).finish(),
+        }
+    }
+}
+
+fn table_name(table: u8) -> &'static str {
+    match table {
+        TABLE_META => "meta",
+        TABLE_KEY => "key",
+        TABLE_LEASE => "lease",
+        TABLE_ALARM => "alarm",
+        _ => "",
+    }
 }
 
 /// Writes the records of `input` into emptied tables of `txn` and rebuilds
@@ -479,7 +610,7 @@ impl<'a> ImageReader<'a> {
         };
         let mut magic = [0u8; 8];
         reader.exact(&mut magic, "header")?;
-        if magic != MAGIC {
+        if magic != IMAGE_MAGIC {
             return Err(Error::Corrupt(format!(
                 "not an etcd-rs backend image (magic {magic:02x?})"
             )));

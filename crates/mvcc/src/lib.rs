@@ -47,7 +47,10 @@
 //! - Snapshots: [`Store::write_image`] writes a consistent, checksummed image
 //!   of the backend (raft snapshots, `Maintenance.Snapshot`) while writes go
 //!   on; [`Store::restore_image`] replaces the store with one, on the apply
-//!   path; [`image_info`] checks one and reads its summary. Format: [`image`].
+//!   path; [`image_info`] checks one and reads its summary, [`image_status`]
+//!   also etcd's `snapshot status` hash. [`Store::image_source`] fixes one
+//!   committed state to write (and size) an image from; [`Store::rebase`]
+//!   prepares a restored backend for a new cluster. Format: [`image`].
 //!
 //! # Invariants
 //!
@@ -95,10 +98,13 @@ pub use batch::WriteBatch;
 pub use defrag::DefragReport;
 pub use error::{Error, Result};
 pub use hash::KvHash;
-pub use image::{image_info, ImageInfo, IMAGE_FORMAT_VERSION};
+pub use image::{
+    image_info, image_status, ImageInfo, ImageSource, ImageStatus, IMAGE_FORMAT_VERSION,
+    IMAGE_MAGIC,
+};
 pub use key_index::KeyIndex;
 pub use revision::Revision;
-pub use store::{LeaseLookup, Store, StoreOptions};
+pub use store::{LeaseLookup, Store, StoreOptions, BACKEND_FILE_MAGIC};
 pub use txn::{is_txn_read_only, is_txn_serializable};
 pub use validate::{validate_delete_range, validate_put, validate_range, validate_txn};
 pub use watch::{TrySend, WatchHub, WatchMessage, WatchSink, WatchSpec, WatcherId};

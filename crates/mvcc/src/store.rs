@@ -26,6 +26,11 @@ use crate::index::KeyTree;
 use crate::range::{self, View};
 use crate::{Error, Result, Revision};
 
+/// The first bytes of a backend file (redb's file magic; a test checks it
+/// against a file this build creates), to tell a raw `member/snap/db` copy
+/// from an image.
+pub const BACKEND_FILE_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
 /// Tuning of the store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -157,6 +162,74 @@ impl Store {
             file_size: AtomicU64::new(std::fs::metadata(path).map_or(0, |m| m.len())),
             poisoned: AtomicBool::new(false),
         })
+    }
+
+    /// Prepares a restored backend for a new cluster (etcdutl's snapshot
+    /// restore), in one durable transaction: the consistent index becomes
+    /// `(index, term)` — it goes backwards, the backend now follows a new
+    /// raft log — and with `revision_bump > 0` the current revision moves
+    /// up by that much and is marked compacted (etcd's `--bump-revision`
+    /// with `--mark-compacted`: watchers and readers of revisions from
+    /// before the restore are told they are compacted, never served
+    /// different data under the same revision numbers). Returns the
+    /// current revision after it.
+    ///
+    /// Offline only: no raft log may be driving this store yet.
+    pub fn rebase(&self, index: u64, term: u64, revision_bump: u64) -> Result<i64> {
+        self.check_poisoned()?;
+        let bumped = match revision_bump {
+            0 => None,
+            bump => Some(
+                i64::try_from(bump)
+                    .ok()
+                    .and_then(|b| self.current_revision().checked_add(b))
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "revision {} bumped by {bump} overflows",
+                            self.current_revision()
+                        ))
+                    })?,
+            ),
+        };
+        let _writer = self.lock_writer();
+        let mut txn = self.db().begin_write().context("begin rebase")?;
+        txn.set_quick_repair(self.opts.quick_repair);
+        let mut removed_bytes = 0;
+        {
+            let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
+            backend::write_meta_u64(&mut meta, backend::CONSISTENT_INDEX_KEY, index)?;
+            backend::write_meta_u64(&mut meta, backend::TERM_KEY, term)?;
+            if let Some(at) = bumped {
+                let keep = self.read_index().keep(at);
+                backend::write_meta_u64(&mut meta, backend::SCHEDULED_COMPACT_KEY, at as u64)?;
+                let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
+                removed_bytes = backend::compact_key_table(&mut keys, at, &keep)?;
+                backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
+            }
+        }
+        let _gate = self
+            .compaction_gate
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        txn.commit().context("commit rebase")?;
+        if let Some(at) = bumped {
+            self.write_index().compact(at);
+            self.compact_rev.store(at, Ordering::Release);
+            self.published_rev.store(at, Ordering::Release);
+            let stored = &self.stored_bytes;
+            stored.fetch_sub(
+                removed_bytes.min(stored.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) = (index, term);
+        tracing::info!(
+            consistent_index = index,
+            revision = self.current_revision(),
+            compact_revision = self.compact_revision(),
+            "rebased the backend for a new cluster"
+        );
+        Ok(self.current_revision())
     }
 
     /// The revision of the last committed change (1 for an empty store).

@@ -108,19 +108,56 @@ fn lock_dir(member_dir: &Path) -> Result<File> {
 }
 
 fn configured_members(cfg: &Config) -> Vec<FoundingMember> {
-    cfg.initial_cluster
+    founding_members(&cfg.initial_cluster, &cfg.initial_cluster_token)
+}
+
+/// The members `--initial-cluster` names, with their IDs as etcd derives them.
+pub fn founding_members(
+    initial_cluster: &[(String, Vec<String>)],
+    token: &str,
+) -> Vec<FoundingMember> {
+    initial_cluster
         .iter()
         .map(|(name, urls)| FoundingMember {
-            id: ids::member_id(urls, &cfg.initial_cluster_token),
+            id: ids::member_id(urls, token),
             name: name.clone(),
             peer_urls: urls.clone(),
         })
         .collect()
 }
 
+/// This member among the founding ones, checked as etcd checks a bootstrap:
+/// it is named in `--initial-cluster` with exactly the URLs it advertises.
+pub fn local_member<'a>(
+    members: &'a [FoundingMember],
+    name: &str,
+    advertise_peer_urls: &[String],
+) -> Result<&'a FoundingMember> {
+    let local = members.iter().find(|m| m.name == name).with_context(|| {
+        format!("couldn't find local name \"{name}\" in the initial cluster configuration")
+    })?;
+    let mut own_urls = advertise_peer_urls.to_vec();
+    let mut listed = local.peer_urls.clone();
+    own_urls.sort();
+    listed.sort();
+    if own_urls != listed {
+        bail!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (\"{}\"(resolved from {}) != \"{}\"(resolved from {}))",
+            name,
+            local.peer_urls.join(","),
+            advertise_peer_urls.join(","),
+            own_urls.join(","),
+            advertise_peer_urls.join(","),
+            listed.join(","),
+            local.peer_urls.join(",")
+        );
+    }
+    Ok(local)
+}
+
 /// The founding entries of a new cluster's log: one committed AddNode per
 /// member at term 1 (etcd's bootstrap), in `--initial-cluster` order.
-fn founding_entries(members: &[FoundingMember]) -> Result<(Vec<Entry>, HardState)> {
+pub(crate) fn founding_entries(members: &[FoundingMember]) -> Result<(Vec<Entry>, HardState)> {
     let mut entries = Vec::with_capacity(members.len());
     for (i, m) in members.iter().enumerate() {
         let mut cc = ConfChange::default();
@@ -158,40 +195,12 @@ fn create(
     snapshotter: Snapshotter,
     lock: File,
 ) -> Result<Bootstrapped> {
-    let local = members
-        .iter()
-        .find(|m| m.name == cfg.name)
-        .context("local member missing from --initial-cluster")?;
-    let mut own_urls = cfg.initial_advertise_peer_urls.clone();
-    let mut listed = local.peer_urls.clone();
-    own_urls.sort();
-    listed.sort();
-    if own_urls != listed {
-        bail!(
-            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (\"{}\"(resolved from {}) != \"{}\"(resolved from {}))",
-            cfg.name,
-            local.peer_urls.join(","),
-            cfg.initial_advertise_peer_urls.join(","),
-            own_urls.join(","),
-            cfg.initial_advertise_peer_urls.join(","),
-            listed.join(","),
-            local.peer_urls.join(",")
-        );
-    }
+    let local = local_member(&members, &cfg.name, &cfg.initial_advertise_peer_urls)?;
     let member_id = local.id;
     let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
     let cluster_id = ids::cluster_id(&voters);
-
-    let meta = WalMetadata {
-        node_id: member_id,
-        cluster_id,
-    }
-    .encode_to_vec();
-    let mut wal = Wal::create(&cfg.wal_dir(), &meta)
-        .with_context(|| format!("cannot create WAL in {}", cfg.wal_dir().display()))?;
     let (entries, hs) = founding_entries(&members)?;
-    wal.save(Some(&hs), &entries)
-        .context("cannot write the founding entries to the WAL")?;
+    let wal = create_founding_wal(&cfg.wal_dir(), member_id, cluster_id, &entries, &hs)?;
 
     let storage = MemStorage::new();
     {
@@ -209,6 +218,27 @@ fn create(
         snapshot_index: 0,
         lock,
     })
+}
+
+/// Creates the WAL of a founding member: its identity, then the founding
+/// entries and hard state.
+pub(crate) fn create_founding_wal(
+    wal_dir: &Path,
+    member_id: u64,
+    cluster_id: u64,
+    entries: &[Entry],
+    hs: &HardState,
+) -> Result<Wal> {
+    let meta = WalMetadata {
+        node_id: member_id,
+        cluster_id,
+    }
+    .encode_to_vec();
+    let mut wal = Wal::create(wal_dir, &meta)
+        .with_context(|| format!("cannot create WAL in {}", wal_dir.display()))?;
+    wal.save(Some(hs), entries)
+        .context("cannot write the founding entries to the WAL")?;
+    Ok(wal)
 }
 
 /// The newest snapshot the WAL records, and the WAL opened after it.

@@ -586,20 +586,24 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `name1=url1,name1=url2,name2=url3` → [(name1, [url1, url2]), (name2, [url3])].
+/// `--initial-cluster` parsed, with the flag named in its errors.
 fn parse_initial_cluster(raw: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    parse_urls_map(raw).map_err(|why| {
+        ConfigError(format!(
+            "invalid value \"{raw}\" for flag -initial-cluster: {why}"
+        ))
+    })
+}
+
+/// `name1=url1,name1=url2,name2=url3` → [(name1, [url1, url2]), (name2, [url3])]
+/// (etcd's URLsMap); the error says what is wrong, naming no flag.
+pub fn parse_urls_map(raw: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, url) = part.split_once('=').ok_or_else(|| {
-            ConfigError(format!(
-                "invalid value \"{raw}\" for flag -initial-cluster: \"{part}\" is not of the form name=url"
-            ))
-        })?;
-        parse_url(url).map_err(|why| {
-            ConfigError(format!(
-                "invalid value \"{raw}\" for flag -initial-cluster: {why}"
-            ))
-        })?;
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("\"{part}\" is not of the form name=url"))?;
+        parse_url(url)?;
         match out.iter_mut().find(|(n, _)| n == name) {
             Some((_, urls)) => urls.push(url.to_string()),
             None => out.push((name.to_string(), vec![url.to_string()])),

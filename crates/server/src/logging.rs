@@ -1,5 +1,6 @@
-//! Structured logs in the shape etcd's zap logger writes them: one JSON
-//! object per line with `level`, `ts`, `caller`, `msg`, then the event's
+//! Structured logs in the shape etcd's zap logger writes them (the server;
+//! the tools use zap's console lines, [`init_console`]): one JSON object per
+//! line with `level`, `ts`, `caller`, `msg`, then the event's
 //! fields, e.g.
 //! `{"level":"info","ts":"2026-11-21T11:18:11.557Z","caller":"server/src/serve.rs:98","msg":"ready to serve client requests"}`.
 //! Operators' tooling parses these lines and waits for the messages.
@@ -21,6 +22,15 @@ type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 struct ZapLayer {
     max_level: Level,
     sinks: Vec<Sink>,
+    encoding: Encoding,
+}
+
+/// zap's two encoders: JSON lines (the server) and tab-separated console
+/// lines (etcd's command-line tools, e.g. etcdutl).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Console,
 }
 
 struct Fields(Map<String, Value>);
@@ -70,27 +80,48 @@ impl<S: Subscriber> Layer<S> for ZapLayer {
             .0
             .remove("message")
             .unwrap_or(Value::String(String::new()));
-        let mut line = Map::new();
         let level = match *meta.level() {
             Level::ERROR => "error",
             Level::WARN => "warn",
             Level::INFO => "info",
             _ => "debug",
         };
-        line.insert("level".into(), Value::from(level));
-        line.insert(
-            "ts".into(),
-            Value::from(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
-        );
         let caller = match (meta.file(), meta.line()) {
             (Some(f), Some(l)) => format!("{}:{l}", f.trim_start_matches("crates/")),
             _ => meta.target().to_string(),
         };
-        line.insert("caller".into(), Value::from(caller));
-        line.insert("msg".into(), msg);
-        line.extend(fields.0);
-        let Ok(mut text) = serde_json::to_vec(&Value::Object(line)) else {
-            return;
+        let now = std::time::SystemTime::now();
+        let mut text = match self.encoding {
+            Encoding::Json => {
+                let mut line = Map::new();
+                line.insert("level".into(), Value::from(level));
+                line.insert(
+                    "ts".into(),
+                    Value::from(humantime::format_rfc3339_millis(now).to_string()),
+                );
+                line.insert("caller".into(), Value::from(caller));
+                line.insert("msg".into(), msg);
+                line.extend(fields.0);
+                let Ok(text) = serde_json::to_vec(&Value::Object(line)) else {
+                    return;
+                };
+                text
+            }
+            Encoding::Console => {
+                let msg = msg.as_str().unwrap_or_default().to_string();
+                let mut text = format!(
+                    "{}\t{level}\t{caller}\t{msg}",
+                    humantime::format_rfc3339_seconds(now)
+                );
+                if !fields.0.is_empty() {
+                    let Ok(rest) = serde_json::to_string(&Value::Object(fields.0)) else {
+                        return;
+                    };
+                    text.push('\t');
+                    text.push_str(&rest);
+                }
+                text.into_bytes()
+            }
         };
         text.push(b'\n');
         for sink in &self.sinks {
@@ -118,7 +149,25 @@ pub fn init(max_level: Level, outputs: &[String]) -> std::io::Result<()> {
         sinks.push(Arc::new(Mutex::new(w)));
     }
     let _ = tracing_subscriber::registry()
-        .with(ZapLayer { max_level, sinks })
+        .with(ZapLayer {
+            max_level,
+            sinks,
+            encoding: Encoding::Json,
+        })
         .try_init();
     Ok(())
+}
+
+/// Installs the global logger of a command-line tool: zap's console lines
+/// on stderr, as etcd's tools write them: time, level, caller, message and
+/// the fields as JSON, separated by tabs.
+pub fn init_console(max_level: Level) {
+    let sink: Sink = Arc::new(Mutex::new(Box::new(std::io::stderr())));
+    let _ = tracing_subscriber::registry()
+        .with(ZapLayer {
+            max_level,
+            sinks: vec![sink],
+            encoding: Encoding::Console,
+        })
+        .try_init();
 }

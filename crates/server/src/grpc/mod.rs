@@ -9,6 +9,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod membership;
+mod snapshot;
 mod watch;
 
 use std::sync::Arc;
