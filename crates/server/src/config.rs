@@ -94,6 +94,10 @@ pub struct Config {
     pub peer_tls: TlsInfo,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
+    /// Compare HashKV with the peers before serving (--experimental-initial-corrupt-check).
+    pub initial_corrupt_check: bool,
+    /// How often the leader compares the members' HashKV (0: never).
+    pub corrupt_check_interval: Duration,
     /// `--experimental-watch-progress-notify-interval`.
     pub watch_progress_notify_interval: Duration,
     /// `--experimental-enable-lease-checkpoint`.
@@ -208,6 +212,8 @@ const FLAGS: &[Flag] = &[
     value("experimental-watch-progress-notify-interval", "10m0s", "Duration of periodic watch progress notifications."),
     boolean("experimental-enable-lease-checkpoint", "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases."),
     value("experimental-lease-checkpoint-interval", "5m0s", "Duration of time between two checkpoints of lease remaining TTLs."),
+    boolean("experimental-initial-corrupt-check", "Enable to check data corruption before serving any client/peer traffic."),
+    value("experimental-corrupt-check-time", "0s", "Duration of time between cluster corruption check passes."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
     boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
     boolean("force-new-cluster", "Force to create a new one member cluster."),
@@ -545,6 +551,8 @@ impl Lookup<'_> {
             lease_checkpointing: self.boolean("experimental-enable-lease-checkpoint")?,
             lease_checkpoint_interval: self.duration("experimental-lease-checkpoint-interval")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,
+            initial_corrupt_check: self.boolean("experimental-initial-corrupt-check")?,
+            corrupt_check_interval: self.duration("experimental-corrupt-check-time")?,
             force_new_cluster: self.boolean("force-new-cluster")?,
             log_level,
             log_outputs,

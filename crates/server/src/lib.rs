@@ -13,6 +13,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod cluster;
 pub mod config;
+pub mod corrupt;
 pub mod edge;
 pub mod grpc;
 pub mod http;
@@ -128,6 +129,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     } else {
         None
     };
+    let initialized = wal::Wal::exists(&cfg.wal_dir());
     let boot = bootstrap::open(&cfg, joined.as_ref())?;
     let store = Arc::new(
         mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
@@ -255,6 +257,9 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             .add_service(api::peerpb::leases_server::LeasesServer::new(
                 leases::LeaseForwardService::new(running_server.clone()),
             ))
+            .add_service(api::peerpb::corruption_server::CorruptionServer::new(
+                corrupt::CorruptionService::new(store.clone(), boot.member_id, boot.cluster_id),
+            ))
             .prepare()
             .into_axum_router();
     let mut peer_serving = Vec::new();
@@ -353,6 +358,20 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let _ = running_server.set(server.clone());
 
     tokio::pin!(shutdown);
+    // A restarting member compares its data with its peers' before it serves
+    // (a new member has nothing to compare).
+    if initialized && cfg.initial_corrupt_check {
+        tokio::select! {
+            r = corrupt::check_initial(&server) => r?,
+            _ = &mut shutdown => {
+                let _ = peer_stop_tx.send(true);
+                transport.shutdown();
+                server.stop();
+                watch_sync_stop.store(true, std::sync::atomic::Ordering::Release);
+                return Ok(());
+            }
+        }
+    }
     tokio::select! {
         r = publish(&server) => r?,
         m = fatal_rx.recv() => bail!(m.unwrap_or_else(|| "the server stopped".into())),
@@ -372,6 +391,13 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
     tokio::spawn(leases::run_expiry(server.clone(), stop_rx.clone()));
+    if !cfg.corrupt_check_interval.is_zero() {
+        tokio::spawn(corrupt::run_periodic(
+            server.clone(),
+            cfg.corrupt_check_interval,
+            stop_rx.clone(),
+        ));
+    }
     let mut serving = Vec::new();
     for (url, listener) in listeners {
         tracing::info!("ready to serve client requests");
