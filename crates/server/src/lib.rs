@@ -12,8 +12,11 @@ pub mod alarm;
 pub mod apply;
 pub mod bootstrap;
 pub mod cluster;
+pub mod compactor;
 pub mod config;
+pub mod config_file;
 pub mod edge;
+pub mod go_duration;
 pub mod grpc;
 pub mod http;
 pub mod ids;
@@ -359,6 +362,14 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
     tokio::spawn(leases::run_expiry(server.clone(), stop_rx.clone()));
+    if let Some(retention) = cfg.auto_compaction {
+        tokio::spawn(compactor::run(
+            server.clone(),
+            retention,
+            cfg.auto_compaction_check_interval,
+            stop_rx.clone(),
+        ));
+    }
     let mut serving = Vec::new();
     for (url, listener) in listeners {
         tracing::info!("ready to serve client requests");
