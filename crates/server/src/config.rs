@@ -373,7 +373,14 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     if lookup.boolean("version")? {
         return Ok(Command::PrintVersion);
     }
-    let config_file = lookup.string("config-file");
+    // As in etcd, the variable counts even when the flag is given empty.
+    let mut config_file = lookup.string("config-file");
+    if config_file.is_empty() {
+        config_file = env
+            .get(&env_name("config-file"))
+            .cloned()
+            .unwrap_or_default();
+    }
     if config_file.is_empty() {
         return lookup.build_all(false).map(|c| Command::Run(Box::new(c)));
     }

@@ -591,7 +591,9 @@ mod tests {
             .chain([("ETCD_CONFIG_FILE", path.as_str())])
             .collect();
         let from_env = parse_all(&["--name=fromflag"], &config_file_env).unwrap();
-        for c in [from_flag, from_env] {
+        let from_env_empty_flag =
+            parse_all(&["--config-file=", "--name=fromflag"], &config_file_env).unwrap();
+        for c in [from_flag, from_env, from_env_empty_flag] {
             assert_eq!(c.name, "fromfile");
             assert_eq!(c.data_dir, PathBuf::from("fromfile.etcd"));
             assert_eq!(c.snapshot_count, 10000, "the flag is ignored");
