@@ -10,6 +10,10 @@
 //! - an unknown flag or a bad value ends start-up with one line naming it
 //!   (`flag provided but not defined: -foo`,
 //!   `invalid value "abc" for flag -max-txn-ops: parse error`).
+//! - `--config-file` (or `ETCD_CONFIG_FILE`) replaces every other flag and
+//!   every `ETCD_*` variable, as in etcd: the file's values (`config_file.rs`)
+//!   go through this same table, and what the file leaves out takes the
+//!   default. Flags are still parsed first, so an unknown flag is still an error.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +30,43 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Why the server does not start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A flag error as Go's flag package reports it: one line on stderr, exit code 2.
+    Flag(ConfigError),
+    /// A configuration etcd refuses once its flags are read (a config file it
+    /// cannot read or decode, a bad auto-compaction setting): etcd logs `msg`
+    /// with the error and exits with code 1.
+    Refused { msg: &'static str, error: String },
+}
+
+impl ParseError {
+    fn verify(error: impl Into<String>) -> ParseError {
+        ParseError::Refused {
+            msg: "failed to verify flags",
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for ParseError {
+    fn from(e: ConfigError) -> Self {
+        ParseError::Flag(e)
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Flag(e) => e.fmt(f),
+            ParseError::Refused { msg, error } => write!(f, "{msg}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -107,6 +148,15 @@ pub struct Config {
     pub force_new_cluster: bool,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off.
+    pub auto_compaction: Option<crate::compactor::Retention>,
+    /// etcd-rs only: revision mode's check interval
+    /// (`--experimental-auto-compaction-check-interval`; etcd: 5 minutes).
+    pub auto_compaction_check_interval: Duration,
+    /// The config file the settings came from (`--config-file`), if any.
+    pub config_file: Option<PathBuf>,
+    /// Keys of the config file that etcd-rs does not use (reported at start).
+    pub ignored_config_keys: Vec<String>,
 }
 
 impl Config {
@@ -142,6 +192,8 @@ struct Flag {
     kind: Kind,
     default: &'static str,
     help: &'static str,
+    /// Left out of `--help` (etcd-rs's own test knobs).
+    hidden: bool,
 }
 
 const fn value(name: &'static str, default: &'static str, help: &'static str) -> Flag {
@@ -150,6 +202,14 @@ const fn value(name: &'static str, default: &'static str, help: &'static str) ->
         kind: Kind::Value,
         default,
         help,
+        hidden: false,
+    }
+}
+
+const fn hidden_value(name: &'static str, default: &'static str, help: &'static str) -> Flag {
+    Flag {
+        hidden: true,
+        ..value(name, default, help)
     }
 }
 
@@ -159,6 +219,7 @@ const fn boolean(name: &'static str, help: &'static str) -> Flag {
         kind: Kind::Bool,
         default: "false",
         help,
+        hidden: false,
     }
 }
 
@@ -168,10 +229,12 @@ const fn boolean_true(name: &'static str, help: &'static str) -> Flag {
         kind: Kind::Bool,
         default: "true",
         help,
+        hidden: false,
     }
 }
 
 const FLAGS: &[Flag] = &[
+    value("config-file", "", "Path to the server configuration file. Note that if a configuration file is provided, other command line flags and environment variables will be ignored."),
     value("name", "default", "Human-readable name for this member."),
     value("data-dir", "", "Path to the data directory (default '${name}.etcd')."),
     value("wal-dir", "", "Path to the dedicated wal directory."),
@@ -188,6 +251,8 @@ const FLAGS: &[Flag] = &[
     value("max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept."),
     value("max-txn-ops", "128", "Maximum number of operations permitted in a transaction."),
     value("quota-backend-bytes", "0", "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
+    value("auto-compaction-retention", "0", "Auto compaction retention length. 0 means disable auto compaction."),
+    value("auto-compaction-mode", "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
     value("logger", "zap", "Currently only supports 'zap' for structured logging."),
     value("log-level", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets."),
@@ -214,6 +279,7 @@ const FLAGS: &[Flag] = &[
     value("experimental-lease-checkpoint-interval", "5m0s", "Duration of time between two checkpoints of lease remaining TTLs."),
     boolean("experimental-initial-corrupt-check", "Enable to check data corruption before serving any client/peer traffic."),
     value("experimental-corrupt-check-time", "0s", "Duration of time between cluster corruption check passes."),
+    hidden_value("experimental-auto-compaction-check-interval", "5m0s", "etcd-rs only: how often revision-mode auto compaction checks the revision (etcd: always 5m0s). For tests."),
     boolean_true("pre-vote", "Enable to run an additional Raft election phase."),
     boolean_true("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss."),
     boolean("force-new-cluster", "Force to create a new one member cluster."),
@@ -221,42 +287,12 @@ const FLAGS: &[Flag] = &[
     boolean("help", "Show this help and exit."),
 ];
 
-/// Parses a Go `time.Duration` string: a sequence of decimal numbers, each
-/// with a unit (ns, us, µs, ms, s, m, h), like "1h30m" or "2.5s"; "0" alone.
+/// Parses a non-negative Go `time.Duration` string: a sequence of decimal
+/// numbers, each with a unit (ns, us, µs, ms, s, m, h), like "1h30m" or
+/// "2.5s"; "0" alone (see `go_duration`).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
-    }
-    Some(Duration::from_secs_f64(total))
+    let nanos = crate::go_duration::parse(s).ok()?;
+    u64::try_from(nanos).ok().map(Duration::from_nanos)
 }
 
 /// The flag names of one side's TLS settings.
@@ -293,19 +329,20 @@ const PEER_TLS_FLAGS: TlsFlags = TlsFlags {
     allowed_hostname: "peer-cert-allowed-hostname",
 };
 
-/// Parses `args` (without the program name) with `env` as the environment.
-pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
+/// Parses `args` (without the program name) with `env` as the environment,
+/// or the config file they name.
+pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ParseError> {
     let mut given: HashMap<&'static str, String> = HashMap::new();
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
         i += 1;
         if arg == "--" || !arg.starts_with('-') || arg == "-" {
-            return Err(ConfigError(format!("'{arg}' is not a valid flag")));
+            return Err(ConfigError(format!("'{arg}' is not a valid flag")).into());
         }
         let body = arg.trim_start_matches('-');
         if arg.starts_with("---") || body.is_empty() {
-            return Err(ConfigError(format!("bad flag syntax: {arg}")));
+            return Err(ConfigError(format!("bad flag syntax: {arg}")).into());
         }
         let (name, inline) = match body.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
@@ -342,13 +379,36 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     if lookup.boolean("version")? {
         return Ok(Command::PrintVersion);
     }
-    lookup.build().map(|c| Command::Run(Box::new(c)))
+    // As in etcd, the variable counts even when the flag is given empty.
+    let mut config_file = lookup.string("config-file");
+    if config_file.is_empty() {
+        config_file = env
+            .get(&env_name("config-file"))
+            .cloned()
+            .unwrap_or_default();
+    }
+    if config_file.is_empty() {
+        return lookup.build_all(false).map(|c| Command::Run(Box::new(c)));
+    }
+    // etcd: "other configuration command line flags and environment variables
+    // will be ignored if provided".
+    let path = PathBuf::from(&config_file);
+    let file = crate::config_file::load(&path).map_err(ParseError::verify)?;
+    let no_env = HashMap::new();
+    let from_file = Lookup {
+        given: &file.values,
+        env: &no_env,
+    };
+    let mut config = from_file.build_all(true)?;
+    config.config_file = Some(path);
+    config.ignored_config_keys = file.ignored;
+    Ok(Command::Run(Box::new(config)))
 }
 
 /// The usage text for `--help`.
 pub fn usage() -> String {
     let mut out = String::from("Usage:\n\n  etcd [flags]\n    Start an etcd server.\n\n  etcd --version\n    Show the version of etcd.\n\n  etcd -h | --help\n    Show the help information about etcd.\n\nFlags:\n\n");
-    for f in FLAGS {
+    for f in FLAGS.iter().filter(|f| !f.hidden) {
         let default = if f.kind == Kind::Bool || f.default.is_empty() {
             String::new()
         } else {
@@ -383,6 +443,35 @@ struct Lookup<'a> {
 }
 
 impl Lookup<'_> {
+    /// The whole configuration; errors of values from a config file are
+    /// refusals as etcd reports them, not flag errors.
+    fn build_all(&self, from_file: bool) -> Result<Config, ParseError> {
+        let mut config = self.build().map_err(|e| {
+            if from_file {
+                ParseError::verify(e.0)
+            } else {
+                ParseError::Flag(e)
+            }
+        })?;
+        let mode = self.string("auto-compaction-mode");
+        if !matches!(
+            mode.as_str(),
+            "" | crate::compactor::MODE_PERIODIC | crate::compactor::MODE_REVISION
+        ) {
+            return Err(ParseError::verify(format!(
+                "unknown auto-compaction-mode {}",
+                crate::go_duration::quote(&mode)
+            )));
+        }
+        config.auto_compaction =
+            crate::compactor::parse_retention(&mode, &self.string("auto-compaction-retention"))
+                .map_err(|error| ParseError::Refused {
+                    msg: "failed to start etcd",
+                    error,
+                })?;
+        Ok(config)
+    }
+
     /// The raw value of a flag, whether it was set explicitly, and how to name it in errors.
     fn raw(&self, name: &'static str) -> (String, Option<String>) {
         if let Some(v) = self.given.get(name) {
@@ -556,6 +645,11 @@ impl Lookup<'_> {
             force_new_cluster: self.boolean("force-new-cluster")?,
             log_level,
             log_outputs,
+            auto_compaction: None,
+            auto_compaction_check_interval: self
+                .duration("experimental-auto-compaction-check-interval")?,
+            config_file: None,
+            ignored_config_keys: Vec::new(),
         };
         validate(&config)?;
         Ok(config)
@@ -677,6 +771,14 @@ mod tests {
     }
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        match parse_all(args, env) {
+            Ok(c) => Ok(c),
+            Err(ParseError::Flag(e)) => Err(e),
+            Err(other) => panic!("not a flag error: {other:?}"),
+        }
+    }
+
+    fn parse_all(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ParseError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let env = env
             .iter()
@@ -749,6 +851,61 @@ mod tests {
             assert_eq!(err.0, *want, "{args:?}");
             assert!(!err.0.contains('\n'));
         }
+    }
+
+    #[test]
+    fn auto_compaction_flags_and_env() {
+        use crate::compactor::Retention;
+        let minute = Duration::from_secs(60);
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.auto_compaction, None);
+        assert_eq!(c.auto_compaction_check_interval, 5 * minute);
+        let c = run(&["--auto-compaction-retention=1h30m"], &[]).unwrap();
+        assert_eq!(c.auto_compaction, Some(Retention::Periodic(90 * minute)));
+        let c = run(&[], &[("ETCD_AUTO_COMPACTION_RETENTION", "24")]).unwrap();
+        assert_eq!(
+            c.auto_compaction,
+            Some(Retention::Periodic(24 * 60 * minute))
+        );
+        let c = run(
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1000",
+                "--experimental-auto-compaction-check-interval=200ms",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.auto_compaction, Some(Retention::Revision(1000)));
+        assert_eq!(c.auto_compaction_check_interval, Duration::from_millis(200));
+
+        assert_eq!(
+            parse_all(&["--auto-compaction-mode=foo"], &[]).unwrap_err(),
+            ParseError::Refused {
+                msg: "failed to verify flags",
+                error: "unknown auto-compaction-mode \"foo\"".into()
+            }
+        );
+        assert_eq!(
+            parse_all(&["--auto-compaction-retention=abc"], &[]).unwrap_err(),
+            ParseError::Refused {
+                msg: "failed to start etcd",
+                error: "error parsing CompactionRetention: time: invalid duration \"abc\"".into()
+            }
+        );
+        assert_eq!(
+            run(&["--experimental-auto-compaction-check-interval=5"], &[]).unwrap_err().0,
+            "invalid value \"5\" for flag -experimental-auto-compaction-check-interval: parse error"
+        );
+    }
+
+    #[test]
+    fn help_hides_our_test_knobs() {
+        let help = usage();
+        assert!(help.contains("--auto-compaction-retention\n"));
+        assert!(help.contains("--auto-compaction-mode\n"));
+        assert!(help.contains("--config-file\n"));
+        assert!(!help.contains("experimental-auto-compaction-check-interval"));
     }
 
     #[test]

@@ -208,7 +208,10 @@ pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
         }
     }
     if mismatches > 0 {
-        anyhow::bail!("{} found data inconsistency with peers", hex(server.member_id));
+        anyhow::bail!(
+            "{} found data inconsistency with peers",
+            hex(server.member_id)
+        );
     }
     tracing::info!(
         local_member_id = %hex(server.member_id),
@@ -300,7 +303,10 @@ async fn check_as_leader(server: &Arc<EtcdServer>) -> anyhow::Result<()> {
             corrupt.get_or_insert(peer.id);
         }
     }
-    tracing::debug!(number_of_peers_checked = checked, "finished peer corruption check");
+    tracing::debug!(
+        number_of_peers_checked = checked,
+        "finished peer corruption check"
+    );
     if let Some(member_id) = corrupt {
         let raise = InternalRaftRequest {
             alarm: Some(AlarmRequest {

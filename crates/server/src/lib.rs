@@ -12,9 +12,12 @@ pub mod alarm;
 pub mod apply;
 pub mod bootstrap;
 pub mod cluster;
+pub mod compactor;
 pub mod config;
+pub mod config_file;
 pub mod corrupt;
 pub mod edge;
+pub mod go_duration;
 pub mod grpc;
 pub mod http;
 pub mod ids;
@@ -395,6 +398,14 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         tokio::spawn(corrupt::run_periodic(
             server.clone(),
             cfg.corrupt_check_interval,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(retention) = cfg.auto_compaction {
+        tokio::spawn(compactor::run(
+            server.clone(),
+            retention,
+            cfg.auto_compaction_check_interval,
             stop_rx.clone(),
         ));
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use server::config::{self, Command};
+use server::config::{self, Command, ParseError};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,14 +25,32 @@ fn main() -> ExitCode {
             print!("{}", config::usage());
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
+        Err(ParseError::Flag(e)) => {
             eprintln!("{e}");
             return ExitCode::from(2);
+        }
+        Err(ParseError::Refused { msg, error }) => {
+            // etcd reports these with its default logger (stderr) and exits 1.
+            let _ = server::logging::init(tracing::Level::INFO, &["default".to_string()]);
+            tracing::warn!(error = %error, "{msg}");
+            return ExitCode::FAILURE;
         }
     };
     if let Err(e) = server::logging::init(cfg.log_level, &cfg.log_outputs) {
         eprintln!("cannot open log output: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(path) = &cfg.config_file {
+        tracing::info!(
+            path = %path.display(),
+            "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+        );
+        if !cfg.ignored_config_keys.is_empty() {
+            tracing::warn!(
+                keys = %cfg.ignored_config_keys.join(","),
+                "ignoring configuration file keys etcd-rs does not use"
+            );
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
