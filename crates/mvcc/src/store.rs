@@ -66,6 +66,8 @@ pub struct Store {
     pub(crate) consistent: Mutex<(u64, u64)>,
     /// Key and value bytes in the "key" table (payload, no B-tree overhead).
     pub(crate) stored_bytes: AtomicU64,
+    /// Rows (revisions) removed by compactions since the store was opened.
+    pub(crate) compacted_rows: AtomicU64,
     /// Set when an aborted batch could not reload the index: the in-memory
     /// state no longer matches the backend.
     pub(crate) poisoned: AtomicBool,
@@ -136,6 +138,7 @@ impl Store {
             compact_rev: AtomicI64::new(compact_rev),
             consistent: Mutex::new(consistent),
             stored_bytes: AtomicU64::new(restored.stored_bytes),
+            compacted_rows: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
         })
     }
@@ -274,6 +277,17 @@ impl Store {
     /// Number of keys in the index (live or with history).
     pub fn key_index_len(&self) -> usize {
         self.read_index().len()
+    }
+
+    /// Number of keys that exist at the current revision.
+    pub fn live_keys(&self) -> usize {
+        self.read_index().live_len()
+    }
+
+    /// Revisions compactions removed from the backend since the store was
+    /// opened (etcd's `db_compaction_keys_total`).
+    pub fn compacted_revisions_total(&self) -> u64 {
+        self.compacted_rows.load(Ordering::Relaxed)
     }
 
     pub(crate) fn read_index(&self) -> RwLockReadGuard<'_, KeyTree> {
