@@ -101,6 +101,10 @@ pub struct Config {
     /// `--experimental-lease-checkpoint-interval`.
     pub lease_checkpoint_interval: Duration,
     pub force_new_cluster: bool,
+    /// `--listen-metrics-urls`: extra listeners for /metrics and the health endpoints.
+    pub listen_metrics_urls: Vec<String>,
+    /// `--metrics`: `extensive` adds gRPC handling-time histograms.
+    pub metrics: crate::metrics::MetricsLevel,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
 }
@@ -184,6 +188,8 @@ const FLAGS: &[Flag] = &[
     value("max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept."),
     value("max-txn-ops", "128", "Maximum number of operations permitted in a transaction."),
     value("quota-backend-bytes", "0", "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
+    value("listen-metrics-urls", "", "List of URLs to listen on for the metrics and health endpoints."),
+    value("metrics", "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics."),
     value("logger", "zap", "Currently only supports 'zap' for structured logging."),
     value("log-level", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets."),
@@ -546,6 +552,8 @@ impl Lookup<'_> {
             lease_checkpoint_interval: self.duration("experimental-lease-checkpoint-interval")?,
             strict_reconfig_check: self.boolean("strict-reconfig-check")?,
             force_new_cluster: self.boolean("force-new-cluster")?,
+            listen_metrics_urls: self.urls("listen-metrics-urls")?,
+            metrics: crate::metrics::MetricsLevel::from_flag(&self.string("metrics")),
             log_level,
             log_outputs,
         };
@@ -696,6 +704,26 @@ mod tests {
             (100, 1000)
         );
         assert_eq!(c.request_timeout(), Duration::from_secs(7));
+        assert!(c.listen_metrics_urls.is_empty());
+        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Basic);
+    }
+
+    #[test]
+    fn metrics_flags() {
+        let c = run(
+            &[
+                "--metrics=extensive",
+                "--listen-metrics-urls=http://127.0.0.1:1,https://127.0.0.1:2",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Extensive);
+        assert_eq!(c.listen_metrics_urls.len(), 2);
+        // Any other level is etcd's basic.
+        let c = run(&[], &[("ETCD_METRICS", "verbose")]).unwrap();
+        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Basic);
+        assert!(run(&["--listen-metrics-urls=ftp://a:1"], &[]).is_err());
     }
 
     #[test]

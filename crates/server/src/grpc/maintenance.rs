@@ -92,11 +92,16 @@ impl Maintenance for MaintenanceService {
     }
     /// A hash of the whole backend but the raft position (etcd: for tests).
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let started = std::time::Instant::now();
         let hash = self
             .server
             .store
             .hash()
             .map_err(crate::status::mvcc_status)?;
+        self.server
+            .metrics
+            .hash
+            .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(HashResponse {
             header: Some(self.server.header(0)),
             hash,
@@ -108,11 +113,16 @@ impl Maintenance for MaintenanceService {
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         let rev = request.into_inner().revision;
+        let started = std::time::Instant::now();
         let h = self
             .server
             .store
             .hash_kv(rev)
             .map_err(crate::status::mvcc_status)?;
+        self.server
+            .metrics
+            .hash_rev
+            .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(HashKvResponse {
             header: Some(self.server.header(h.current_revision)),
             hash: h.hash,
