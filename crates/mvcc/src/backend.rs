@@ -20,6 +20,10 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// this crate (the server stores etcd's leasepb.Lease).
 pub(crate) const LEASE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease");
 
+/// Active alarms; keys are opaque to this crate (the server stores etcd's
+/// AlarmMember, as etcd keys its "alarm" bucket), values empty.
+pub(crate) const ALARM_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alarm");
+
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 pub(crate) const CONSISTENT_INDEX_KEY: &str = "consistent_index";
 pub(crate) const TERM_KEY: &str = "term";

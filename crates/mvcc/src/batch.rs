@@ -23,12 +23,12 @@ use api::mvccpb::{Event, KeyValue};
 use prost::Message;
 use redb::{Durability, WriteTransaction};
 
-use crate::backend::{self, KEY_TABLE, LEASE_TABLE, META_TABLE};
+use crate::backend::{self, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::error::Context;
 use crate::index::{KeyRange, KeyTree};
 use crate::range::{self, header, View};
 use crate::revision::{RevKey, REV_KEY_LEN};
-use crate::store::{LeaseLookup, Store};
+use crate::store::{LeaseLookup, Store, WriterGuard};
 use crate::{Error, Result, Revision};
 
 /// A change staged for the "key" table; its encoded value is
@@ -69,10 +69,18 @@ pub struct WriteBatch<'s> {
     pub(crate) leases: Option<&'s dyn LeaseLookup>,
     /// Lease rows to write (Some) or delete (None) at commit, in order.
     lease_rows: Vec<(i64, Option<Vec<u8>>)>,
+    /// Alarm rows to write (true) or delete (false) at commit, in order.
+    alarm_rows: Vec<(Vec<u8>, bool)>,
+    /// The store's writer lock; declared last so the transaction drops first.
+    _writer: WriterGuard<'s>,
 }
 
 impl<'s> WriteBatch<'s> {
-    pub(crate) fn new(store: &'s Store, txn: WriteTransaction) -> WriteBatch<'s> {
+    pub(crate) fn new(
+        store: &'s Store,
+        txn: WriteTransaction,
+        writer: WriterGuard<'s>,
+    ) -> WriteBatch<'s> {
         let rev = store.current_revision();
         WriteBatch {
             store,
@@ -92,6 +100,8 @@ impl<'s> WriteBatch<'s> {
             broken: false,
             leases: None,
             lease_rows: Vec::new(),
+            alarm_rows: Vec::new(),
+            _writer: writer,
         }
     }
 
@@ -103,6 +113,16 @@ impl<'s> WriteBatch<'s> {
     /// Removes lease `id`'s row (with the batch).
     pub fn delete_lease(&mut self, id: i64) {
         self.lease_rows.push((id, None));
+    }
+
+    /// Stores an alarm row (written with the batch).
+    pub fn put_alarm(&mut self, key: Vec<u8>) {
+        self.alarm_rows.push((key, true));
+    }
+
+    /// Removes an alarm row (with the batch).
+    pub fn delete_alarm(&mut self, key: Vec<u8>) {
+        self.alarm_rows.push((key, false));
     }
 
     /// Makes puts check that their lease exists ([`Error::LeaseNotFound`]).
@@ -212,6 +232,7 @@ impl<'s> WriteBatch<'s> {
                     .compaction_gate
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
+                store.rewrites.fetch_add(1, Ordering::AcqRel);
                 txn.commit().context("commit write batch")?;
                 store.write_index().compact(at);
                 store.compact_rev.store(at, Ordering::Release);
@@ -223,6 +244,7 @@ impl<'s> WriteBatch<'s> {
             }
         }
         self.dirty = false;
+        self.store.refresh_file_size();
         if let Some(consistent) = self.consistent {
             *self
                 .store
@@ -252,6 +274,18 @@ impl<'s> WriteBatch<'s> {
                         .context("write lease")?,
                     None => leases.remove(key.as_slice()).context("delete lease")?,
                 };
+            }
+        }
+        if !self.alarm_rows.is_empty() {
+            let mut alarms = txn.open_table(ALARM_TABLE).context("open alarm table")?;
+            for (key, present) in self.alarm_rows.drain(..) {
+                if present {
+                    alarms
+                        .insert(key.as_slice(), [].as_slice())
+                        .context("write alarm")?;
+                } else {
+                    alarms.remove(key.as_slice()).context("delete alarm")?;
+                }
             }
         }
         if let Some((index, term)) = self.consistent {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::backend::{self, LEASE_TABLE, META_TABLE};
+use crate::backend::{self, ALARM_TABLE, LEASE_TABLE, META_TABLE};
 use crate::error::Context;
 use crate::revision::decode_rev_key;
 use crate::{Error, Result, Revision, Store};
@@ -112,7 +112,7 @@ impl Store {
     /// catch up.
     pub fn hash(&self) -> Result<u32> {
         let view = self.read_view()?;
-        let txn = self.db.begin_read().context("begin hash")?;
+        let txn = self.db().begin_read().context("begin hash")?;
         let mut h = Crc32c::new();
         h.update(b"key");
         for row in view.table.iter().context("scan key table")? {
@@ -131,6 +131,18 @@ impl Store {
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e).context("open lease table"),
+        }
+        match txn.open_table(ALARM_TABLE) {
+            Ok(alarms) => {
+                h.update(b"alarm");
+                for row in alarms.iter().context("scan alarm table")? {
+                    let (key, value) = row.context("scan alarm table")?;
+                    h.update(key.value());
+                    h.update(value.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).context("open alarm table"),
         }
         let meta = txn.open_table(META_TABLE).context("open meta table")?;
         h.update(b"meta");

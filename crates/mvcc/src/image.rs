@@ -13,7 +13,8 @@
 //!  (0..n)   │ table u8 │ key len u32 │ value len u32 │ key │ value │
 //!           └──────────┴─────────────┴───────────────┴─────┴───────┘
 //!           table 1 = "meta" (key: UTF-8 name), 2 = "key" (key: revision),
-//!           3 = "lease" (key: lease ID, 8 bytes BE; since format version 2)
+//!           3 = "lease" (key: lease ID, 8 bytes BE; since format version 2),
+//!           4 = "alarm" (key: opaque, value empty; since format version 3)
 //!  end      ┌──────┬────────┬──────┬──────────┬─────────┬──────┬─────────┐
 //!           │ 0xFF │ cindex │ term │ revision │ compact │ keys │ records │
 //!           │      │ u64    │ u64  │ i64      │ i64     │ u64  │ u64     │
@@ -51,10 +52,10 @@
 //!
 //! # Left out, with room kept
 //!
-//! - Tables still to come (auth, members, alarm): each will get a table id
+//! - Tables still to come (auth, members): each will get a table id
 //!   here; a new table is a format version bump, so that an older build
 //!   refuses the image rather than drop the table. Readers accept older
-//!   versions (version 1 had no lease table).
+//!   versions (version 1 had no lease table, version 2 no alarm table).
 //! - Compression: the stream can be wrapped by the transport.
 
 use std::io::{Read, Write};
@@ -62,14 +63,16 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::backend::{self, IndexBuilder, Restored, KEY_TABLE, LEASE_TABLE, META_TABLE};
+use crate::backend::{
+    self, IndexBuilder, Restored, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE,
+};
 use crate::error::Context;
 use crate::revision::decode_rev_key;
 use crate::store::Store;
 use crate::{Error, Result};
 
 /// The image format this build writes and reads.
-pub const IMAGE_FORMAT_VERSION: u32 = 2;
+pub const IMAGE_FORMAT_VERSION: u32 = 3;
 /// The oldest image format this build reads.
 const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
@@ -77,6 +80,7 @@ const MAGIC: [u8; 8] = *b"ETCDRSIM";
 const TABLE_META: u8 = 1;
 const TABLE_KEY: u8 = 2;
 const TABLE_LEASE: u8 = 3;
+const TABLE_ALARM: u8 = 4;
 const END: u8 = 0xFF;
 /// Bytes of the end record's fields between the tag and the checksum.
 const END_FIELDS_LEN: usize = 6 * 8;
@@ -105,7 +109,7 @@ impl Store {
     /// transaction, so it is consistent while write batches continue.
     /// Streams row by row: memory stays bounded whatever the database size.
     pub fn write_image(&self, out: &mut dyn Write) -> Result<ImageInfo> {
-        let txn = self.db.begin_read().context("begin image")?;
+        let txn = self.db().begin_read().context("begin image")?;
         let meta = txn.open_table(META_TABLE).context("open meta table")?;
         let keys = txn.open_table(KEY_TABLE).context("open key table")?;
         let mut sink = Sink::new(out);
@@ -136,6 +140,18 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e).context("open lease table"),
         }
+        match txn.open_table(ALARM_TABLE) {
+            Ok(alarms) => {
+                for entry in alarms.iter().context("scan alarm table")? {
+                    let (key, value) = entry.context("scan alarm table")?;
+                    let (key, value) = (key.value(), value.value());
+                    summary.observe(TABLE_ALARM, key, value)?;
+                    sink.record(TABLE_ALARM, key, value)?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).context("open alarm table"),
+        }
         let mut info = summary.info()?;
         sink.end(&info, summary.records)?;
         info.bytes = sink.bytes;
@@ -160,7 +176,8 @@ impl Store {
     /// backwards: the caller decides whether the image is newer.
     pub fn restore_image(&self, input: &mut dyn Read) -> Result<ImageInfo> {
         self.check_poisoned()?;
-        let mut txn = self.db.begin_write().context("begin restore")?;
+        let _writer = self.lock_writer();
+        let mut txn = self.db().begin_write().context("begin restore")?;
         txn.set_quick_repair(self.opts.quick_repair);
         let (restored, info) = match fill(&txn, input) {
             Ok(filled) => filled,
@@ -178,6 +195,7 @@ impl Store {
                 .compaction_gate
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
+            self.rewrites.fetch_add(1, Ordering::AcqRel);
             txn.commit().context("commit restore")?;
             *self.write_index() = restored.tree;
             self.stored_bytes
@@ -185,6 +203,7 @@ impl Store {
             self.compact_rev
                 .store(info.compact_revision, Ordering::Release);
             self.published_rev.store(info.revision, Ordering::Release);
+            self.refresh_file_size();
             *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) =
                 (info.consistent_index, info.consistent_term);
         }
@@ -214,9 +233,11 @@ fn fill(txn: &WriteTransaction, input: &mut dyn Read) -> Result<(Restored, Image
     txn.delete_table(META_TABLE).context("clear meta table")?;
     txn.delete_table(KEY_TABLE).context("clear key table")?;
     txn.delete_table(LEASE_TABLE).context("clear lease table")?;
+    txn.delete_table(ALARM_TABLE).context("clear alarm table")?;
     let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
     let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
     let mut leases = txn.open_table(LEASE_TABLE).context("open lease table")?;
+    let mut alarms = txn.open_table(ALARM_TABLE).context("open alarm table")?;
     let mut reader = ImageReader::open(input)?;
     let mut builder = IndexBuilder::default();
     while let Some(table) = reader.next()? {
@@ -232,6 +253,9 @@ fn fill(txn: &WriteTransaction, input: &mut dyn Read) -> Result<(Restored, Image
             }
             TABLE_LEASE => {
                 leases.insert(key, value).context("restore lease table")?;
+            }
+            TABLE_ALARM => {
+                alarms.insert(key, value).context("restore alarm table")?;
             }
             other => return Err(unknown_table(other)),
         }
@@ -301,6 +325,7 @@ impl Summary {
             TABLE_LEASE => Err(Error::Corrupt(format!(
                 "image lease key {key:02x?} is not 8 bytes"
             ))),
+            TABLE_ALARM => Ok(()),
             other => Err(unknown_table(other)),
         }
     }

@@ -65,16 +65,15 @@
 //!
 //! # Left out, with room kept
 //!
-//! - Lease, auth, member and alarm tables: other crates add their own redb
-//!   tables to this file; the names `lease`, `auth`, `authUsers`,
-//!   `authRoles`, `members`, `alarm` are reserved. Images carry only "key"
-//!   and "meta" today; each new table takes a table id in [`image`].
-//! - Defragmentation (redb's `compact`) and the watchable store.
+//! - Auth and member tables: the names `auth`, `authUsers`, `authRoles`,
+//!   `members` are reserved; each new table takes a table id in [`image`]
+//!   and is copied by [`Store::defragment`].
 //! - Compaction in several backend transactions: the marks in "meta" already
 //!   allow resuming one, but today one batch deletes everything at once.
 
 mod backend;
 mod batch;
+mod defrag;
 mod error;
 mod hash;
 pub mod image;
@@ -93,6 +92,7 @@ mod store_tests;
 mod txn_tests;
 
 pub use batch::WriteBatch;
+pub use defrag::DefragReport;
 pub use error::{Error, Result};
 pub use hash::KvHash;
 pub use image::{image_info, ImageInfo, IMAGE_FORMAT_VERSION};

@@ -13,13 +13,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use api::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use api::mvccpb::KeyValue;
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
-use crate::backend::{self, KEY_TABLE, LEASE_TABLE, META_TABLE};
+use crate::backend::{self, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::batch::WriteBatch;
 use crate::error::Context;
 use crate::index::KeyTree;
@@ -53,8 +53,19 @@ pub trait LeaseLookup: Sync {
 
 /// The multi-version key-value store. `Send + Sync`: share it in an `Arc`.
 pub struct Store {
-    pub(crate) db: redb::Database,
-    path: PathBuf,
+    /// The backend file. Replaced whole only by a defragmentation, under
+    /// `writer`; readers clone the handle (their transactions outlive a swap).
+    db: RwLock<Arc<redb::Database>>,
+    /// Held by the one [`WriteBatch`] (and an image restore, and a
+    /// defragmentation's switch-over): whoever holds it writes to the current file.
+    pub(crate) writer: WriterLock,
+    /// Bumped when rows of the "key" table are removed or replaced (a
+    /// compaction, an image restore): a defragmentation copying rows
+    /// concurrently starts over.
+    pub(crate) rewrites: AtomicU64,
+    /// One defragmentation at a time.
+    pub(crate) defragmenting: Mutex<()>,
+    pub(crate) path: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) index: RwLock<KeyTree>,
     pub(crate) compaction_gate: RwLock<()>,
@@ -68,6 +79,8 @@ pub struct Store {
     pub(crate) stored_bytes: AtomicU64,
     /// Rows (revisions) removed by compactions since the store was opened.
     pub(crate) compacted_rows: AtomicU64,
+    /// The backend file's size, read after each commit.
+    file_size: AtomicU64,
     /// Set when an aborted batch could not reload the index: the in-memory
     /// state no longer matches the backend.
     pub(crate) poisoned: AtomicBool,
@@ -83,6 +96,7 @@ impl Store {
                 source: Box::new(redb::Error::Io(e)),
             })?;
         }
+        crate::defrag::remove_leftover(path)?;
         let db = redb::Database::builder()
             .set_cache_size(opts.cache_size_bytes)
             .create(path)
@@ -94,6 +108,7 @@ impl Store {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
             txn.open_table(LEASE_TABLE).context("open lease table")?;
+            txn.open_table(ALARM_TABLE).context("open alarm table")?;
             match backend::read_meta_u64(&meta, backend::SCHEMA_VERSION_KEY)? {
                 Some(backend::SCHEMA_VERSION) => {}
                 Some(other) => {
@@ -129,7 +144,10 @@ impl Store {
             "opened mvcc store"
         );
         Ok(Store {
-            db,
+            db: RwLock::new(Arc::new(db)),
+            writer: WriterLock::default(),
+            rewrites: AtomicU64::new(0),
+            defragmenting: Mutex::new(()),
             path: path.to_path_buf(),
             opts,
             index: RwLock::new(restored.tree),
@@ -139,6 +157,7 @@ impl Store {
             consistent: Mutex::new(consistent),
             stored_bytes: AtomicU64::new(restored.stored_bytes),
             compacted_rows: AtomicU64::new(0),
+            file_size: AtomicU64::new(std::fs::metadata(path).map_or(0, |m| m.len())),
             poisoned: AtomicBool::new(false),
         })
     }
@@ -174,8 +193,42 @@ impl Store {
     /// dropped.
     pub fn write_batch(&self) -> Result<WriteBatch<'_>> {
         self.check_poisoned()?;
-        let txn = self.db.begin_write().context("begin write batch")?;
-        Ok(WriteBatch::new(self, txn))
+        let writer = self.lock_writer();
+        let txn = self.db().begin_write().context("begin write batch")?;
+        Ok(WriteBatch::new(self, txn, writer))
+    }
+
+    /// The current backend file.
+    pub(crate) fn db(&self) -> Arc<redb::Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Switches to another backend file (a defragmented copy); the caller
+    /// holds `writer`.
+    pub(crate) fn replace_db(&self, db: redb::Database) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(db);
+    }
+
+    pub(crate) fn lock_writer(&self) -> WriterGuard<'_> {
+        self.writer.lock()
+    }
+
+    /// Every alarm row (opaque to this crate: the server stores etcd's
+    /// AlarmMember), in key order.
+    pub fn alarms(&self) -> Result<Vec<Vec<u8>>> {
+        use redb::ReadableTable;
+        let txn = self.db().begin_read().context("begin alarm read")?;
+        let table = match txn.open_table(ALARM_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).context("open alarm table"),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().context("scan alarm table")? {
+            let (key, _) = row.context("scan alarm table")?;
+            out.push(key.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// The changes of revisions `from..=to` as watch events, in revision
@@ -243,7 +296,7 @@ impl Store {
     /// Every stored lease row: (ID, value), in ID order (as bytes).
     pub fn leases(&self) -> Result<Vec<(i64, Vec<u8>)>> {
         use redb::ReadableTable;
-        let txn = self.db.begin_read().context("begin lease read")?;
+        let txn = self.db().begin_read().context("begin lease read")?;
         let table = match txn.open_table(LEASE_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -261,9 +314,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Size of the backend file.
+    /// Size of the backend file, as of the last commit (no system call).
     pub fn db_size_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        self.file_size.load(Ordering::Relaxed)
+    }
+
+    /// Reads the backend file's size again (after a commit, a defragmentation).
+    pub(crate) fn refresh_file_size(&self) {
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            self.file_size.store(m.len(), Ordering::Relaxed);
+        }
     }
 
     /// Bytes of keys and values in the "key" table, at most the file size.
@@ -312,7 +372,7 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let rev = self.current_revision();
-        let txn = self.db.begin_read().context("begin read")?;
+        let txn = self.db().begin_read().context("begin read")?;
         let table = txn.open_table(KEY_TABLE).context("open key table")?;
         let compact_rev = self.compact_revision();
         Ok(ReadView {
@@ -328,7 +388,7 @@ impl Store {
     /// changed the index was dropped without committing.
     pub(crate) fn reload(&self) {
         let result = (|| -> Result<()> {
-            let txn = self.db.begin_read().context("begin reload")?;
+            let txn = self.db().begin_read().context("begin reload")?;
             let keys = txn.open_table(KEY_TABLE).context("open key table")?;
             let meta = txn.open_table(META_TABLE).context("open meta table")?;
             let compact_rev =
@@ -348,6 +408,35 @@ impl Store {
             tracing::error!(error = %e, "cannot reload the key index; store unusable");
             self.poisoned.store(true, Ordering::Release);
         }
+    }
+}
+
+/// The writer lock: a mutex whose guard may move between threads (a
+/// [`WriteBatch`] is `Send`), which `std`'s guard may not.
+#[derive(Default)]
+pub(crate) struct WriterLock {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+impl WriterLock {
+    fn lock(&self) -> WriterGuard<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        WriterGuard(self)
+    }
+}
+
+/// Holds the [`WriterLock`] until dropped.
+pub(crate) struct WriterGuard<'a>(&'a WriterLock);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.freed.notify_one();
     }
 }
 

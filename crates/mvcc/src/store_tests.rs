@@ -67,7 +67,7 @@ impl TestStore {
 
     /// Rows of the backend's "key" table.
     fn backend_rows(&self) -> u64 {
-        let txn = self.store.db.begin_read().unwrap();
+        let txn = self.store.db().begin_read().unwrap();
         txn.open_table(KEY_TABLE).unwrap().len().unwrap()
     }
 }
@@ -642,7 +642,7 @@ fn interrupted_compaction_resumes_on_open() {
     t.put("a", "3");
     // As if the process died after scheduling a compaction at 3.
     {
-        let txn = t.store.db.begin_write().unwrap();
+        let txn = t.store.db().begin_write().unwrap();
         let mut meta = txn.open_table(META_TABLE).unwrap();
         backend::write_meta_u64(&mut meta, backend::SCHEDULED_COMPACT_KEY, 3).unwrap();
         drop(meta);
@@ -678,7 +678,7 @@ fn dropped_batch_leaves_no_trace() {
 fn schema_version_is_checked() {
     let t = open();
     {
-        let txn = t.store.db.begin_write().unwrap();
+        let txn = t.store.db().begin_write().unwrap();
         let mut meta = txn.open_table(META_TABLE).unwrap();
         backend::write_meta_u64(&mut meta, backend::SCHEMA_VERSION_KEY, 99).unwrap();
         drop(meta);

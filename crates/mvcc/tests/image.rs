@@ -277,7 +277,8 @@ fn documented_format_restores_and_is_what_the_writer_writes() {
         7i64.to_be_bytes().to_vec(),
         b"lease seven".to_vec(),
     ));
-    let bytes = encode(2, &records, &documented_end(-1, 8));
+    records.push((TABLE_ALARM, b"an alarm".to_vec(), Vec::new()));
+    let bytes = encode(3, &records, &documented_end(-1, 9));
     let info = image_info(&mut bytes.as_slice()).unwrap();
     assert_eq!(info.bytes, bytes.len() as u64);
 
@@ -295,6 +296,7 @@ fn documented_format_restores_and_is_what_the_writer_writes() {
     assert_eq!(values(4), vec![]);
     assert_eq!(values(5), vec![(b"bar".to_vec(), b"b".to_vec())]);
     assert_eq!(dst.leases().unwrap(), vec![(7, b"lease seven".to_vec())]);
+    assert_eq!(dst.alarms().unwrap(), vec![b"an alarm".to_vec()]);
     assert_eq!(image(&dst).0, bytes);
 
     // Format version 1 (no lease table) still restores, and empties the lease table.

@@ -30,7 +30,7 @@ use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 
-use crate::alarm::AlarmStore;
+use crate::alarm::{AlarmRow, AlarmStore};
 use crate::cluster::Cluster;
 use crate::leases::{encode_record, lease_error, LessorLookup};
 use crate::metrics::Metrics;
@@ -189,6 +189,7 @@ impl Applier {
     fn restore_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
         restore_backend(&self.store, image_path)?;
         crate::leases::recover(&self.store, &self.lessor)?;
+        recover_alarms(&self.store, &self.alarms)?;
         self.watch_hub.restored(self.store.current_revision());
         self.cluster
             .restore(cluster)
@@ -406,6 +407,21 @@ impl Applier {
         req: InternalRaftRequest,
         events_out: &mut Vec<Event>,
     ) -> Result<ApplyOutcome> {
+        let refusal = if req.put.is_some() || req.lease_grant.is_some() {
+            self.alarms.refusal(true)
+        } else if let Some(r) = &req.txn {
+            self.alarms.refusal(crate::quota::txn_cost(r) > 0)
+        } else if req.delete_range.is_some()
+            || req.compaction.is_some()
+            || req.lease_revoke.is_some()
+        {
+            self.alarms.refusal(false)
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            return Ok(Err(e));
+        }
         let mut track = |events: Vec<Event>| {
             self.track_leases(&events);
             events_out.extend(events);
@@ -460,12 +476,18 @@ impl Applier {
         } else if let Some(r) = req.compaction {
             wb.compact(&r).map(ApplyResult::Compaction)
         } else if let Some(r) = req.alarm {
+            let (alarms, row) = self.alarms.apply(&r);
+            match row {
+                Some(AlarmRow::Put(key)) => wb.put_alarm(key),
+                Some(AlarmRow::Delete(key)) => wb.delete_alarm(key),
+                None => {}
+            }
             Ok(ApplyResult::Alarm(AlarmResponse {
                 header: Some(api::etcdserverpb::ResponseHeader {
                     revision: wb.revision(),
                     ..Default::default()
                 }),
-                alarms: self.alarms.apply(&r),
+                alarms,
             }))
         } else {
             tracing::warn!("ignoring a raft request of a kind this version does not know");
@@ -553,4 +575,18 @@ fn header(revision: i64) -> ResponseHeader {
         revision,
         ..Default::default()
     }
+}
+
+/// Loads the alarm list from the backend (at start, after a leader's snapshot).
+pub fn recover_alarms(store: &mvcc::Store, alarms: &AlarmStore) -> Result<()> {
+    let rows = store.alarms().context("read the alarms from the backend")?;
+    alarms.recover(&rows).map_err(anyhow::Error::msg)?;
+    for a in alarms.active() {
+        tracing::warn!(
+            member_id = %format!("{:x}", a.member_id),
+            alarm = api::etcdserverpb::AlarmType::try_from(a.alarm).map_or("unknown", |t| t.as_str_name()),
+            "alarm active"
+        );
+    }
+    Ok(())
 }

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod peer;
+pub mod quota;
 pub mod raft_node;
 pub mod raft_storage;
 pub mod serve;
@@ -42,9 +43,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{parse_url, Config};
-
-/// etcd's default backend quota when --quota-backend-bytes is 0: 2 GiB.
-pub const DEFAULT_QUOTA_BACKEND_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
 /// Our own build version, shown by `etcd --version`.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -216,6 +214,19 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     }
     let wait = Arc::new(wait::Wait::default());
     let alarms = Arc::new(alarm::AlarmStore::default());
+    apply::recover_alarms(&store, &alarms)?;
+    match quota::effective_quota(cfg.quota_backend_bytes) {
+        None => tracing::info!(
+            quota_size_bytes = cfg.quota_backend_bytes,
+            "disabled backend quota"
+        ),
+        Some(q) if q as i64 > quota::MAX_RECOMMENDED_QUOTA_BYTES => tracing::warn!(
+            quota_size_bytes = q,
+            quota_maximum_size_bytes = quota::MAX_RECOMMENDED_QUOTA_BYTES,
+            "quota exceeds the maximum value"
+        ),
+        Some(q) => tracing::info!(quota_size_bytes = q, "enabled backend quota"),
+    }
     let raft_status = Arc::new(raft_node::RaftStatus::default());
     let (raft_tx, raft_rx) = std::sync::mpsc::channel();
     let (apply_tx, apply_rx) = std::sync::mpsc::channel();

@@ -123,6 +123,37 @@ impl EtcdServer {
     }
 
     /// Proposes `req` through raft and waits until it is applied.
+    /// The backend quota check etcd runs before proposing a request that adds
+    /// data: past the quota the request fails with "database space exceeded"
+    /// and this member raises the NOSPACE alarm (once; the alarm is applied
+    /// through raft, so every member refuses such writes until it is disarmed).
+    pub fn check_quota(self: &Arc<Self>, cost: u64) -> Result<(), EtcdError> {
+        let quota = crate::quota::effective_quota(self.cfg.quota_backend_bytes);
+        if crate::quota::fits(quota, self.store.db_size_bytes(), cost) {
+            return Ok(());
+        }
+        let raised = self.alarms.active().iter().any(|a| {
+            a.member_id == self.member_id && a.alarm == api::etcdserverpb::AlarmType::Nospace as i32
+        });
+        if !raised {
+            let server = self.clone();
+            tokio::spawn(async move {
+                let activate = InternalRaftRequest {
+                    alarm: Some(api::etcdserverpb::AlarmRequest {
+                        action: api::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+                        member_id: server.member_id,
+                        alarm: api::etcdserverpb::AlarmType::Nospace as i32,
+                    }),
+                    ..Default::default()
+                };
+                if let Err(e) = server.propose(activate).await {
+                    tracing::warn!(error = %e, "failed to raise the NOSPACE alarm");
+                }
+            });
+        }
+        Err(EtcdError::NoSpace)
+    }
+
     pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<ApplyResult, EtcdError> {
         let max_request_bytes = self.cfg.max_request_bytes;
         self.submit(|id| {

@@ -360,6 +360,9 @@ fn one_member_metrics_follow_the_workload() {
             .expect("watch stream")
             .expect("a watch response");
         assert!(!first.events().is_empty());
+        bounded("defragment", c.defragment())
+            .await
+            .expect("defragment");
         let status = bounded("status", c.status()).await.expect("status");
         let header = status.header().expect("header");
         (header.member_id(), header.revision())
@@ -513,6 +516,16 @@ fn one_member_metrics_follow_the_workload() {
     ];
     want.push(f64::INFINITY);
     assert!(close(&handling, &want), "handling buckets {handling:?}");
+
+    // The defragmentation.
+    assert_eq!(
+        after.histogram_count("etcd_disk_backend_defrag_duration_seconds")
+            - before.histogram_count("etcd_disk_backend_defrag_duration_seconds"),
+        1.0
+    );
+    assert_eq!(after.value("etcd_disk_defrag_inflight"), 0.0);
+    let defrag_ok = [("grpc_method", "Defragment"), ("grpc_code", "OK")];
+    assert_eq!(delta("grpc_server_handled_total", &defrag_ok), 1.0);
 
     // Process metrics.
     assert!(after.value("process_resident_memory_bytes") > 0.0);

@@ -1,5 +1,5 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` shows),
-//! Alarm, MoveLeader, Hash and HashKV. Defragment, Snapshot and Downgrade
+//! Alarm, Defragment, MoveLeader, Hash and HashKV. Snapshot and Downgrade
 //! come with the operations issue.
 
 use std::sync::Arc;
@@ -34,7 +34,7 @@ impl Maintenance for MaintenanceService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.server;
         let quota = if s.cfg.quota_backend_bytes <= 0 {
-            crate::DEFAULT_QUOTA_BACKEND_BYTES
+            crate::quota::DEFAULT_QUOTA_BYTES
         } else {
             s.cfg.quota_backend_bytes
         };
@@ -84,11 +84,37 @@ impl Maintenance for MaintenanceService {
             ))),
         }
     }
+    /// Defragments this member's backend (etcdctl asks each endpoint). Reads
+    /// go on meanwhile and writes wait only for the switch-over
+    /// (`mvcc::Store::defragment`). etcd's response carries no header.
     async fn defragment(
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        tracing::info!("starting defragment");
+        let store = self.server.store.clone();
+        let metrics = &self.server.metrics;
+        metrics.defrag_inflight.set(1);
+        let report = tokio::task::spawn_blocking(move || store.defragment()).await;
+        metrics.defrag_inflight.set(0);
+        let report = report.map_err(|e| Status::internal(format!("defragment stopped: {e}")))?;
+        match report {
+            Ok(r) => {
+                metrics.backend_defrag.observe(r.took.as_secs_f64());
+                tracing::info!(
+                    current_db_size_bytes = r.size_before,
+                    new_db_size_bytes = r.size_after,
+                    writes_paused_ms = r.writes_paused.as_millis() as u64,
+                    took_ms = r.took.as_millis() as u64,
+                    "finished defragment"
+                );
+                Ok(Response::new(DefragmentResponse { header: None }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to defragment");
+                Err(crate::status::mvcc_status(e))
+            }
+        }
     }
     /// A hash of the whole backend but the raft position (etcd: for tests).
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

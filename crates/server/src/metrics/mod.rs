@@ -535,7 +535,7 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
     let leader = server.raft_status.leader();
     let bool_value = |b: bool| if b { 1.0 } else { 0.0 };
     let quota = match server.cfg.quota_backend_bytes {
-        0 => crate::DEFAULT_QUOTA_BACKEND_BYTES,
+        0 => crate::quota::DEFAULT_QUOTA_BYTES,
         q => q,
     };
     let store = &server.store;

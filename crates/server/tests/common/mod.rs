@@ -322,6 +322,14 @@ impl EtcdProcess {
             .is_some_and(|response| response.contains(r#""health":"true""#))
     }
 
+    /// Healthy, or unhealthy only because of an active alarm (etcd's /health
+    /// answers `"reason":"ALARM NOSPACE"` then): the member serves.
+    fn is_serving(&self) -> bool {
+        http_get(self.client_port, "/health").is_some_and(|response| {
+            response.contains(r#""health":"true""#) || response.contains(r#""reason":"ALARM "#)
+        })
+    }
+
     fn args(&self) -> Vec<String> {
         let client = self.client_url();
         let peer = self.peer_url();
@@ -363,7 +371,7 @@ impl EtcdProcess {
                 self.child = None;
                 return Err(format!("exited during start-up with {status}"));
             }
-            if self.is_healthy() {
+            if self.is_serving() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
