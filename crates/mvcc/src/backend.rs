@@ -155,7 +155,7 @@ pub(crate) fn finish_compaction(
     };
     tracing::info!(revision = at, "resuming interrupted compaction");
     let keep = restored.tree.compact(at);
-    restored.stored_bytes -= compact_key_table(keys, at, &keep)?;
+    restored.stored_bytes -= compact_key_table(keys, at, &keep)?.bytes;
     write_meta_u64(meta, FINISHED_COMPACT_KEY, at as u64)?;
     Ok(at)
 }
@@ -173,9 +173,10 @@ pub(crate) fn compact_key_table(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     at: i64,
     keep: &HashSet<Revision>,
-) -> Result<u64> {
+) -> Result<Compacted> {
     let end = RevKey::new(Revision::new(at.saturating_add(1), 0), false);
     let mut deleted_bytes = 0u64;
+    let mut deleted_rows = 0u64;
     let mut bad_key = None;
     table
         .retain_in::<&[u8], _>(..end.as_bytes(), |key, value| match decode_rev_key(key) {
@@ -183,6 +184,7 @@ pub(crate) fn compact_key_table(
                 let stays = keep.contains(&rev);
                 if !stays {
                     deleted_bytes += (key.len() + value.len()) as u64;
+                    deleted_rows += 1;
                 }
                 stays
             }
@@ -194,6 +196,17 @@ pub(crate) fn compact_key_table(
         .context("compact key table")?;
     match bad_key {
         Some(e) => Err(e),
-        None => Ok(deleted_bytes),
+        None => Ok(Compacted {
+            bytes: deleted_bytes,
+            rows: deleted_rows,
+        }),
     }
+}
+
+/// What a compaction removed from the "key" table.
+pub(crate) struct Compacted {
+    /// Key and value bytes.
+    pub(crate) bytes: u64,
+    /// Rows (revisions).
+    pub(crate) rows: u64,
 }

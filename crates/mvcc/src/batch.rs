@@ -60,6 +60,8 @@ pub struct WriteBatch<'s> {
     added_bytes: u64,
     /// Key and value bytes compaction removed.
     removed_bytes: u64,
+    /// Rows (revisions) compaction removed.
+    removed_rows: u64,
     /// The key index holds changes that are not committed.
     dirty: bool,
     /// A backend error struck half way through a request.
@@ -93,6 +95,7 @@ impl<'s> WriteBatch<'s> {
             values: Vec::new(),
             added_bytes: 0,
             removed_bytes: 0,
+            removed_rows: 0,
             dirty: false,
             broken: false,
             leases: None,
@@ -253,6 +256,9 @@ impl<'s> WriteBatch<'s> {
         stored.fetch_add(self.added_bytes, Ordering::Relaxed);
         let removed = self.removed_bytes.min(stored.load(Ordering::Relaxed));
         stored.fetch_sub(removed, Ordering::Relaxed);
+        self.store
+            .compacted_rows
+            .fetch_add(self.removed_rows, Ordering::Relaxed);
         Ok(())
     }
 
@@ -472,7 +478,9 @@ impl<'s> WriteBatch<'s> {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             backend::write_meta_u64(&mut meta, backend::SCHEDULED_COMPACT_KEY, at as u64)?;
             let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
-            self.removed_bytes += backend::compact_key_table(&mut keys, at, &keep)?;
+            let compacted = backend::compact_key_table(&mut keys, at, &keep)?;
+            self.removed_bytes += compacted.bytes;
+            self.removed_rows += compacted.rows;
             backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
             tracing::info!(revision = at, kept = keep.len(), "compacted backend");
             Ok(())

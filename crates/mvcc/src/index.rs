@@ -59,6 +59,8 @@ type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 #[derive(Clone, Debug, Default)]
 pub struct KeyTree {
     keys: BTreeMap<Vec<u8>, KeyIndex>,
+    /// Keys live at the latest revision (etcd's `keys_total` gauge).
+    live: usize,
 }
 
 impl KeyTree {
@@ -73,6 +75,11 @@ impl KeyTree {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Number of keys that exist at the latest revision.
+    pub fn live_len(&self) -> usize {
+        self.live
     }
 
     pub fn key_index(&self, key: &[u8]) -> Option<&KeyIndex> {
@@ -121,7 +128,11 @@ impl KeyTree {
             Some((_, created, version)) => (created.main, version + 1),
             None => (rev.main, 1),
         };
+        let was_live = ki.is_live();
         ki.put(rev);
+        if !was_live {
+            self.live += 1;
+        }
         (created, version)
     }
 
@@ -149,6 +160,7 @@ impl KeyTree {
                 deleted.push((key.clone(), rev));
             }
         }
+        self.live -= deleted.len();
         deleted
     }
 
@@ -166,14 +178,23 @@ impl KeyTree {
             Some(ki) if tombstone => {
                 // A tombstone of a key whose history was compacted away
                 // entirely has nothing to end.
-                let _ = ki.tombstone(rev);
+                if ki.tombstone(rev).is_ok() {
+                    self.live -= 1;
+                }
             }
-            Some(ki) => ki.put(rev),
+            Some(ki) => {
+                let was_live = ki.is_live();
+                ki.put(rev);
+                if !was_live {
+                    self.live += 1;
+                }
+            }
             // The key's earlier revisions were compacted and it was deleted.
             None if tombstone => {}
             None => {
                 let ki = KeyIndex::restored(Revision::new(created, 0), rev, version);
                 self.keys.insert(key.to_vec(), ki);
+                self.live += 1;
             }
         }
     }
@@ -182,10 +203,15 @@ impl KeyTree {
     /// returns the revisions `<= at` the backend must keep.
     pub fn compact(&mut self, at: i64) -> HashSet<Revision> {
         let mut available = HashSet::new();
+        // Compaction drops history only: a live key keeps its generation.
         self.keys.retain(|_, ki| {
             ki.compact(at, &mut available);
             !ki.is_empty()
         });
+        debug_assert_eq!(
+            self.live,
+            self.keys.values().filter(|k| k.is_live()).count()
+        );
         available
     }
 
@@ -232,6 +258,27 @@ mod tests {
         let deleted = t.tombstone_range(KeyRange::Key(b"foo1"), 6, 7, 0);
         assert_eq!(deleted, vec![(b"foo1".to_vec(), rev(7))]);
         t
+    }
+
+    #[test]
+    fn live_keys_follow_puts_deletes_and_compaction() {
+        let mut t = tree();
+        // foo and foo2 live, foo1 deleted.
+        assert_eq!((t.len(), t.live_len()), (3, 2));
+        t.put(b"foo1", rev(8));
+        assert_eq!(t.live_len(), 3);
+        t.put(b"foo1", rev(9));
+        assert_eq!(t.live_len(), 3);
+        let deleted = t.tombstone_range(KeyRange::From(b"foo"), 9, 10, 0);
+        assert_eq!((deleted.len(), t.live_len()), (3, 0));
+        t.compact(10);
+        assert_eq!((t.len(), t.live_len()), (0, 0));
+        let mut restored = KeyTree::new();
+        restored.restore(b"a", rev(2), false, 2, 1);
+        restored.restore(b"a", rev(3), true, 0, 0);
+        restored.restore(b"b", rev(4), false, 4, 1);
+        restored.restore(b"b", rev(5), false, 4, 2);
+        assert_eq!(restored.live_len(), 1);
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Store {
     pub(crate) consistent: Mutex<(u64, u64)>,
     /// Key and value bytes in the "key" table (payload, no B-tree overhead).
     pub(crate) stored_bytes: AtomicU64,
+    /// Rows (revisions) removed by compactions since the store was opened.
+    pub(crate) compacted_rows: AtomicU64,
     /// The backend file's size, read after each commit.
     file_size: AtomicU64,
     /// Set when an aborted batch could not reload the index: the in-memory
@@ -159,6 +161,7 @@ impl Store {
             compact_rev: AtomicI64::new(compact_rev),
             consistent: Mutex::new(consistent),
             stored_bytes: AtomicU64::new(restored.stored_bytes),
+            compacted_rows: AtomicU64::new(0),
             file_size: AtomicU64::new(std::fs::metadata(path).map_or(0, |m| m.len())),
             poisoned: AtomicBool::new(false),
         })
@@ -203,7 +206,7 @@ impl Store {
                 let keep = self.read_index().keep(at);
                 backend::write_meta_u64(&mut meta, backend::SCHEDULED_COMPACT_KEY, at as u64)?;
                 let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
-                removed_bytes = backend::compact_key_table(&mut keys, at, &keep)?;
+                removed_bytes = backend::compact_key_table(&mut keys, at, &keep)?.bytes;
                 backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
             }
         }
@@ -407,6 +410,17 @@ impl Store {
     /// Number of keys in the index (live or with history).
     pub fn key_index_len(&self) -> usize {
         self.read_index().len()
+    }
+
+    /// Number of keys that exist at the current revision.
+    pub fn live_keys(&self) -> usize {
+        self.read_index().live_len()
+    }
+
+    /// Revisions compactions removed from the backend since the store was
+    /// opened (etcd's `db_compaction_keys_total`).
+    pub fn compacted_revisions_total(&self) -> u64 {
+        self.compacted_rows.load(Ordering::Relaxed)
     }
 
     pub(crate) fn read_index(&self) -> RwLockReadGuard<'_, KeyTree> {

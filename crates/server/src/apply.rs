@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use crate::alarm::{AlarmRow, AlarmStore};
 use crate::cluster::Cluster;
 use crate::leases::{encode_record, lease_error, LessorLookup};
+use crate::metrics::Metrics;
 use crate::peer::Transport;
 use crate::raft_node::RaftStatus;
 use crate::raft_node::{ApplyBatch, RaftMsg};
@@ -86,6 +87,10 @@ const REMOVED_MEMBER_STOP_GRACE: Duration = Duration::from_millis(500);
 /// How often a non-durable backend commit is followed by an fsynced one (etcd's batch interval).
 const BACKEND_DURABLE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// An apply slower than this is counted in `etcd_server_slow_apply_total` and
+/// logged (etcd's default `--warning-apply-duration`).
+const SLOW_APPLY: Duration = Duration::from_millis(100);
+
 pub struct Applier {
     pub store: Arc<mvcc::Store>,
     pub wait: Arc<Wait>,
@@ -101,6 +106,7 @@ pub struct Applier {
     pub raft_status: Arc<RaftStatus>,
     /// How much longer than their TTL leases live after a leader change.
     pub lease_extend: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Applier {
@@ -174,6 +180,13 @@ impl Applier {
 
     /// Replaces the backend and the cluster view with a leader's snapshot.
     fn install_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
+        self.metrics.snapshot_apply_in_progress.set(1);
+        let restored = self.restore_snapshot(index, cluster, image_path);
+        self.metrics.snapshot_apply_in_progress.set(0);
+        restored
+    }
+
+    fn restore_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
         restore_backend(&self.store, image_path)?;
         crate::leases::recover(&self.store, &self.lessor)?;
         recover_alarms(&self.store, &self.alarms)?;
@@ -194,7 +207,12 @@ impl Applier {
 
     fn commit_durable(&self) -> Result<()> {
         let wb = self.store.write_batch().context("open backend batch")?;
-        wb.commit(true).context("durable backend commit")
+        let started = Instant::now();
+        wb.commit(true).context("durable backend commit")?;
+        self.metrics
+            .backend_commit
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Applies `entries`; returns the index to snapshot at, if one is due.
@@ -247,7 +265,18 @@ impl Applier {
                     let outcome = if let Some(outcome) = self.apply_cluster_request(&req) {
                         outcome
                     } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
-                        self.apply_request(wb, req, &mut events)?
+                        let started = Instant::now();
+                        let outcome = self.apply_request(wb, req, &mut events)?;
+                        let took = started.elapsed();
+                        if took > SLOW_APPLY {
+                            self.metrics.slow_applies.inc();
+                            tracing::warn!(
+                                took = ?took,
+                                expected_duration = ?SLOW_APPLY,
+                                "apply request took too long"
+                            );
+                        }
+                        outcome
                     } else {
                         continue;
                     };
@@ -292,8 +321,16 @@ impl Applier {
         let snapshot_due =
             last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
         wb.set_consistent_index(last_index, last_term);
-        wb.commit(durable_due || snapshot_due)
-            .context("backend commit")?;
+        // etcd's backend commits are all durable: the durable ones are its
+        // `backend_commit_duration_seconds`.
+        let durable = durable_due || snapshot_due;
+        let started = Instant::now();
+        wb.commit(durable).context("backend commit")?;
+        if durable {
+            self.metrics
+                .backend_commit
+                .observe(started.elapsed().as_secs_f64());
+        }
         self.watch_hub
             .notify(&events, self.store.current_revision());
         self.applied_tx.send_replace(last_index);
@@ -389,18 +426,22 @@ impl Applier {
             self.track_leases(&events);
             events_out.extend(events);
         };
+        let ops = &self.metrics.mvcc;
         let result = if let Some(r) = req.put {
+            ops.record(0, 1, 0, (r.key.len() + r.value.len()) as u64);
             wb.put(&r).map(|(resp, events)| {
                 track(events);
                 ApplyResult::Put(resp)
             })
         } else if let Some(r) = req.delete_range {
+            ops.record(0, 0, 1, 0);
             wb.delete_range(&r).map(|(resp, events)| {
                 track(events);
                 ApplyResult::DeleteRange(resp)
             })
         } else if let Some(r) = req.txn {
             wb.txn(&r).map(|(resp, events)| {
+                ops.record_txn(&r, &resp);
                 track(events);
                 ApplyResult::Txn(resp)
             })
@@ -409,6 +450,8 @@ impl Applier {
                 .lessor
                 .grant(r.id, r.ttl, Instant::now())
                 .map(|record| {
+                    self.metrics.lease_granted.inc();
+                    self.metrics.lease_ttl.observe(record.ttl as f64);
                     wb.put_lease(record.id, encode_record(&record));
                     ApplyResult::LeaseGrant(LeaseGrantResponse {
                         header: Some(header(wb.revision())),
@@ -520,6 +563,7 @@ impl Applier {
         }
         let _ = self.lessor.remove(id);
         wb.delete_lease(id);
+        self.metrics.lease_revoked.inc();
         Ok(Ok(ApplyResult::LeaseRevoke(LeaseRevokeResponse {
             header: Some(header(wb.revision())),
         })))

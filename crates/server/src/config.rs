@@ -146,6 +146,10 @@ pub struct Config {
     /// `--experimental-lease-checkpoint-interval`.
     pub lease_checkpoint_interval: Duration,
     pub force_new_cluster: bool,
+    /// `--listen-metrics-urls`: extra listeners for /metrics and the health endpoints.
+    pub listen_metrics_urls: Vec<String>,
+    /// `--metrics`: `extensive` adds gRPC handling-time histograms.
+    pub metrics: crate::metrics::MetricsLevel,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off.
@@ -253,6 +257,8 @@ const FLAGS: &[Flag] = &[
     value("quota-backend-bytes", "0", "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
     value("auto-compaction-retention", "0", "Auto compaction retention length. 0 means disable auto compaction."),
     value("auto-compaction-mode", "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
+    value("listen-metrics-urls", "", "List of URLs to listen on for the metrics and health endpoints."),
+    value("metrics", "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics."),
     value("logger", "zap", "Currently only supports 'zap' for structured logging."),
     value("log-level", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets."),
@@ -643,6 +649,8 @@ impl Lookup<'_> {
             initial_corrupt_check: self.boolean("experimental-initial-corrupt-check")?,
             corrupt_check_interval: self.duration("experimental-corrupt-check-time")?,
             force_new_cluster: self.boolean("force-new-cluster")?,
+            listen_metrics_urls: self.urls("listen-metrics-urls")?,
+            metrics: crate::metrics::MetricsLevel::from_flag(&self.string("metrics")),
             log_level,
             log_outputs,
             auto_compaction: None,
@@ -810,6 +818,26 @@ mod tests {
             (100, 1000)
         );
         assert_eq!(c.request_timeout(), Duration::from_secs(7));
+        assert!(c.listen_metrics_urls.is_empty());
+        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Basic);
+    }
+
+    #[test]
+    fn metrics_flags() {
+        let c = run(
+            &[
+                "--metrics=extensive",
+                "--listen-metrics-urls=http://127.0.0.1:1,https://127.0.0.1:2",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Extensive);
+        assert_eq!(c.listen_metrics_urls.len(), 2);
+        // Any other level is etcd's basic.
+        let c = run(&[], &[("ETCD_METRICS", "verbose")]).unwrap();
+        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Basic);
+        assert!(run(&["--listen-metrics-urls=ftp://a:1"], &[]).is_err());
     }
 
     #[test]

@@ -50,7 +50,7 @@ const GRPC_STATUS_OUT_OF_RANGE: &[u8] = b"11";
 const GRPC_STATUS_RESOURCE_EXHAUSTED: &str = "8";
 
 /// Rewrites tonic's oversized-message status into gRPC-Go's.
-fn fix_too_large(mut response: Response<Body>) -> Response<Body> {
+pub(crate) fn fix_too_large(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(GRPC_STATUS_OUT_OF_RANGE) {
         return response;

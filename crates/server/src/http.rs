@@ -1,24 +1,31 @@
-//! The HTTP endpoints served beside gRPC on the client port: `/health` and
-//! `/version`, with etcd's JSON bodies. (The gateway, /livez, /readyz and
-//! /metrics come with the operations issue.)
+//! The HTTP endpoints served beside gRPC on the client port: `/version`,
+//! `/metrics`, and the health endpoints of `health.rs` (`/health`, `/livez`,
+//! `/readyz`). `--listen-metrics-urls` listeners serve [`metrics_router`]:
+//! `/metrics` and the health endpoints only. (The gateway comes with its issue.)
 
 use std::sync::Arc;
 
-use api::etcdserverpb::RangeRequest;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
-use serde::Deserialize;
 
 use crate::cluster::SERVER_VERSION;
 use crate::server::EtcdServer;
 
 pub fn router(server: Arc<EtcdServer>) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    crate::health::routes(Router::new())
         .route("/version", get(version))
+        .route("/metrics", any(metrics))
+        .fallback(not_found)
+        .with_state(server)
+}
+
+/// The router of a `--listen-metrics-urls` listener.
+pub fn metrics_router(server: Arc<EtcdServer>) -> Router {
+    crate::health::routes(Router::new())
+        .route("/metrics", any(metrics))
         .fallback(not_found)
         .with_state(server)
 }
@@ -28,14 +35,21 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
 /// the answer.
 const NOT_FOUND_BODY_DRAIN_BYTES_MAX: usize = 64 * 1024;
 
-async fn not_found(request: axum::extract::Request) -> StatusCode {
+async fn not_found(request: axum::extract::Request) -> axum::response::Response {
     let _ = axum::body::to_bytes(request.into_body(), NOT_FOUND_BODY_DRAIN_BYTES_MAX).await;
-    StatusCode::NOT_FOUND
-}
-
-#[derive(Deserialize)]
-struct HealthQuery {
-    serializable: Option<String>,
+    // Go's http.NotFound.
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            ),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> axum::response::Response {
@@ -47,43 +61,18 @@ fn json(status: StatusCode, body: serde_json::Value) -> axum::response::Response
         .into_response()
 }
 
-/// `{"health":"true","reason":""}` when the member has a leader and can serve
-/// a read (linearizable unless `?serializable=true`); otherwise 503 with
-/// `"false"` and the reason, as etcd answers.
-async fn health(
-    State(server): State<Arc<EtcdServer>>,
-    Query(q): Query<HealthQuery>,
-) -> axum::response::Response {
-    let serializable = q.serializable.as_deref() == Some("true");
-    let unhealthy = |reason: &str| {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"health": "false", "reason": reason}),
-        )
-    };
-    if server.raft_status.leader() == 0 {
-        return unhealthy("RAFT NO LEADER");
-    }
-    if !serializable {
-        let check = tokio::time::timeout(server.request_timeout(), server.read_barrier()).await;
-        if !matches!(check, Ok(Ok(()))) {
-            return unhealthy("QGET ERROR");
-        }
-    }
-    let probe = RangeRequest {
-        key: b"health".to_vec(),
-        keys_only: true,
-        limit: 1,
-        serializable: true,
-        ..Default::default()
-    };
-    if server.store.range(&probe).is_err() {
-        return unhealthy("QGET ERROR");
-    }
-    json(
+/// `/metrics`: the Prometheus text format, as etcd's promhttp handler serves it.
+async fn metrics(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
+    let body = crate::metrics::render(&server);
+    (
         StatusCode::OK,
-        serde_json::json!({"health": "true", "reason": ""}),
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        body,
     )
+        .into_response()
 }
 
 async fn version(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {

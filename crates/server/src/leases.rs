@@ -127,7 +127,8 @@ pub async fn run_expiry(server: Arc<EtcdServer>, mut stop: tokio::sync::watch::R
                     ..Default::default()
                 };
                 match server.propose(revoke).await {
-                    Ok(_) | Err(EtcdError::LeaseNotFound) => {}
+                    Ok(_) => server.metrics.lease_expired.inc(),
+                    Err(EtcdError::LeaseNotFound) => {}
                     Err(e) => tracing::warn!(
                         lease_id = %format!("{id:016x}"),
                         error = %e,
@@ -240,6 +241,7 @@ impl EtcdServer {
         }
         match result {
             Ok((ttl, clear_checkpoint)) => {
+                self.metrics.lease_renewed.inc();
                 if clear_checkpoint {
                     propose_checkpoints(self, vec![(id, 0)]);
                 }

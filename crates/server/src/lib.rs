@@ -19,11 +19,13 @@ pub mod corrupt;
 pub mod edge;
 pub mod go_duration;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod ids;
 pub mod leases;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod peer;
 pub mod quota;
 pub mod raft_node;
@@ -54,9 +56,11 @@ pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Starts the member and serves until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let cfg = Arc::new(cfg);
+    // https metrics listeners use the client TLS settings, as in etcd.
     let client_tls = if cfg
         .listen_client_urls
         .iter()
+        .chain(&cfg.listen_metrics_urls)
         .any(|u| u.starts_with("https://"))
     {
         let resolved = tls::resolve(
@@ -104,6 +108,15 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             .await
             .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
         listeners.push((u.clone(), listener));
+    }
+
+    let mut metrics_listeners = Vec::new();
+    for u in cfg.listen_metrics_urls.iter() {
+        let url = parse_url(u).map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind((url.host.as_str(), url.port))
+            .await
+            .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
+        metrics_listeners.push((u.clone(), listener));
     }
 
     let mut peer_listeners = Vec::new();
@@ -182,8 +195,13 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     raft_cfg.validate().context("raft configuration")?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let snapshotter = Arc::new(boot.snapshotter);
-    let raft_storage =
-        raft_storage::RaftStorage::new(boot.storage, snapshotter.clone(), store.clone());
+    let metrics = Arc::new(metrics::Metrics::new(cfg.metrics));
+    let raft_storage = raft_storage::RaftStorage::new(
+        boot.storage,
+        snapshotter.clone(),
+        store.clone(),
+        metrics.backend_snapshot.clone(),
+    );
     let raw = raft::RawNode::new(&raft_cfg, raft_storage, &logger).context("start raft")?;
 
     let lessor = Arc::new(lease::Lessor::new(lease::LessorConfig {
@@ -223,11 +241,12 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let _lock = boot.lock;
 
     // Peers: the transport dials them; the peer listener delivers their messages.
-    let transport = peer::Transport::new(
+    let transport = peer::Transport::with_metrics(
         boot.member_id,
         boot.cluster_id,
         tokio::runtime::Handle::current(),
         dialer,
+        metrics.peer.clone(),
     );
     let known_members = joined.map_or_else(|| cluster.members(), |j| j.members);
     for m in known_members {
@@ -248,23 +267,23 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     };
     let (peer_stop_tx, peer_stop_rx) = watch::channel(false);
     let running_server = Arc::new(std::sync::OnceLock::new());
-    let peer_router =
-        tonic::service::Routes::new(peer::service(boot.member_id, boot.cluster_id, peer_deliver))
-            .add_service(api::peerpb::membership_server::MembershipServer::new(
-                grpc::MembershipService::new(
-                    boot.cluster_id,
-                    cluster.clone(),
-                    running_server.clone(),
-                ),
-            ))
-            .add_service(api::peerpb::leases_server::LeasesServer::new(
-                leases::LeaseForwardService::new(running_server.clone()),
-            ))
-            .add_service(api::peerpb::corruption_server::CorruptionServer::new(
-                corrupt::CorruptionService::new(store.clone(), boot.member_id, boot.cluster_id),
-            ))
-            .prepare()
-            .into_axum_router();
+    let peer_router = tonic::service::Routes::new(peer::service(
+        boot.member_id,
+        boot.cluster_id,
+        peer_deliver,
+        metrics.peer.clone(),
+    ))
+    .add_service(api::peerpb::membership_server::MembershipServer::new(
+        grpc::MembershipService::new(boot.cluster_id, cluster.clone(), running_server.clone()),
+    ))
+    .add_service(api::peerpb::leases_server::LeasesServer::new(
+        leases::LeaseForwardService::new(running_server.clone()),
+    ))
+    .add_service(api::peerpb::corruption_server::CorruptionServer::new(
+        corrupt::CorruptionService::new(store.clone(), boot.member_id, boot.cluster_id),
+    ))
+    .prepare()
+    .into_axum_router();
     let mut peer_serving = Vec::new();
     for (url, listener) in peer_listeners {
         let tls = if url.starts_with("https://") {
@@ -297,6 +316,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         saved_commit: 0,
         conf_pending_through: 0,
         conf_applied_through: 0,
+        metrics: metrics.clone(),
+        heartbeats_sent: std::collections::HashMap::new(),
     };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let raft_fatal = fatal_tx.clone();
@@ -323,6 +344,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         watch_hub: watch_hub.clone(),
         raft_status: raft_status.clone(),
         lease_extend: Duration::from_millis(cfg.election_timeout_ms),
+        metrics: metrics.clone(),
     };
     let apply_fatal = fatal_tx;
     let apply_thread = std::thread::Builder::new()
@@ -344,6 +366,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         raft_status,
         lessor,
         watch_hub,
+        metrics.clone(),
         raft_tx,
         wait,
         applied_rx,
@@ -387,10 +410,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         }
     }
 
-    let router = edge::router(
-        grpc::routes(server.clone()).into_axum_router(),
-        http::router(server.clone()),
+    let grpc_router = grpc::routes(server.clone()).into_axum_router().layer(
+        axum::middleware::from_fn_with_state(metrics.grpc.clone(), metrics::grpc::track),
     );
+    let router = edge::router(grpc_router, http::router(server.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
     tokio::spawn(leases::run_expiry(server.clone(), stop_rx.clone()));
@@ -426,6 +449,22 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             listener,
             tls,
             router.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    let metrics_router = http::metrics_router(server.clone());
+    for (url, listener) in metrics_listeners {
+        tracing::info!(address = %url, "serving metrics");
+        let tls = if url.starts_with("https://") {
+            client_tls.clone()
+        } else {
+            None
+        };
+        serving.push(tokio::spawn(serve::serve(
+            listener,
+            tls,
+            metrics_router.clone(),
             stop_rx.clone(),
         )));
     }

@@ -26,12 +26,15 @@ use anyhow::{Context, Result};
 use api::etcdserverpb::{ClusterSnapshot, Member, RaftSnapshotData};
 use api::EtcdError;
 use prost::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::peer::Transport;
 use crate::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
 use crate::wait::Wait;
@@ -137,6 +140,10 @@ pub struct RaftNode {
     /// raft's configuration is not final and this member must not campaign.
     pub conf_pending_through: u64,
     pub conf_applied_through: u64,
+    pub metrics: Arc<Metrics>,
+    /// When the leader last sent a heartbeat to each member (etcd's timeout
+    /// detector behind `heartbeat_send_failures_total`).
+    pub heartbeats_sent: HashMap<u64, Instant>,
 }
 
 /// A learner may be promoted once its log matches this fraction of the leader's (etcd's 90%).
@@ -187,6 +194,7 @@ impl RaftNode {
                     RaftMsg::Propose { id, data } => {
                         if let Err(e) = self.raw.propose(vec![], data) {
                             tracing::debug!(error = %e, "proposal dropped");
+                            self.metrics.proposals_failed.inc();
                             self.wait.fail(id, self.no_leader_error());
                         }
                     }
@@ -248,6 +256,7 @@ impl RaftNode {
 
             if !read_waiters.is_empty() {
                 if self.raw.raft.leader_id == raft::INVALID_ID {
+                    self.metrics.read_indexes_failed.inc();
                     for w in read_waiters.drain(..) {
                         let _ = w.send(Err(EtcdError::NoLeader));
                     }
@@ -322,6 +331,7 @@ impl RaftNode {
         read_batches.retain(|_, b| b.waiters.iter().any(|w| !w.is_closed()));
         for (ctx, batch) in read_batches.iter_mut() {
             if batch.asked.elapsed() >= READ_INDEX_RETRY_INTERVAL {
+                self.metrics.slow_read_indexes.inc();
                 batch.asked = Instant::now();
                 self.raw.read_index(ctx.clone());
             }
@@ -384,6 +394,7 @@ impl RaftNode {
                 self.lessor.demote(settled);
             }
             if ss.raft_state == StateRole::Leader {
+                self.heartbeats_sent.clear();
                 tracing::info!(
                     logger = "raft",
                     "{:x} became leader at term {}",
@@ -392,6 +403,9 @@ impl RaftNode {
                 );
             }
             if ss.leader_id != self.status.leader() {
+                if ss.leader_id != raft::INVALID_ID {
+                    self.metrics.leader_changes.inc();
+                }
                 // Read requests in flight were asked of the old leader (etcd's
                 // "leader changed"); their clients may retry at once.
                 for (_, batch) in read_batches.drain() {
@@ -412,7 +426,7 @@ impl RaftNode {
         // A leader may send before persisting (raft-rs's order); followers send
         // only after, with the persisted messages below.
         if !rd.messages().is_empty() {
-            self.transport.send(rd.take_messages());
+            self.send(rd.take_messages());
         }
 
         if !rd.snapshot().is_empty() {
@@ -438,6 +452,12 @@ impl RaftNode {
             self.wal
                 .save(hard_state.as_ref(), rd.entries())
                 .context("cannot write to the WAL")?;
+            if let Some(took) = self.wal.last_sync_duration() {
+                self.metrics.wal_fsync.observe(took.as_secs_f64());
+            }
+            self.metrics
+                .wal_write_bytes
+                .set(self.wal.bytes_written() as i64);
             if let Some(hs) = &hard_state {
                 self.saved_commit = hs.commit;
             }
@@ -452,7 +472,7 @@ impl RaftNode {
         }
 
         if !rd.persisted_messages().is_empty() {
-            self.transport.send(rd.take_persisted_messages());
+            self.send(rd.take_persisted_messages());
         }
 
         for rs in rd.take_read_states() {
@@ -472,12 +492,38 @@ impl RaftNode {
                 .set_commit(commit);
         }
         if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
+            self.send(light.take_messages());
         }
         self.hand_to_applier(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.publish_status();
         Ok(())
+    }
+
+    /// Hands messages to the transport. As leader, a heartbeat to a member
+    /// more than two heartbeat intervals after the previous one means this
+    /// loop was held up (likely by a slow disk): etcd counts and warns.
+    fn send(&mut self, msgs: Vec<Message>) {
+        let now = Instant::now();
+        for m in msgs
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgHeartbeat)
+        {
+            if let Some(previous) = self.heartbeats_sent.insert(m.to, now) {
+                let gap = now.saturating_duration_since(previous);
+                if gap > 2 * self.tick_interval {
+                    self.metrics.heartbeat_send_failures.inc();
+                    tracing::warn!(
+                        to = %format!("{:x}", m.to),
+                        heartbeat_interval = ?self.tick_interval,
+                        expected_duration = ?(2 * self.tick_interval),
+                        exceeded_duration = ?(gap - 2 * self.tick_interval),
+                        "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk"
+                    );
+                }
+            }
+        }
+        self.transport.send(msgs);
     }
 
     fn hand_to_applier(&mut self, entries: Vec<Entry>) -> Result<()> {

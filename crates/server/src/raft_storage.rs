@@ -37,14 +37,22 @@ pub struct RaftStorage {
     mem: MemStorage,
     snapshotter: Arc<Snapshotter>,
     store: Arc<mvcc::Store>,
+    /// Observes how long imaging the backend takes (`etcd_disk_backend_snapshot_duration_seconds`).
+    snapshot_duration: prometheus::Histogram,
 }
 
 impl RaftStorage {
-    pub fn new(mem: MemStorage, snapshotter: Arc<Snapshotter>, store: Arc<mvcc::Store>) -> Self {
+    pub fn new(
+        mem: MemStorage,
+        snapshotter: Arc<Snapshotter>,
+        store: Arc<mvcc::Store>,
+        snapshot_duration: prometheus::Histogram,
+    ) -> Self {
         RaftStorage {
             mem,
             snapshotter,
             store,
+            snapshot_duration,
         }
     }
 
@@ -70,10 +78,13 @@ impl RaftStorage {
             ));
         }
         let mut image = Vec::new();
+        let started = std::time::Instant::now();
         let info = self
             .store
             .write_image(&mut image)
             .map_err(|e| format!("cannot image the backend: {e}"))?;
+        self.snapshot_duration
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             snapshot_index = snap.get_metadata().index,
             backend_consistent_index = info.consistent_index,

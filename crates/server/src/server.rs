@@ -19,6 +19,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::ids::RequestIdGenerator;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::peer::Transport;
 use crate::raft_node::{RaftMsg, RaftStatus};
 use crate::wait::Wait;
@@ -33,6 +34,7 @@ pub struct EtcdServer {
     pub raft_status: Arc<RaftStatus>,
     pub lessor: Arc<lease::Lessor>,
     pub watch_hub: Arc<mvcc::WatchHub>,
+    pub metrics: Arc<Metrics>,
     raft_tx: Sender<RaftMsg>,
     wait: Arc<Wait>,
     applied: watch::Receiver<u64>,
@@ -52,6 +54,7 @@ impl EtcdServer {
         raft_status: Arc<RaftStatus>,
         lessor: Arc<lease::Lessor>,
         watch_hub: Arc<mvcc::WatchHub>,
+        metrics: Arc<Metrics>,
         raft_tx: Sender<RaftMsg>,
         wait: Arc<Wait>,
         applied: watch::Receiver<u64>,
@@ -69,6 +72,7 @@ impl EtcdServer {
             raft_status,
             lessor,
             watch_hub,
+            metrics,
             raft_tx,
             wait,
             applied,
@@ -193,8 +197,11 @@ impl EtcdServer {
         let rx = self.wait.register(id);
         if self.raft_tx.send(message).is_err() {
             self.wait.cancel(id);
+            self.metrics.proposals_failed.inc();
             return Err(EtcdError::Stopped);
         }
+        self.metrics.proposals_pending.inc();
+        let _pending = Pending(&self.metrics);
         self.await_outcome(id, rx).await
     }
 
@@ -208,6 +215,7 @@ impl EtcdServer {
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
                 self.wait.cancel(id);
+                self.metrics.proposals_failed.inc();
                 Err(if self.raft_status.leader() == 0 {
                     EtcdError::NoLeader
                 } else {
@@ -325,5 +333,14 @@ impl EtcdServer {
     pub fn stop(&self) {
         let _ = self.raft_tx.send(RaftMsg::Shutdown);
         self.wait.fail_all(EtcdError::Stopped);
+    }
+}
+
+/// A proposal waiting for its outcome (etcd's `proposals_pending`), for as long as it lives.
+struct Pending<'a>(&'a Metrics);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.proposals_pending.dec();
     }
 }

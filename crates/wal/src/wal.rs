@@ -46,6 +46,10 @@ pub struct Wal {
     scratch: Vec<u8>,
     /// Set when a write or sync failed; the log refuses further use.
     poisoned: Option<String>,
+    /// Bytes appended to segments since the log was opened.
+    bytes_written: u64,
+    /// How long the last `save` spent in fdatasync (None: it did not sync).
+    last_sync: Option<Duration>,
 }
 
 impl Wal {
@@ -127,6 +131,8 @@ impl Wal {
             buf: Vec::new(),
             scratch: Vec::new(),
             poisoned: None,
+            bytes_written: 0,
+            last_sync: None,
         })
     }
 
@@ -211,6 +217,8 @@ impl Wal {
             buf: Vec::new(),
             scratch: Vec::new(),
             poisoned: None,
+            bytes_written: 0,
+            last_sync: None,
         };
         let state = ReadState {
             metadata,
@@ -227,6 +235,7 @@ impl Wal {
     /// segment when the tail has grown past the segment size.
     pub fn save(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
+        self.last_sync = None;
         if hard_state.is_none() && entries.is_empty() {
             return Ok(());
         }
@@ -273,7 +282,11 @@ impl Wal {
             self.hard_state = hs.clone();
         }
         if self.offset >= self.segment_size {
-            self.cut()
+            // Cutting syncs the batch just written with the old tail.
+            let started = Instant::now();
+            let cut = self.cut();
+            self.last_sync = Some(started.elapsed());
+            cut
         } else if must_sync {
             self.sync()
         } else {
@@ -334,6 +347,18 @@ impl Wal {
         self.last_index
     }
 
+    /// Bytes of records appended since the log was opened (etcd's
+    /// `wal_write_bytes_total`).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// The time the last `save` spent in fdatasync; `None` when it did not
+    /// sync (etcd's `wal_fsync_duration_seconds` observes these).
+    pub fn last_sync_duration(&self) -> Option<Duration> {
+        self.last_sync
+    }
+
     fn check_poisoned(&self) -> Result<()> {
         match &self.poisoned {
             Some(reason) => Err(Error::Poisoned {
@@ -364,6 +389,7 @@ impl Wal {
             .context(|| format!("write {}", self.tail_path().display()));
         self.guard(result)?;
         self.offset += buf.len() as u64;
+        self.bytes_written += buf.len() as u64;
         self.chain_crc = crc;
         Ok(())
     }
@@ -376,6 +402,7 @@ impl Wal {
             .context(|| format!("fdatasync {}", self.tail_path().display()));
         self.guard(result)?;
         let took = started.elapsed();
+        self.last_sync = Some(took);
         if took > SLOW_SYNC {
             tracing::warn!(file = %self.tail_path().display(), took = ?took, "wal: slow fdatasync");
         }

@@ -60,6 +60,7 @@ impl Kv for KvService {
             self.refuse_learner()?;
             self.server.read_barrier().await?;
         }
+        self.server.metrics.mvcc.record(1, 0, 0, 0);
         let mut resp = self.server.store.range(&req).map_err(mvcc_status)?;
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -116,6 +117,7 @@ impl Kv for KvService {
                 self.server.read_barrier().await?;
             }
             let mut resp = self.server.store.txn_read_only(&req).map_err(mvcc_status)?;
+            self.server.metrics.mvcc.record_txn(&req, &resp);
             self.server.fill_header(&mut resp.header);
             return Ok(Response::new(resp));
         }

@@ -92,11 +92,14 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         tracing::info!("starting defragment");
         let store = self.server.store.clone();
-        let report = tokio::task::spawn_blocking(move || store.defragment())
-            .await
-            .map_err(|e| Status::internal(format!("defragment stopped: {e}")))?;
+        let metrics = &self.server.metrics;
+        metrics.defrag_inflight.set(1);
+        let report = tokio::task::spawn_blocking(move || store.defragment()).await;
+        metrics.defrag_inflight.set(0);
+        let report = report.map_err(|e| Status::internal(format!("defragment stopped: {e}")))?;
         match report {
             Ok(r) => {
+                metrics.backend_defrag.observe(r.took.as_secs_f64());
                 tracing::info!(
                     current_db_size_bytes = r.size_before,
                     new_db_size_bytes = r.size_after,
@@ -114,11 +117,16 @@ impl Maintenance for MaintenanceService {
     }
     /// A hash of the whole backend but the raft position (etcd: for tests).
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let started = std::time::Instant::now();
         let hash = self
             .server
             .store
             .hash()
             .map_err(crate::status::mvcc_status)?;
+        self.server
+            .metrics
+            .hash
+            .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(HashResponse {
             header: Some(self.server.header(0)),
             hash,
@@ -130,11 +138,16 @@ impl Maintenance for MaintenanceService {
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         let rev = request.into_inner().revision;
+        let started = std::time::Instant::now();
         let h = self
             .server
             .store
             .hash_kv(rev)
             .map_err(crate::status::mvcc_status)?;
+        self.server
+            .metrics
+            .hash_rev
+            .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(HashKvResponse {
             header: Some(self.server.header(h.current_revision)),
             hash: h.hash,

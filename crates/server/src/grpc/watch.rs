@@ -104,6 +104,7 @@ impl Watch for WatchService {
             state.clone(),
         ));
         let progress = tokio::spawn(progress_ticks(self.server.clone(), state.clone()));
+        self.server.metrics.watch_streams.inc();
         Ok(Response::new(Box::pin(ResponseStream {
             server: self.server.clone(),
             stream_id,
@@ -169,6 +170,7 @@ impl Drop for ResponseStream {
             task.abort();
         }
         self.server.watch_hub.cancel_stream(self.stream_id);
+        self.server.metrics.watch_streams.dec();
     }
 }
 

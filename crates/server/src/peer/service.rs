@@ -16,6 +16,8 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::metrics::PeerMetrics;
+
 use super::{
     hex, Deliver, WarnLimiter, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES, PROTOCOL_VERSION,
     SERVICE_LOG_PEERS_MAX, SNAPSHOT_SIZE_MAX_BYTES,
@@ -25,11 +27,17 @@ use super::{
 /// messages and hands them to `deliver`, which must not block (it runs on a
 /// runtime worker). Snapshots are reassembled, their CRC-32 verified, and
 /// delivered as one MsgSnapshot carrying the data.
-pub fn service(local_id: u64, cluster_id: u64, deliver: Deliver) -> RaftServer<impl Raft> {
+pub fn service(
+    local_id: u64,
+    cluster_id: u64,
+    deliver: Deliver,
+    metrics: PeerMetrics,
+) -> RaftServer<impl Raft> {
     RaftServer::new(PeerService {
         local_id,
         cluster_id,
         deliver,
+        metrics,
         warn: Mutex::new(HashMap::new()),
     })
     .max_decoding_message_size(PEER_GRPC_MESSAGE_SIZE_MAX_BYTES)
@@ -40,6 +48,8 @@ struct PeerService {
     local_id: u64,
     cluster_id: u64,
     deliver: Deliver,
+    /// `etcd_network_peer_received_bytes_total` and snapshot receives.
+    metrics: PeerMetrics,
     /// Warnings per sending member.
     warn: Mutex<HashMap<u64, WarnLimiter>>,
 }
@@ -100,6 +110,8 @@ impl PeerService {
     }
 
     async fn receive_batches(&self, mut batches: Streaming<MessageBatch>) -> Answer {
+        // The counter of the member this stream comes from.
+        let mut received: Option<(u64, prometheus::IntCounter)> = None;
         loop {
             let batch = match batches.message().await {
                 Ok(Some(batch)) => batch,
@@ -110,6 +122,18 @@ impl PeerService {
             if let Err(reason) = self.check(batch.version, batch.cluster_id, batch.to) {
                 return self.refuse(batch.from, reason);
             }
+            let counter = match &received {
+                Some((from, counter)) if *from == batch.from => counter,
+                _ => {
+                    let counter = self
+                        .metrics
+                        .received_bytes
+                        .with_label_values(&[&hex(batch.from)]);
+                    &received.insert((batch.from, counter)).1
+                }
+            };
+            let bytes: usize = batch.messages.iter().map(Vec::len).sum();
+            counter.inc_by(bytes as u64);
             for encoded in &batch.messages {
                 match Message::parse_from_bytes(encoded) {
                     Ok(msg) => (self.deliver)(msg),
@@ -185,6 +209,15 @@ impl PeerService {
                 return self.refuse(chunk.from, "snapshot without its message".to_string());
             };
             let size_bytes = data.len();
+            let from = [hex(chunk.from)];
+            self.metrics
+                .received_bytes
+                .with_label_values(&from)
+                .inc_by(size_bytes as u64);
+            self.metrics
+                .snapshot_receive_success
+                .with_label_values(&from)
+                .inc();
             msg.mut_snapshot().set_data(data.into());
             tracing::info!(
                 local_member_id = %hex(self.local_id),

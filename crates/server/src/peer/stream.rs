@@ -129,7 +129,11 @@ impl StreamTask {
         while self.queue.try_recv().is_ok() {
             dropped += 1;
         }
+        self.shared.sent_failures.inc_by(dropped as u64);
         let became_inactive = std::mem::replace(active, false);
+        if became_inactive {
+            self.shared.disconnected.inc();
+        }
         if let Some(suppressed) = warn.allow(Instant::now()) {
             tracing::warn!(
                 local_member_id = %hex(self.local_id),
@@ -196,6 +200,8 @@ impl StreamTask {
                 },
             };
             let messages = self.gather(first, &mut pending);
+            let bytes: usize = messages.iter().map(Vec::len).sum();
+            self.shared.sent_bytes.inc_by(bytes as u64);
             permit.send(self.batch(messages));
         }
     }

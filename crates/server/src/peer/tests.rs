@@ -53,7 +53,7 @@ impl Member {
         server.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             tonic::transport::Server::builder()
-                .add_service(service(id, cluster_id, deliver))
+                .add_service(service(id, cluster_id, deliver, Default::default()))
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
         });

@@ -17,6 +17,7 @@ use super::dial::Dialer;
 use super::snapshot::{self, SnapshotJob};
 use super::stream::{self, StreamTask};
 use super::{hex, WarnLimiter, PEER_QUEUE_MESSAGES_MAX};
+use crate::metrics::PeerMetrics;
 
 /// Sends raft messages to the other members; see the module docs for what it guarantees.
 /// Cheap to clone: clones share one transport.
@@ -33,6 +34,7 @@ struct Inner {
     peers: RwLock<HashMap<u64, PeerHandle>>,
     reports: Arc<Reports>,
     closed: AtomicBool,
+    metrics: PeerMetrics,
     /// Tests set it to send snapshots with a wrong CRC.
     #[cfg(test)]
     corrupt_snapshot_crc: AtomicBool,
@@ -58,6 +60,11 @@ impl Reports {
 /// What one peer's tasks share with the transport.
 pub(super) struct PeerShared {
     pub(super) id: u64,
+    /// `etcd_network_peer_sent_bytes_total`, `…_sent_failures_total` and
+    /// `etcd_network_disconnected_peers_total` of this peer.
+    pub(super) sent_bytes: prometheus::IntCounter,
+    pub(super) sent_failures: prometheus::IntCounter,
+    pub(super) disconnected: prometheus::IntCounter,
     /// A stream to the peer is open.
     pub(super) connected: AtomicBool,
     /// A snapshot send to the peer is under way (at most one at a time).
@@ -96,6 +103,23 @@ impl Transport {
     /// `runtime` is the tokio Handle tasks are spawned on; every method may be
     /// called from a plain OS thread (the raft thread) and none of them blocks.
     pub fn new(local_id: u64, cluster_id: u64, runtime: Handle, dialer: Dialer) -> Transport {
+        Transport::with_metrics(
+            local_id,
+            cluster_id,
+            runtime,
+            dialer,
+            PeerMetrics::default(),
+        )
+    }
+
+    /// A transport that counts its traffic in `metrics` (`etcd_network_peer_*`).
+    pub fn with_metrics(
+        local_id: u64,
+        cluster_id: u64,
+        runtime: Handle,
+        dialer: Dialer,
+        metrics: PeerMetrics,
+    ) -> Transport {
         Transport {
             inner: Arc::new(Inner {
                 local_id,
@@ -105,6 +129,7 @@ impl Transport {
                 peers: RwLock::new(HashMap::new()),
                 reports: Arc::new(Reports::default()),
                 closed: AtomicBool::new(false),
+                metrics,
                 #[cfg(test)]
                 corrupt_snapshot_crc: AtomicBool::new(false),
             }),
@@ -133,8 +158,14 @@ impl Transport {
         }
         let (queue, queue_rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
         let (urls, urls_rx) = watch::channel(peer_urls);
+        let m = &self.inner.metrics;
         let shared = Arc::new(PeerShared {
             id,
+            sent_bytes: m.sent_bytes.with_label_values(&[&hex(id)]),
+            sent_failures: m.sent_failures.with_label_values(&[&hex(id)]),
+            disconnected: m
+                .disconnected
+                .with_label_values(&[&hex(self.inner.local_id), &hex(id)]),
             connected: AtomicBool::new(false),
             snapshot_in_flight: AtomicBool::new(false),
             warn_send: Mutex::new(WarnLimiter::default()),
@@ -224,6 +255,7 @@ impl Transport {
             match peer.queue.try_send(msg) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
+                    peer.shared.sent_failures.inc();
                     self.inner.reports.unreachable(to);
                     if let Some(suppressed) = lock(&peer.shared.warn_send).allow(Instant::now()) {
                         tracing::warn!(
@@ -267,6 +299,17 @@ impl Transport {
         };
         // Held across the spawn, so a quicker later send cannot have its handle overwritten.
         let mut slot = lock(&peer.snapshot_task);
+        let label = [hex(shared.id)];
+        let sent_ok = self
+            .inner
+            .metrics
+            .snapshot_send_success
+            .with_label_values(&label);
+        let sent_failed = self
+            .inner
+            .metrics
+            .snapshot_send_failures
+            .with_label_values(&label);
         let task = self.inner.runtime.spawn(async move {
             let id = shared.id;
             let started = Instant::now();
@@ -275,6 +318,8 @@ impl Transport {
             shared.snapshot_in_flight.store(false, Ordering::Release);
             match result {
                 Ok(size_bytes) => {
+                    sent_ok.inc();
+                    shared.sent_bytes.inc_by(size_bytes);
                     tracing::info!(
                         remote_peer_id = %hex(id),
                         size_bytes,
@@ -284,6 +329,8 @@ impl Transport {
                     reports.snapshot(id, true);
                 }
                 Err(error) => {
+                    sent_failed.inc();
+                    shared.sent_failures.inc();
                     if let Some(suppressed) = lock(&shared.warn_snapshot).allow(Instant::now()) {
                         tracing::warn!(
                             remote_peer_id = %hex(id),
@@ -350,6 +397,26 @@ impl Transport {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Every peer with whether a stream to it is open, in ID order.
+    pub fn peer_states(&self) -> Vec<(u64, bool)> {
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut states: Vec<(u64, bool)> = peers
+            .values()
+            .map(|peer| {
+                (
+                    peer.shared.id,
+                    peer.shared.connected.load(Ordering::Acquire),
+                )
+            })
+            .collect();
+        states.sort_unstable();
+        states
     }
 
     /// Stops every task and drops every queue; later calls do nothing.
