@@ -1,6 +1,6 @@
-//! The HTTP endpoints served beside gRPC on the client port: `/health` and
-//! `/version`, with etcd's JSON bodies. (The gateway, /livez, /readyz and
-//! /metrics come with the operations issue.)
+//! The HTTP endpoints served beside gRPC on the client port: `/health`,
+//! `/version` (etcd's JSON bodies) and the gRPC gateway (`gateway.rs`).
+//! (/livez, /readyz and /metrics come with the operations issue.)
 
 use std::sync::Arc;
 
@@ -13,14 +13,18 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::cluster::SERVER_VERSION;
+use crate::gateway;
+use crate::grpc::Services;
 use crate::server::EtcdServer;
 
-pub fn router(server: Arc<EtcdServer>) -> Router {
+pub fn router(server: Arc<EtcdServer>, services: Arc<Services>) -> Router {
+    let gateway = gateway::router(services, server.cfg.max_request_bytes);
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
-        .fallback(not_found)
         .with_state(server)
+        .merge(gateway)
+        .fallback(not_found)
 }
 
 /// A request body read before answering 404 at the most: answering without

@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod config;
 pub mod edge;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod ids;
@@ -352,9 +353,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         }
     }
 
+    let services = Arc::new(grpc::Services::new(server.clone()));
     let router = edge::router(
-        grpc::routes(server.clone()).into_axum_router(),
-        http::router(server.clone()),
+        grpc::routes(&services, server.cfg.max_request_bytes).into_axum_router(),
+        http::router(server.clone(), services),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
