@@ -43,8 +43,8 @@ pub(crate) struct Limits {
 
 impl Limits {
     pub fn new(max_request_bytes: u64) -> Self {
-        let message_bytes_max =
-            usize::try_from(max_request_bytes).unwrap_or(usize::MAX / 4) + limits::GRPC_OVERHEAD_BYTES;
+        let message_bytes_max = usize::try_from(max_request_bytes).unwrap_or(usize::MAX / 4)
+            + limits::GRPC_OVERHEAD_BYTES;
         Limits {
             message_bytes_max,
             body_bytes_max: message_bytes_max.saturating_mul(2),
@@ -64,8 +64,20 @@ impl Limits {
     }
 }
 
-/// Reads a whole body, refusing it once it passes `bytes_max`.
-pub(crate) async fn read_limited(body: Body, bytes_max: usize) -> Result<Vec<u8>, Status> {
+/// Reads a whole body, refusing it once it passes `bytes_max` (at once,
+/// unread, when its declared length does).
+pub(crate) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    bytes_max: usize,
+) -> Result<Vec<u8>, Status> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > bytes_max as u64) {
+        return Err(EtcdError::RequestTooLarge.into());
+    }
     let mut data = body.into_data_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = data.next().await {

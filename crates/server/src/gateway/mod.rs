@@ -83,7 +83,12 @@ macro_rules! unary {
     ($service:ident, $method:ident) => {
         any(|State(gw): GatewayState, request: Request| async move {
             let service = gw.services.$service.clone();
-            unary(&gw, request, move |r| async move { service.$method(r).await }).await
+            unary(
+                &gw,
+                request,
+                move |r| async move { service.$method(r).await },
+            )
+            .await
         })
     };
 }
@@ -93,7 +98,12 @@ macro_rules! server_stream {
     ($service:ident, $method:ident) => {
         any(|State(gw): GatewayState, request: Request| async move {
             let service = gw.services.$service.clone();
-            server_stream(&gw, request, move |r| async move { service.$method(r).await }).await
+            server_stream(
+                &gw,
+                request,
+                move |r| async move { service.$method(r).await },
+            )
+            .await
         })
     };
 }
@@ -103,7 +113,12 @@ macro_rules! bidi_stream {
     ($service:ident, $method:ident) => {
         any(|State(gw): GatewayState, request: Request| async move {
             let service = gw.services.$service.clone();
-            bidi_stream(&gw, request, move |r| async move { service.$method(r).await }).await
+            bidi_stream(
+                &gw,
+                request,
+                move |r| async move { service.$method(r).await },
+            )
+            .await
         })
     };
 }
@@ -113,9 +128,7 @@ macro_rules! auth {
     ($request:ty) => {
         any(|State(gw): GatewayState, request: Request| async move {
             unary(&gw, request, |_: tonic::Request<$request>| async {
-                Err::<tonic::Response<api::etcdserverpb::AuthStatusResponse>, _>(
-                    no_auth_service(),
-                )
+                Err::<tonic::Response<api::etcdserverpb::AuthStatusResponse>, _>(no_auth_service())
             })
             .await
         })
@@ -150,7 +163,10 @@ fn api_routes() -> Router<Arc<Gateway>> {
         .route("/maintenance/status", unary!(maintenance, status))
         .route("/maintenance/defragment", unary!(maintenance, defragment))
         .route("/maintenance/hash", unary!(maintenance, hash))
-        .route("/maintenance/snapshot", server_stream!(maintenance, snapshot))
+        .route(
+            "/maintenance/snapshot",
+            server_stream!(maintenance, snapshot),
+        )
         .route(
             "/maintenance/transfer-leadership",
             unary!(maintenance, move_leader),
@@ -164,15 +180,24 @@ fn api_routes() -> Router<Arc<Gateway>> {
         .route("/auth/user/get", auth!(pb::AuthUserGetRequest))
         .route("/auth/user/list", auth!(pb::AuthUserListRequest))
         .route("/auth/user/delete", auth!(pb::AuthUserDeleteRequest))
-        .route("/auth/user/changepw", auth!(pb::AuthUserChangePasswordRequest))
+        .route(
+            "/auth/user/changepw",
+            auth!(pb::AuthUserChangePasswordRequest),
+        )
         .route("/auth/user/grant", auth!(pb::AuthUserGrantRoleRequest))
         .route("/auth/user/revoke", auth!(pb::AuthUserRevokeRoleRequest))
         .route("/auth/role/add", auth!(pb::AuthRoleAddRequest))
         .route("/auth/role/get", auth!(pb::AuthRoleGetRequest))
         .route("/auth/role/list", auth!(pb::AuthRoleListRequest))
         .route("/auth/role/delete", auth!(pb::AuthRoleDeleteRequest))
-        .route("/auth/role/grant", auth!(pb::AuthRoleGrantPermissionRequest))
-        .route("/auth/role/revoke", auth!(pb::AuthRoleRevokePermissionRequest))
+        .route(
+            "/auth/role/grant",
+            auth!(pb::AuthRoleGrantPermissionRequest),
+        )
+        .route(
+            "/auth/role/revoke",
+            auth!(pb::AuthRoleRevokePermissionRequest),
+        )
         .route("/lock/lock", unary!(lock, lock))
         .route("/lock/unlock", unary!(lock, unlock))
         .route("/election/campaign", unary!(election, campaign))
@@ -199,10 +224,7 @@ fn refuse_method(request: &Request) -> Option<Response> {
 }
 
 /// Reads and decodes a one-message request body.
-async fn one_message<T>(
-    gw: &Gateway,
-    request: Request,
-) -> Result<tonic::Request<T>, Response>
+async fn one_message<T>(gw: &Gateway, request: Request) -> Result<tonic::Request<T>, Response>
 where
     T: Message + DeserializeOwned + Default,
 {
@@ -211,7 +233,7 @@ where
     }
     let (parts, body) = request.into_parts();
     let message = async {
-        let bytes = body::read_limited(body, gw.limits.body_bytes_max).await?;
+        let bytes = body::read_limited(&parts.headers, body, gw.limits.body_bytes_max).await?;
         let message: T = body::decode_first(&bytes)?;
         gw.limits.check_message(&message)?;
         Ok::<_, Status>(message)

@@ -63,7 +63,9 @@ pub(crate) fn to_json(value: &impl Serialize) -> Vec<u8> {
 /// strings, where Go writes them as \u escapes.
 fn go_escape(json: Vec<u8>) -> Vec<u8> {
     let needs = json.iter().any(|b| matches!(b, b'<' | b'>' | b'&'))
-        || json.windows(3).any(|w| w == "\u{2028}".as_bytes() || w == "\u{2029}".as_bytes());
+        || json
+            .windows(3)
+            .any(|w| w == "\u{2028}".as_bytes() || w == "\u{2029}".as_bytes());
     if !needs {
         return json;
     }
@@ -271,7 +273,8 @@ mod tests {
 
     #[test]
     fn error_bodies_match_etcd_35() {
-        let status = Status::out_of_range("etcdserver: mvcc: required revision is a future revision");
+        let status =
+            Status::out_of_range("etcdserver: mvcc: required revision is a future revision");
         assert_eq!(
             String::from_utf8(to_json(&ErrorBody {
                 error: status.message(),
