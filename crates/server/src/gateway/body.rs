@@ -17,6 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use prost::Message;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -92,16 +93,65 @@ pub(crate) async fn read_limited(
 
 /// The first JSON value of a unary body; the empty message when there is none.
 pub(crate) fn decode_first<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
-    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<T>();
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
     match values.next() {
         None => Ok(T::default()),
-        Some(Ok(value)) => Ok(value),
+        Some(Ok(value)) => decode_value(value),
         Some(Err(e)) => Err(Status::invalid_argument(go_json_message(&e, body))),
     }
 }
 
-/// Go's wording for the JSON errors clients meet most (a truncated body, a
-/// stray character); other errors keep serde's text without its position.
+/// A request from one JSON value, read as Go's jsonpb reads it: `null`
+/// stands for the field's default, and of a repeated key the last counts
+/// (the `Value` map keeps the last).
+fn decode_value<T: DeserializeOwned + Default>(value: Value) -> Result<T, Status> {
+    let kind = match &value {
+        Value::Object(_) => None,
+        Value::Null => return Ok(T::default()),
+        Value::Array(_) => Some("array"),
+        Value::String(_) => Some("string"),
+        Value::Number(_) => Some("number"),
+        Value::Bool(_) => Some("bool"),
+    };
+    if let Some(kind) = kind {
+        return Err(Status::invalid_argument(format!(
+            "json: cannot unmarshal {kind} into Go value of type map[string]json.RawMessage"
+        )));
+    }
+    T::deserialize(without_nulls(value))
+        .map_err(|e| Status::invalid_argument(go_data_message(&e.to_string())))
+}
+
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+/// Go's wording for a bad base64 string; serde's text otherwise.
+fn go_data_message(text: &str) -> String {
+    // base64: "Invalid symbol 33, offset 0." / "Invalid last symbol 66, offset 2."
+    if text.starts_with("Invalid") && text.contains("symbol") {
+        if let Some(offset) = text
+            .rsplit_once("offset ")
+            .and_then(|(_, rest)| rest.trim_end_matches('.').parse::<usize>().ok())
+        {
+            return format!("illegal base64 data at input byte {offset}");
+        }
+    }
+    text.to_string()
+}
+
+/// Go's wording for the JSON syntax errors clients meet most (a truncated
+/// body, a stray character); other errors keep serde's text without its
+/// position.
 fn go_json_message(e: &serde_json::Error, body: &[u8]) -> String {
     if e.is_eof() {
         return "unexpected EOF".to_string();
@@ -162,7 +212,10 @@ where
         loop {
             match splitter.next_value() {
                 Split::Value(value) => {
-                    let Ok(message) = serde_json::from_slice::<T>(&value) else {
+                    let Ok(message) = serde_json::from_slice::<Value>(&value)
+                        .map_err(|_| ())
+                        .and_then(|v| decode_value::<T>(v).map_err(|_| ()))
+                    else {
                         return;
                     };
                     if limits.check_message(&message).is_err() {
@@ -285,6 +338,11 @@ mod tests {
         assert_eq!((r.key.as_slice(), r.keys_only), (&b"foo"[..], true));
         let empty: RangeRequest = decode_first(b"  ").unwrap();
         assert_eq!(empty, RangeRequest::default());
+        // As jsonpb: null is the default, and the last of a repeated key counts.
+        let r: RangeRequest =
+            decode_first(b"{\"key\":\"YQ==\",\"key\":\"Yg==\",\"limit\":null,\"range_end\":null}")
+                .unwrap();
+        assert_eq!((r.key.as_slice(), r.limit), (&b"b"[..], 0));
     }
 
     #[test]
@@ -301,6 +359,13 @@ mod tests {
         assert_eq!(
             inner.message(),
             "invalid character 'a' looking for beginning of value"
+        );
+        let base64 = decode_first::<RangeRequest>(b"{\"key\":\"a!\"}").unwrap_err();
+        assert_eq!(base64.message(), "illegal base64 data at input byte 1");
+        let array = decode_first::<RangeRequest>(b"[1]").unwrap_err();
+        assert_eq!(
+            array.message(),
+            "json: cannot unmarshal array into Go value of type map[string]json.RawMessage"
         );
     }
 

@@ -5,8 +5,9 @@
 //! - A streaming answer is one `{"result":{...}}` line per message, sent as
 //!   it comes (chunked); a failure mid-stream ends it with
 //!   `{"error":{"grpc_code":…,"http_code":…,"message":…,"http_status":…}}`.
-//! - An error before any message is `{"error":…,"code":…,"message":…}` with
-//!   the HTTP status grpc-gateway derives from the gRPC code.
+//! - A call that fails is `{"error":…,"code":…,"message":…}` with the HTTP
+//!   status grpc-gateway derives from the gRPC code; a stream that fails
+//!   before its first message gets that status and the streamed error body.
 //! - JSON strings escape `<`, `>`, `&`, U+2028 and U+2029 as Go does.
 
 use std::convert::Infallible;
@@ -163,8 +164,8 @@ fn result_chunk(value: &impl Serialize) -> Bytes {
 }
 
 /// A streaming answer. The headers wait for the first message, as
-/// grpc-gateway waits for the gRPC response headers; an error before it is
-/// answered like a unary error.
+/// grpc-gateway waits for the gRPC response headers; a stream that fails
+/// before it gets the error's HTTP status and the streamed error body.
 pub(crate) async fn stream<S, T>(messages: S) -> Response
 where
     S: Stream<Item = Result<T, Status>> + Send + 'static,
@@ -173,7 +174,13 @@ where
     let mut messages = Box::pin(messages);
     let first = match messages.next().await {
         None => return response(StatusCode::OK, Body::empty(), true),
-        Some(Err(status)) => return error(&status),
+        Some(Err(status)) => {
+            return response(
+                http_status(status.code()),
+                Body::from(stream_error_chunk(&status)),
+                false,
+            )
+        }
         Some(Ok(first)) => result_chunk(&first),
     };
     let chunks = Chunks {
@@ -289,6 +296,48 @@ mod tests {
             Bytes::from_static(
                 br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#
             )
+        );
+    }
+
+    async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn streams_frame_results_and_errors_as_etcd() {
+        let failing_late = tokio_stream::iter(vec![
+            Ok(serde_json::json!({"ID": "1"})),
+            Ok(serde_json::json!({"ID": "2"})),
+            Err(Status::unavailable("etcdserver: no leader")),
+        ]);
+        let response = stream(failing_late).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["grpc-metadata-content-type"],
+            "application/grpc"
+        );
+        assert_eq!(
+            body_text(response).await,
+            "{\"result\":{\"ID\":\"1\"}}\n{\"result\":{\"ID\":\"2\"}}\n\
+             {\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no leader\",\"http_status\":\"Service Unavailable\"}}"
+        );
+
+        // Failing before any message: the error's status, the streamed body.
+        let failing_early = tokio_stream::iter(vec![Err::<serde_json::Value, _>(Status::unknown(
+            "auth: user name is empty",
+        ))]);
+        let response = stream(failing_early).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response
+            .headers()
+            .get("grpc-metadata-content-type")
+            .is_none());
+        assert_eq!(
+            body_text(response).await,
+            r#"{"error":{"grpc_code":2,"http_code":500,"message":"auth: user name is empty","http_status":"Internal Server Error"}}"#
         );
     }
 
