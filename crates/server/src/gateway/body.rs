@@ -175,10 +175,27 @@ fn char_at(body: &[u8], line: usize, column: usize) -> Option<char> {
     line_text.chars().nth(column.checked_sub(1)?)
 }
 
-/// A service request: the message, and the `Authorization` header as the
-/// gRPC `token` metadata (etcd's gateway passes it on for auth).
+/// Headers grpc-gateway passes on as gRPC metadata, without this prefix
+/// (e.g. `Grpc-Metadata-hasleader: true`).
+const METADATA_HEADER_PREFIX: &str = "grpc-metadata-";
+
+/// A service request: the message, the `Authorization` header as the gRPC
+/// `token` metadata (etcd's gateway passes it on for auth), and the
+/// `Grpc-Metadata-*` headers as metadata.
 pub(crate) fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    use tonic::metadata::{MetadataKey, MetadataValue};
     let mut request = tonic::Request::new(message);
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(METADATA_HEADER_PREFIX) else {
+            continue;
+        };
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_bytes()),
+        ) {
+            request.metadata_mut().append(key, value);
+        }
+    }
     if let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
@@ -386,10 +403,12 @@ mod tests {
     }
 
     #[test]
-    fn authorization_becomes_the_token() {
+    fn authorization_becomes_the_token_and_metadata_headers_metadata() {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "abc.def".parse().unwrap());
+        headers.insert("grpc-metadata-hasleader", "true".parse().unwrap());
         let request = grpc_request(&headers, ());
         assert_eq!(request.metadata().get("token").unwrap(), "abc.def");
+        assert_eq!(request.metadata().get("hasleader").unwrap(), "true");
     }
 }
