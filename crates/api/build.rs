@@ -1,4 +1,17 @@
-//! Compiles the .proto files with protox (pure Rust: no protoc needed on the machine).
+//! Compiles the .proto files with protox (pure Rust: no protoc needed on the
+//! machine), then generates serde impls with the proto3 JSON mapping for the
+//! HTTP/JSON gateway (pbjson-build, from the same descriptors).
+
+use prost::Message;
+
+/// Packages the gateway speaks JSON for, as etcd's grpc-gateway does.
+const JSON_PACKAGES: [&str; 5] = [
+    ".mvccpb",
+    ".authpb",
+    ".etcdserverpb",
+    ".v3lockpb",
+    ".v3electionpb",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -13,9 +26,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(files, ["proto"])?;
+    let encoded = descriptors.encode_to_vec();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    // etcd's gateway (grpc-gateway with OrigName) writes the .proto field
+    // names and ignores fields it does not know.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&JSON_PACKAGES)?;
     Ok(())
 }

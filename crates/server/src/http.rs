@@ -1,7 +1,7 @@
 //! The HTTP endpoints served beside gRPC on the client port: `/version`,
 //! `/metrics`, and the health endpoints of `health.rs` (`/health`, `/livez`,
 //! `/readyz`). `--listen-metrics-urls` listeners serve [`metrics_router`]:
-//! `/metrics` and the health endpoints only. (The gateway comes with its issue.)
+//! `/metrics` and the health endpoints only. The gRPC gateway (`gateway/`) is merged into the client port's router.
 
 use std::sync::Arc;
 
@@ -12,14 +12,18 @@ use axum::routing::{any, get};
 use axum::Router;
 
 use crate::cluster::SERVER_VERSION;
+use crate::gateway;
+use crate::grpc::Services;
 use crate::server::EtcdServer;
 
-pub fn router(server: Arc<EtcdServer>) -> Router {
+pub fn router(server: Arc<EtcdServer>, services: Arc<Services>) -> Router {
+    let gateway = gateway::router(services, server.cfg.max_request_bytes);
     crate::health::routes(Router::new())
         .route("/version", get(version))
         .route("/metrics", any(metrics))
-        .fallback(not_found)
         .with_state(server)
+        .merge(gateway)
+        .fallback(not_found)
 }
 
 /// The router of a `--listen-metrics-urls` listener.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod config_file;
 pub mod corrupt;
 pub mod edge;
+pub mod gateway;
 pub mod go_duration;
 pub mod grpc;
 pub mod health;
@@ -410,10 +411,14 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         }
     }
 
-    let grpc_router = grpc::routes(server.clone()).into_axum_router().layer(
-        axum::middleware::from_fn_with_state(metrics.grpc.clone(), metrics::grpc::track),
-    );
-    let router = edge::router(grpc_router, http::router(server.clone()));
+    let services = Arc::new(grpc::Services::new(server.clone()));
+    let grpc_router = grpc::routes(&services, server.cfg.max_request_bytes)
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.grpc.clone(),
+            metrics::grpc::track,
+        ));
+    let router = edge::router(grpc_router, http::router(server.clone(), services));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));
     tokio::spawn(leases::run_expiry(server.clone(), stop_rx.clone()));
