@@ -34,6 +34,9 @@ use crate::server::EtcdServer;
 
 /// How long a member waits for another member's hash.
 const PEER_HASH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the start-up check waits for the replayed log to name the other
+/// members (a one-member cluster has none and passes).
+const MEMBERS_KNOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves this member's HashKV to the other members.
 pub struct CorruptionService {
@@ -156,13 +159,16 @@ pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
         local_member_id = %hex(server.member_id),
         "starting initial corruption check"
     );
+    // The members are known once the applier has replayed the log's
+    // configuration changes, which it does right after start.
+    let deadline = tokio::time::Instant::now() + MEMBERS_KNOWN_TIMEOUT;
+    let mut others = other_members(server);
+    while others.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        others = other_members(server);
+    }
     let mine = hash_kv(server.store.clone(), 0).await?;
-    let peers = peer_hashes(
-        server.transport.dialer(),
-        other_members(server),
-        mine.current_revision,
-    )
-    .await;
+    let peers = peer_hashes(server.transport.dialer(), others, mine.current_revision).await;
     let mut mismatches = 0;
     for peer in peers {
         match peer.result {

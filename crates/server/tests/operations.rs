@@ -6,7 +6,10 @@
 //!   defragmentation and `alarm disarm` writes resume;
 //! - defragmentation: the file shrinks, writes and reads issued during it all
 //!   succeed (ours), and `defrag --cluster` on three members;
-//! - `endpoint hashkv` and `move-leader` outputs.
+//! - `endpoint hashkv`, compaction and defrag outputs;
+//! - corruption checks: a member whose backend was altered on disk is refused
+//!   at start by `--experimental-initial-corrupt-check`, and named in a
+//!   CORRUPT alarm by the leader's periodic check, after which writes fail.
 
 mod cluster_support;
 mod common;
@@ -332,4 +335,107 @@ fn hashkv_compaction_defrag_outputs_match_etcd() {
         d.ok(&["alarm", "disarm"]);
         d.finish();
     }
+}
+
+/// Changes the value stored in the newest row of a stopped member's backend,
+/// as a disk fault would: the row still decodes, its key index entry is the
+/// same, only the data differs.
+fn corrupt_newest_row(data_dir: &std::path::Path) {
+    use prost::Message;
+    use redb::{ReadableDatabase, ReadableTable};
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("key");
+    let db = redb::Database::open(data_dir.join("member/snap/db")).unwrap();
+    let (key, value) = {
+        let txn = db.begin_read().unwrap();
+        let rows = txn.open_table(table).unwrap();
+        let (key, value) = rows.last().unwrap().unwrap();
+        (key.value().to_vec(), value.value().to_vec())
+    };
+    let mut kv = api::mvccpb::KeyValue::decode(value.as_slice()).unwrap();
+    kv.value = b"flipped by a disk fault".to_vec();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut rows = txn.open_table(table).unwrap();
+        rows.insert(key.as_slice(), kv.encode_to_vec().as_slice())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn corruption_is_refused_at_start_and_alarmed_by_the_leader() {
+    let periodic = ["--experimental-corrupt-check-time=500ms"];
+    let mut cluster = Cluster::start("corrupt", 3, &periodic);
+    let ctl = Etcdctl::reference(Kind::Ref35);
+    let endpoint = cluster.endpoint(0);
+    for i in 0..20 {
+        let out = ctl.run(&endpoint, &["put", &format!("k{i}"), "v"], None);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        let hashes: Vec<(u32, i64)> = (0..3).map(|i| cluster.hash_kv(i, 0).unwrap()).collect();
+        if let Some(leader) = cluster.leader_among(&[0, 1, 2]) {
+            if hashes.windows(2).all(|w| w[0] == w[1]) {
+                break leader;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader or members disagree: {hashes:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let victim = (leader + 1) % 3;
+    let victim_id = cluster.member_id(victim);
+    cluster.terminate(victim);
+    corrupt_newest_row(&cluster.data_dir(victim));
+
+    // At start, the member compares its hash with its peers' and stops.
+    cluster.set_extra_args(&["--experimental-initial-corrupt-check=true"]);
+    cluster.spawn(victim);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = cluster.exited(victim) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a corrupted member passed the initial check:\n{}",
+            cluster.log_contents(victim)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    assert!(
+        cluster
+            .log_contents(victim)
+            .contains(&format!("{victim_id:x} found data inconsistency with peers")),
+        "{}",
+        cluster.log_contents(victim)
+    );
+
+    cluster.kill9(victim); // reaps the exited process
+
+    // Without the start-up check it runs, and the leader's periodic check
+    // names it in a CORRUPT alarm; then the cluster refuses writes.
+    cluster.set_extra_args(&periodic);
+    cluster.spawn(victim);
+    let expected = format!("memberID:{victim_id} alarm:CORRUPT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ctl.run(&cluster.endpoint(leader), &["alarm", "list"], None);
+        if out.stdout.contains(&expected) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CORRUPT alarm for {victim_id:x}: {out:?}\n{}",
+            cluster.log_contents(leader)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let refused = ctl.run(&cluster.endpoint(leader), &["put", "after", "x"], None);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("etcdserver: corrupt cluster"),
+        "{refused:?}"
+    );
 }

@@ -591,6 +591,11 @@ impl Cluster {
         args
     }
 
+    /// Replaces the extra flags members get from their next start on.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts member i's process (it must not be running); does not wait.
     pub fn spawn(&mut self, i: usize) {
         assert!(
