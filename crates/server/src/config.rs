@@ -130,6 +130,8 @@ pub struct Config {
     pub election_timeout_ms: u64,
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
+    /// HTTP/2 streams one client connection may open at once (`--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
     pub quota_backend_bytes: i64,
     pub client_tls: TlsInfo,
     pub peer_tls: TlsInfo,
@@ -253,6 +255,7 @@ const FLAGS: &[Flag] = &[
     value("heartbeat-interval", "100", "Time (in milliseconds) of a heartbeat interval."),
     value("election-timeout", "1000", "Time (in milliseconds) for an election to timeout."),
     value("max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept."),
+    value("max-concurrent-streams", "4294967295", "Maximum concurrent streams that each client can open at a time."),
     value("max-txn-ops", "128", "Maximum number of operations permitted in a transaction."),
     value("quota-backend-bytes", "0", "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
     value("auto-compaction-retention", "0", "Auto compaction retention length. 0 means disable auto compaction."),
@@ -637,6 +640,13 @@ impl Lookup<'_> {
             election_timeout_ms: self.parsed("election-timeout")?,
             max_request_bytes: self.parsed("max-request-bytes")?,
             max_txn_ops: self.parsed("max-txn-ops")?,
+            // etcd leaves streams per connection unbounded by default; we bound
+            // them unless the flag asks otherwise.
+            max_concurrent_streams: if self.is_set("max-concurrent-streams") {
+                self.parsed("max-concurrent-streams")?
+            } else {
+                crate::limits::STREAMS_PER_CONNECTION_MAX
+            },
             quota_backend_bytes: self.parsed("quota-backend-bytes")?,
             client_tls: self.tls_info(&CLIENT_TLS_FLAGS)?,
             peer_tls: self.tls_info(&PEER_TLS_FLAGS)?,
@@ -846,6 +856,19 @@ mod tests {
         assert_eq!((c.name.as_str(), c.max_txn_ops), ("n1", 7));
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.initial_cluster[0].0, "n1");
+    }
+
+    #[test]
+    fn concurrent_streams_are_bounded_unless_asked() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(
+            c.max_concurrent_streams,
+            crate::limits::STREAMS_PER_CONNECTION_MAX
+        );
+        let c = run(&["--max-concurrent-streams=5000"], &[]).unwrap();
+        assert_eq!(c.max_concurrent_streams, 5000);
+        let c = run(&[], &[("ETCD_MAX_CONCURRENT_STREAMS", "3")]).unwrap();
+        assert_eq!(c.max_concurrent_streams, 3);
     }
 
     #[test]

@@ -83,6 +83,7 @@ const TOP_LEVEL: &[(&str, GoType)] = &[
     ("election-timeout", GoType::Uint),
     ("max-request-bytes", GoType::Uint),
     ("max-txn-ops", GoType::Uint),
+    ("max-concurrent-streams", GoType::Uint),
     ("quota-backend-bytes", GoType::Int64),
     ("logger", GoType::String),
     ("log-level", GoType::String),

@@ -298,6 +298,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             listener,
             tls,
             peer_router.clone(),
+            limits::STREAMS_PER_CONNECTION_MAX,
             peer_stop_rx.clone(),
         )));
     }
@@ -454,6 +455,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             listener,
             tls,
             router.clone(),
+            cfg.max_concurrent_streams,
             stop_rx.clone(),
         )));
     }
@@ -470,6 +472,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
             listener,
             tls,
             metrics_router.clone(),
+            limits::STREAMS_PER_CONNECTION_MAX,
             stop_rx.clone(),
         )));
     }

@@ -16,11 +16,13 @@ use crate::limits;
 /// How long a client may take to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves one client listener, with TLS when `tls` is given.
+/// Serves one listener, with TLS when `tls` is given, allowing each HTTP/2
+/// connection `max_streams` concurrent streams.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
+    max_streams: u32,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits::CLIENT_CONNECTIONS_MAX));
@@ -47,13 +49,14 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(stream, service, conn_shutdown, peer).await,
+                None => serve_connection(stream, service, max_streams, conn_shutdown, peer).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, service, conn_shutdown, peer).await
+                            serve_connection(tls_stream, service, max_streams, conn_shutdown, peer)
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "rejected a TLS handshake")
@@ -69,15 +72,14 @@ pub async fn serve(
 async fn serve_connection<IO>(
     io: IO,
     service: TowerToHyperService<axum::Router>,
+    max_streams: u32,
     mut shutdown: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX);
+    builder.http2().max_concurrent_streams(max_streams);
     // A client may shut down its write side and wait for the answer, as Go's
     // server (etcd) allows; hyper would otherwise drop the answer.
     builder.http1().half_close(true);

@@ -200,6 +200,13 @@ fn learner_join_promote_update_remove_leader_and_move_leader() {
         ),
     );
 
+    // Its own status says so (IS LEARNER), as etcd's does.
+    let status = ctl.run(&extra.endpoint, &["endpoint", "status", "-w", "json"], None);
+    expect(
+        status.stdout.contains("\"isLearner\":true"),
+        format!("a learner's status does not say so: {status:?}"),
+    );
+
     // 2. A learner refuses writes and linearizable reads, as etcd's does.
     let put = ctl.run(&extra.endpoint, &["put", "x", "1"], None);
     expect(

@@ -380,7 +380,10 @@ fn corruption_is_refused_at_start_and_alarmed_by_the_leader() {
                 break leader;
             }
         }
-        assert!(Instant::now() < deadline, "no leader or members disagree: {hashes:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no leader or members disagree: {hashes:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let victim = (leader + 1) % 3;
@@ -405,9 +408,9 @@ fn corruption_is_refused_at_start_and_alarmed_by_the_leader() {
     };
     assert!(!status.success());
     assert!(
-        cluster
-            .log_contents(victim)
-            .contains(&format!("{victim_id:x} found data inconsistency with peers")),
+        cluster.log_contents(victim).contains(&format!(
+            "{victim_id:x} found data inconsistency with peers"
+        )),
         "{}",
         cluster.log_contents(victim)
     );

@@ -55,7 +55,7 @@ impl Maintenance for MaintenanceService {
                 })
                 .collect(),
             db_size_in_use: s.store.db_size_in_use_bytes() as i64,
-            is_learner: false,
+            is_learner: s.cluster.member(s.member_id).is_some_and(|m| m.is_learner),
             storage_version: CLUSTER_VERSION.to_string(),
             db_size_quota: quota,
         }))
