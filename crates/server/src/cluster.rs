@@ -300,8 +300,9 @@ impl Cluster {
     /// under the current downgrade job; Err is etcd's refusal
     /// (`version::check_server_version`).
     pub fn check_local_version(&self, cluster_version: Option<&str>) -> Result<(), String> {
-        let server = MajorMinor::of(SERVER_VERSION)
-            .ok_or_else(|| format!("this build's server version {SERVER_VERSION} does not parse"))?;
+        let server = MajorMinor::of(SERVER_VERSION).ok_or_else(|| {
+            format!("this build's server version {SERVER_VERSION} does not parse")
+        })?;
         let cluster = cluster_version.and_then(MajorMinor::of);
         check_server_version(server, cluster, &self.downgrade_info()).map_err(|msg| {
             let determined = cluster.map_or_else(String::new, MajorMinor::short);

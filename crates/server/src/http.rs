@@ -83,7 +83,9 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> axum::response::Respo
 /// version follows the cluster version, as Status reports it).
 async fn version(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
     let cluster = server.cluster.version();
-    let storage = cluster.clone().unwrap_or_else(|| CLUSTER_VERSION.to_string());
+    let storage = cluster
+        .clone()
+        .unwrap_or_else(|| CLUSTER_VERSION.to_string());
     let cluster = cluster.unwrap_or_else(|| "not_decided".to_string());
     json(
         StatusCode::OK,

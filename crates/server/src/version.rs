@@ -94,10 +94,7 @@ pub fn parse_semver(version: &str) -> Option<(i64, i64, i64)> {
 fn valid_identifier(id: &str) -> bool {
     id.is_empty()
         || id.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -252,8 +249,18 @@ mod tests {
             assert_eq!(parse_semver(v), Some(want), "{v}");
         }
         let bad = [
-            "", "3", "3.5", "v3.5.0", "3.5.x", "3.5.0.1", "3..0", "3.5.0-rc..1", "3.5.0-rc_1",
-            " 3.5.0", "3.5.0 ", "99999999999999999999.0.0",
+            "",
+            "3",
+            "3.5",
+            "v3.5.0",
+            "3.5.x",
+            "3.5.0.1",
+            "3..0",
+            "3.5.0-rc..1",
+            "3.5.0-rc_1",
+            " 3.5.0",
+            "3.5.0 ",
+            "99999999999999999999.0.0",
         ];
         for v in bad {
             assert_eq!(parse_semver(v), None, "{v:?}");
@@ -301,7 +308,10 @@ mod tests {
         );
         // Not every member has published: wait.
         assert_eq!(decide_cluster_version(None, None, &none), Ok(None));
-        assert_eq!(decide_cluster_version(Some(mm(3, 6)), None, &job("3.5.0")), Ok(None));
+        assert_eq!(
+            decide_cluster_version(Some(mm(3, 6)), None, &job("3.5.0")),
+            Ok(None)
+        );
         // Without a job: only up.
         assert_eq!(
             decide_cluster_version(Some(mm(3, 5)), Some(mm(3, 6)), &none),
@@ -361,8 +371,14 @@ mod tests {
     #[test]
     fn a_job_is_finished_when_every_member_runs_the_target() {
         let target = mm(3, 5);
-        assert!(downgrade_finished(&[Some(mm(3, 5)), Some(mm(3, 5))], target));
-        assert!(!downgrade_finished(&[Some(mm(3, 5)), Some(mm(3, 6))], target));
+        assert!(downgrade_finished(
+            &[Some(mm(3, 5)), Some(mm(3, 5))],
+            target
+        ));
+        assert!(!downgrade_finished(
+            &[Some(mm(3, 5)), Some(mm(3, 6))],
+            target
+        ));
         assert!(!downgrade_finished(&[Some(mm(3, 5)), None], target));
     }
 
@@ -372,9 +388,18 @@ mod tests {
         let refused =
             Err("invalid downgrade; server version is lower than determined cluster version");
         assert_eq!(check_server_version(mm(3, 6), None, &none), Ok(()));
-        assert_eq!(check_server_version(mm(3, 6), Some(mm(3, 6)), &none), Ok(()));
-        assert_eq!(check_server_version(mm(3, 6), Some(mm(3, 5)), &none), Ok(()));
-        assert_eq!(check_server_version(mm(3, 5), Some(mm(3, 6)), &none), refused);
+        assert_eq!(
+            check_server_version(mm(3, 6), Some(mm(3, 6)), &none),
+            Ok(())
+        );
+        assert_eq!(
+            check_server_version(mm(3, 6), Some(mm(3, 5)), &none),
+            Ok(())
+        );
+        assert_eq!(
+            check_server_version(mm(3, 5), Some(mm(3, 6)), &none),
+            refused
+        );
         assert_eq!(
             check_server_version(mm(3, 5), Some(mm(3, 6)), &job("3.5.0")),
             Ok(())
@@ -383,6 +408,9 @@ mod tests {
             check_server_version(mm(3, 4), Some(mm(3, 6)), &job("3.5.0")),
             refused
         );
-        assert_eq!(check_server_version(mm(3, 6), Some(mm(3, 7)), &none), refused);
+        assert_eq!(
+            check_server_version(mm(3, 6), Some(mm(3, 7)), &none),
+            refused
+        );
     }
 }
