@@ -65,11 +65,17 @@ pub enum EtcdError {
     BadLeaderTransferee,
     InvalidSortOption,
     TimeoutLeaderTransfer,
+    ClusterVersionUnavailable,
+    WrongDowngradeVersionFormat,
+    InvalidDowngradeTargetVersion,
+    DowngradeInProcess,
+    NoInflightDowngrade,
+    UnknownMethod,
 }
 
 impl EtcdError {
     /// Every variant, for tables and reverse lookups.
-    pub const ALL: [EtcdError; 54] = {
+    pub const ALL: [EtcdError; 60] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -126,6 +132,12 @@ impl EtcdError {
             BadLeaderTransferee,
             InvalidSortOption,
             TimeoutLeaderTransfer,
+            ClusterVersionUnavailable,
+            WrongDowngradeVersionFormat,
+            InvalidDowngradeTargetVersion,
+            DowngradeInProcess,
+            NoInflightDowngrade,
+            UnknownMethod,
         ]
     };
 
@@ -269,6 +281,29 @@ impl EtcdError {
                 Code::Unknown,
                 "etcdserver: request timed out, leader transfer took too long",
             ),
+            ClusterVersionUnavailable => (
+                Code::FailedPrecondition,
+                "etcdserver: cluster version not found during downgrade",
+            ),
+            WrongDowngradeVersionFormat => (
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            InvalidDowngradeTargetVersion => (
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            DowngradeInProcess => (
+                Code::FailedPrecondition,
+                "etcdserver: cluster has a downgrade job in progress",
+            ),
+            NoInflightDowngrade => (
+                Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
+            // A Downgrade action outside the enum; not in etcd's gRPC error
+            // map either, so it goes out with code Unknown.
+            UnknownMethod => (Code::Unknown, "etcdserver: unknown method"),
         }
     }
 
@@ -361,6 +396,36 @@ mod tests {
                 EtcdError::EmptyKey,
                 Code::InvalidArgument,
                 "etcdserver: key is not provided",
+            ),
+            (
+                EtcdError::WrongDowngradeVersionFormat,
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            (
+                EtcdError::InvalidDowngradeTargetVersion,
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            (
+                EtcdError::ClusterVersionUnavailable,
+                Code::FailedPrecondition,
+                "etcdserver: cluster version not found during downgrade",
+            ),
+            (
+                EtcdError::DowngradeInProcess,
+                Code::FailedPrecondition,
+                "etcdserver: cluster has a downgrade job in progress",
+            ),
+            (
+                EtcdError::NoInflightDowngrade,
+                Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
+            (
+                EtcdError::UnknownMethod,
+                Code::Unknown,
+                "etcdserver: unknown method",
             ),
         ];
         for (err, code, msg) in cases {

@@ -262,7 +262,7 @@ impl Applier {
                         }
                     };
                     let id = req.header.as_ref().map_or(req.id, |h| h.id);
-                    let outcome = if let Some(outcome) = self.apply_cluster_request(&req) {
+                    let outcome = if let Some(outcome) = self.apply_cluster_request(&req)? {
                         outcome
                     } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
                         let started = Instant::now();
@@ -368,22 +368,28 @@ impl Applier {
 
     /// Applies a cluster-metadata request; None when `req` is not one.
     /// These change no backend state, so they are applied on replay too.
-    fn apply_cluster_request(&self, req: &InternalRaftRequest) -> Option<ApplyOutcome> {
+    /// Err stops the node: a cluster version this server is too old for.
+    fn apply_cluster_request(&self, req: &InternalRaftRequest) -> Result<Option<ApplyOutcome>> {
         if let Some(r) = &req.cluster_member_attr_set {
             self.cluster.set_member_attributes(r);
         } else if let Some(r) = &req.cluster_version_set {
-            self.cluster.set_version(&r.ver);
+            self.cluster
+                .set_version(&r.ver)
+                .map_err(anyhow::Error::msg)
+                .context("applying a cluster version")?;
+        } else if let Some(r) = &req.downgrade_info_set {
+            self.cluster.set_downgrade_info(r);
         } else if let Some(r) = &req.member_update {
             if let Err(e) = self.cluster.update_member(r.id, &r.peer_ur_ls) {
-                return Some(Err(e));
+                return Ok(Some(Err(e)));
             }
             if r.id != self.cluster.local_id {
                 self.transport.update_peer(r.id, r.peer_ur_ls.clone());
             }
         } else {
-            return None;
+            return Ok(None);
         }
-        Some(Ok(ApplyResult::Done))
+        Ok(Some(Ok(ApplyResult::Done)))
     }
 
     /// This member was removed from the cluster: it must stop (and may never

@@ -1,6 +1,7 @@
 //! Cluster metadata the applier maintains: the members (from conf-change
 //! entries, with the attributes each publishes through raft after start),
-//! the IDs of removed members, and the cluster version.
+//! the IDs of removed members, the cluster version and the downgrade job
+//! (`version.rs` holds the rules for the last two).
 //!
 //! All of it changes only by applying committed entries, so every member
 //! holds the same view at the same index. It is captured in the data of each
@@ -10,10 +11,14 @@
 use std::collections::BTreeSet;
 use std::sync::RwLock;
 
-use api::etcdserverpb::{ClusterMemberAttrSetRequest, ClusterSnapshot, Member};
+use api::etcdserverpb::{
+    ClusterDowngrade, ClusterMemberAttrSetRequest, ClusterSnapshot, DowngradeInfoSetRequest, Member,
+};
 use api::EtcdError;
 use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType};
+
+use crate::version::{check_server_version, DowngradeInfo, MajorMinor};
 
 /// The etcd API version this server speaks, reported in Status and /version.
 pub const SERVER_VERSION: &str = "3.6.0";
@@ -21,7 +26,9 @@ pub const SERVER_VERSION: &str = "3.6.0";
 pub const CLUSTER_VERSION: &str = "3.6.0";
 /// Learners a cluster may have at once (etcd 3.4-3.6: one).
 const LEARNERS_MAX: usize = 1;
-/// Format version of [`ClusterSnapshot`].
+/// Format version of [`ClusterSnapshot`]. Additive fields (the downgrade
+/// job) keep it: data without them reads as their defaults, and an older
+/// build ignores them.
 const CLUSTER_SNAPSHOT_VERSION: u32 = 1;
 
 #[derive(Default)]
@@ -32,6 +39,7 @@ struct State {
     version: Option<String>,
     /// Server version each member published.
     member_versions: std::collections::BTreeMap<u64, String>,
+    downgrade: DowngradeInfo,
 }
 
 pub struct Cluster {
@@ -65,6 +73,13 @@ impl Cluster {
         s.removed = snap.removed.into_iter().collect();
         s.version = Some(snap.cluster_version).filter(|v| !v.is_empty());
         s.member_versions = snap.member_versions.into_iter().collect();
+        s.downgrade = snap
+            .downgrade
+            .map(|d| DowngradeInfo {
+                enabled: d.enabled,
+                target_version: d.target_version,
+            })
+            .unwrap_or_default();
         Ok(())
     }
 
@@ -81,6 +96,12 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
+            // Left out while no job ever ran, so such data stays byte for
+            // byte what builds before downgrades wrote.
+            downgrade: (s.downgrade != DowngradeInfo::default()).then(|| ClusterDowngrade {
+                enabled: s.downgrade.enabled,
+                target_version: s.downgrade.target_version.clone(),
+            }),
         }
         .encode_to_vec()
     }
@@ -224,24 +245,81 @@ impl Cluster {
         }
     }
 
-    /// The cluster version the members allow: the lowest published server
-    /// version, as major.minor.0 (etcd's rule). None while any member has not
-    /// published its version.
-    pub fn lowest_member_version(&self) -> Option<String> {
-        let s = self.read();
-        let mut lowest: Option<(u64, u64)> = None;
-        for m in &s.members {
-            let v = parse_major_minor(s.member_versions.get(&m.id)?)?;
+    /// The lowest server version the members published, as major.minor
+    /// (etcd's minimal server version). None while any member has not
+    /// published a version that parses.
+    pub fn lowest_member_version(&self) -> Option<MajorMinor> {
+        let versions = self.member_versions();
+        let mut lowest: Option<MajorMinor> = None;
+        for v in versions {
+            let v = v?;
             lowest = Some(lowest.map_or(v, |l| l.min(v)));
         }
-        lowest.map(|(major, minor)| format!("{major}.{minor}.0"))
+        lowest
     }
 
+    /// The published server version (major.minor) of every member, in ID order.
+    pub fn member_versions(&self) -> Vec<Option<MajorMinor>> {
+        let s = self.read();
+        s.members
+            .iter()
+            .map(|m| s.member_versions.get(&m.id).and_then(|v| MajorMinor::of(v)))
+            .collect()
+    }
+
+    /// The cluster version as etcd writes it (`3.6.0`); None before the leader set one.
     pub fn version(&self) -> Option<String> {
         self.read().version.clone()
     }
 
-    pub fn set_version(&self, ver: &str) {
+    /// The cluster version as major.minor.
+    pub fn cluster_version(&self) -> Option<MajorMinor> {
+        self.read().version.as_deref().and_then(MajorMinor::of)
+    }
+
+    /// The downgrade job (disabled with an empty target when none runs).
+    pub fn downgrade_info(&self) -> DowngradeInfo {
+        self.read().downgrade.clone()
+    }
+
+    /// Applies a committed DowngradeInfoSetRequest: a job starts with its
+    /// target, a cancel clears both (etcd's applier). Idempotent.
+    pub fn set_downgrade_info(&self, r: &DowngradeInfoSetRequest) {
+        let job = if r.enabled {
+            DowngradeInfo {
+                enabled: true,
+                target_version: r.ver.clone(),
+            }
+        } else {
+            DowngradeInfo::default()
+        };
+        self.write().downgrade = job;
+    }
+
+    /// Whether this member's own server version may serve `cluster_version`
+    /// under the current downgrade job; Err is etcd's refusal
+    /// (`version::check_server_version`).
+    pub fn check_local_version(&self, cluster_version: Option<&str>) -> Result<(), String> {
+        let server = MajorMinor::of(SERVER_VERSION).ok_or_else(|| {
+            format!("this build's server version {SERVER_VERSION} does not parse")
+        })?;
+        let cluster = cluster_version.and_then(MajorMinor::of);
+        check_server_version(server, cluster, &self.downgrade_info()).map_err(|msg| {
+            let determined = cluster.map_or_else(String::new, MajorMinor::short);
+            tracing::error!(
+                current_server_version = SERVER_VERSION,
+                determined_cluster_version = %determined,
+                "{msg}"
+            );
+            format!("{msg} (server version {SERVER_VERSION}, cluster version {determined})")
+        })
+    }
+
+    /// Applies a committed cluster version. Err when this member's server is
+    /// older than it (etcd stops such a member: it must not serve a version
+    /// it does not implement).
+    pub fn set_version(&self, ver: &str) -> Result<(), String> {
+        self.check_local_version(Some(ver))?;
         let mut s = self.write();
         match s.version.as_deref() {
             None => tracing::info!(
@@ -257,7 +335,19 @@ impl Cluster {
                 to = ver,
                 "updated the cluster version from {old} to {ver}"
             ),
-            Some(_) => return,
+            Some(_) => return Ok(()),
+        }
+        // etcd's storage version follows the cluster version on every
+        // member, with this line when it reaches a downgrade target.
+        if s.version.is_some() {
+            let target = s.downgrade.target();
+            if target.is_some() && target == MajorMinor::of(ver) {
+                tracing::info!(
+                    target_version = %s.downgrade.target_version,
+                    server_version = SERVER_VERSION,
+                    "The server is ready to downgrade"
+                );
+            }
         }
         let major_minor = ver.rsplit_once('.').map_or(ver, |(mm, _)| mm);
         tracing::info!(
@@ -265,6 +355,7 @@ impl Cluster {
             "enabled capabilities for version {major_minor}"
         );
         s.version = Some(ver.to_string());
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -274,12 +365,6 @@ impl Cluster {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// "3.6.2" → (3, 6).
-fn parse_major_minor(v: &str) -> Option<(u64, u64)> {
-    let mut parts = v.split('.');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -343,19 +428,93 @@ mod tests {
         publish(10, "3.6.2");
         assert_eq!(c.lowest_member_version(), None, "b has not published");
         publish(20, "3.5.9");
-        assert_eq!(c.lowest_member_version().as_deref(), Some("3.5.0"));
+        let mm = |major, minor| Some(MajorMinor { major, minor });
+        assert_eq!(c.lowest_member_version(), mm(3, 5));
         publish(20, "3.6.0");
-        assert_eq!(c.lowest_member_version().as_deref(), Some("3.6.0"));
+        assert_eq!(c.lowest_member_version(), mm(3, 6));
+        assert_eq!(c.member_versions(), [mm(3, 6), mm(3, 6)]);
     }
 
     #[test]
     fn snapshot_round_trip() {
         let c = Cluster::new(1, 10);
         c.apply_conf_change(&add(10, "a", false));
-        c.set_version("3.6.0");
+        c.set_version("3.6.0").unwrap();
         let d = Cluster::new(1, 10);
         d.restore(&c.snapshot()).unwrap();
         assert_eq!(d.members(), c.members());
         assert_eq!(d.version().as_deref(), Some("3.6.0"));
+        assert_eq!(d.downgrade_info(), DowngradeInfo::default());
+    }
+
+    fn downgrade(enabled: bool, ver: &str) -> DowngradeInfoSetRequest {
+        DowngradeInfoSetRequest {
+            enabled,
+            ver: ver.into(),
+        }
+    }
+
+    #[test]
+    fn downgrade_jobs_start_cancel_and_travel_in_snapshots() {
+        let c = Cluster::new(1, 10);
+        c.apply_conf_change(&add(10, "a", false));
+        c.set_version("3.6.0").unwrap();
+        c.set_downgrade_info(&downgrade(true, "3.5.0"));
+        let job = DowngradeInfo {
+            enabled: true,
+            target_version: "3.5.0".into(),
+        };
+        assert_eq!(c.downgrade_info(), job);
+        c.set_downgrade_info(&downgrade(true, "3.5.0")); // replayed
+        assert_eq!(c.downgrade_info(), job);
+        // The monitor lowers the version to the target.
+        c.set_version("3.5.0").unwrap();
+        let d = Cluster::new(1, 10);
+        d.restore(&c.snapshot()).unwrap();
+        assert_eq!(d.downgrade_info(), job);
+        assert_eq!(d.version().as_deref(), Some("3.5.0"));
+        assert_eq!(d.cluster_version(), Some(MajorMinor { major: 3, minor: 5 }));
+        // A cancel clears the target too.
+        d.set_downgrade_info(&downgrade(false, ""));
+        assert_eq!(d.downgrade_info(), DowngradeInfo::default());
+        let e = Cluster::new(1, 10);
+        e.restore(&d.snapshot()).unwrap();
+        assert_eq!(e.downgrade_info(), DowngradeInfo::default());
+    }
+
+    #[test]
+    fn data_written_before_downgrades_existed_reads_as_no_job() {
+        // ClusterSnapshot as builds without field 6 encode it.
+        let old = ClusterSnapshot {
+            version: 1,
+            members: vec![],
+            removed: vec![7],
+            cluster_version: "3.6.0".into(),
+            member_versions: Default::default(),
+            downgrade: None,
+        }
+        .encode_to_vec();
+        let c = Cluster::new(1, 10);
+        c.restore(&old).unwrap();
+        assert_eq!(c.downgrade_info(), DowngradeInfo::default());
+        assert!(c.is_removed(7));
+        // Without a job, the encoding is still the old one, byte for byte.
+        assert_eq!(c.snapshot(), old);
+    }
+
+    #[test]
+    fn a_cluster_version_above_this_server_is_refused() {
+        let c = Cluster::new(1, 10);
+        c.set_version("3.6.0").unwrap();
+        let err = c.set_version("3.7.0").unwrap_err();
+        assert!(
+            err.starts_with(
+                "invalid downgrade; server version is lower than determined cluster version"
+            ),
+            "{err}"
+        );
+        assert_eq!(c.version().as_deref(), Some("3.6.0"));
+        assert!(c.check_local_version(Some("3.5.0")).is_ok());
+        assert!(c.check_local_version(None).is_ok());
     }
 }

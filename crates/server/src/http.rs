@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 
-use crate::cluster::SERVER_VERSION;
+use crate::cluster::{CLUSTER_VERSION, SERVER_VERSION};
 use crate::gateway;
 use crate::grpc::Services;
 use crate::server::EtcdServer;
@@ -79,13 +79,16 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> axum::response::Respo
         .into_response()
 }
 
+/// etcd 3.6's `/version`: server, cluster and storage version (our storage
+/// version follows the cluster version, as Status reports it).
 async fn version(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
-    let cluster = server
-        .cluster
-        .version()
-        .unwrap_or_else(|| "not_decided".to_string());
+    let cluster = server.cluster.version();
+    let storage = cluster
+        .clone()
+        .unwrap_or_else(|| CLUSTER_VERSION.to_string());
+    let cluster = cluster.unwrap_or_else(|| "not_decided".to_string());
     json(
         StatusCode::OK,
-        serde_json::json!({"etcdserver": SERVER_VERSION, "etcdcluster": cluster}),
+        serde_json::json!({"etcdserver": SERVER_VERSION, "etcdcluster": cluster, "storage": storage}),
     )
 }

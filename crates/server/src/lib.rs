@@ -16,6 +16,7 @@ pub mod compactor;
 pub mod config;
 pub mod config_file;
 pub mod corrupt;
+pub mod downgrade;
 pub mod edge;
 pub mod gateway;
 pub mod go_duration;
@@ -37,15 +38,14 @@ pub mod server;
 pub mod snapshot_file;
 pub mod status;
 pub mod tls;
+pub mod version;
 pub mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use api::etcdserverpb::{
-    Attributes, ClusterMemberAttrSetRequest, ClusterVersionSetRequest, InternalRaftRequest,
-};
+use api::etcdserverpb::{Attributes, ClusterMemberAttrSetRequest, InternalRaftRequest};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -220,6 +220,19 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     if let Some(data) = &boot.cluster_data {
         cluster.restore(data).map_err(anyhow::Error::msg)?;
     }
+    // etcd's check when it recovers the cluster state: a server older than
+    // the cluster version may not serve it, unless a downgrade targets it.
+    let job = cluster.downgrade_info();
+    if job.enabled {
+        tracing::info!(
+            target_cluster_version = %job.target_version,
+            current_server_version = cluster::SERVER_VERSION,
+            "cluster is downgrading to target version"
+        );
+    }
+    cluster
+        .check_local_version(cluster.version().as_deref())
+        .map_err(anyhow::Error::msg)?;
     let wait = Arc::new(wait::Wait::default());
     let alarms = Arc::new(alarm::AlarmStore::default());
     apply::recover_alarms(&store, &alarms)?;
@@ -531,12 +544,13 @@ async fn publish(server: &server::EtcdServer) -> Result<()> {
     Ok(())
 }
 
-/// How often the leader compares the cluster version with the members' (etcd: 5 s).
+/// How often the leader compares the cluster version with the members' and
+/// checks the downgrade job (etcd: every 4 s and 5 s).
 const CLUSTER_VERSION_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// As leader, keeps the cluster version at the lowest version the members
-/// published (etcd's monitorVersions): set once every member has published,
-/// raised when the last old member is upgraded or removed.
+/// As leader, keeps the cluster version where the members' versions and the
+/// downgrade job put it, and ends a finished job (etcd's version monitor:
+/// `downgrade::monitor`).
 async fn monitor_cluster_version(server: Arc<server::EtcdServer>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(CLUSTER_VERSION_CHECK_INTERVAL);
     loop {
@@ -547,18 +561,6 @@ async fn monitor_cluster_version(server: Arc<server::EtcdServer>, mut stop: watc
         if server.raft_status.leader() != server.member_id {
             continue;
         }
-        let Some(wanted) = server.cluster.lowest_member_version() else {
-            continue;
-        };
-        if server.cluster.version().as_deref() == Some(wanted.as_str()) {
-            continue;
-        }
-        let set = InternalRaftRequest {
-            cluster_version_set: Some(ClusterVersionSetRequest { ver: wanted }),
-            ..Default::default()
-        };
-        if let Err(e) = server.propose(set).await {
-            tracing::warn!(error = %e, "failed to set the cluster version");
-        }
+        downgrade::monitor(&server).await;
     }
 }

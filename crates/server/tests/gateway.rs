@@ -599,6 +599,12 @@ fn cluster_maintenance_lock_and_election() {
         assert!(alarms.get("alarms").is_none(), "{alarms}");
         let hash = ok(port, &format!("{prefix}/maintenance/hash"), "{}");
         assert!(hash["hash"].is_u64(), "uint32 is a JSON number: {hash}");
+        let downgrade = ok(
+            port,
+            &format!("{prefix}/maintenance/downgrade"),
+            r#"{"action":"VALIDATE","version":"3.5"}"#,
+        );
+        assert_eq!(text(&downgrade, "version"), "3.6");
 
         let lease = 2000 + i as i64;
         ok(

@@ -1,6 +1,6 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` shows),
-//! Alarm, Defragment, MoveLeader, Hash, HashKV and Snapshot. Downgrade
-//! comes with the operations issue.
+//! Alarm, Defragment, MoveLeader, Hash, HashKV, Snapshot and Downgrade
+//! (`crate::downgrade`).
 
 use std::sync::Arc;
 
@@ -22,10 +22,6 @@ impl MaintenanceService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented by this server yet"))
-}
-
 use super::snapshot::SnapshotStream;
 
 #[tonic::async_trait]
@@ -37,6 +33,7 @@ impl Maintenance for MaintenanceService {
         } else {
             s.cfg.quota_backend_bytes
         };
+        let job = s.cluster.downgrade_info();
         Ok(Response::new(StatusResponse {
             header: Some(s.header(0)),
             version: SERVER_VERSION.to_string(),
@@ -56,8 +53,18 @@ impl Maintenance for MaintenanceService {
                 .collect(),
             db_size_in_use: s.store.db_size_in_use_bytes() as i64,
             is_learner: s.cluster.member(s.member_id).is_some_and(|m| m.is_learner),
-            storage_version: CLUSTER_VERSION.to_string(),
+            // etcd migrates its storage to the cluster version; ours has one
+            // format for every version, and reports the cluster version.
+            storage_version: s
+                .cluster
+                .version()
+                .unwrap_or_else(|| CLUSTER_VERSION.to_string()),
             db_size_quota: quota,
+            // etcd 3.6 always sends it, disabled when no job runs.
+            downgrade_info: Some(DowngradeInfo {
+                enabled: job.enabled,
+                target_version: job.target_version,
+            }),
         }))
     }
 
@@ -174,10 +181,14 @@ impl Maintenance for MaintenanceService {
             .await?;
         Ok(Response::new(MoveLeaderResponse { header: None }))
     }
+    /// Validates, starts or cancels a downgrade of the cluster version
+    /// (`crate::downgrade`, etcd 3.6's answers and errors).
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        Err(not_yet("Downgrade"))
+        let mut resp = crate::downgrade::downgrade(&self.server, &request.into_inner()).await?;
+        resp.header = Some(self.server.header(0));
+        Ok(Response::new(resp))
     }
 }

@@ -1,7 +1,6 @@
 //! The gRPC services of etcd's v3 API that this server implements so far:
-//! KV, Watch, Lease, Cluster, Maintenance (all but Snapshot and Downgrade),
-//! Lock and Election. Auth is not registered yet (its issue is open); the
-//! unfinished Maintenance calls answer `Unimplemented`.
+//! KV, Watch, Lease, Cluster, Maintenance, Lock and Election. Auth is not
+//! registered yet (its issue is open).
 
 mod cluster;
 mod concurrency;
