@@ -306,7 +306,8 @@ fn defrag_cluster_and_hashkv_on_three_members() {
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
 }
 
-/// `endpoint hashkv` (every writer), `compaction` and `defrag` outputs as etcd's.
+/// `endpoint hashkv` (every writer), `compaction`, `defrag`, `alarm` and
+/// `move-leader` outputs as etcd's.
 #[test]
 fn hashkv_compaction_defrag_outputs_match_etcd() {
     for ctl in [
@@ -333,6 +334,9 @@ fn hashkv_compaction_defrag_outputs_match_etcd() {
         d.ok(&["endpoint", "hashkv", "--cluster"]);
         d.ok(&["alarm", "list"]);
         d.ok(&["alarm", "disarm"]);
+        // One member: it is the leader, a stranger is no transferee.
+        d.err(&["move-leader", "1234"]);
+        d.err(&["move-leader", "zz"]);
         d.finish();
     }
 }
