@@ -4,8 +4,11 @@
 //!
 //! `--clients` concurrent clients share `--conns` gRPC connections (round
 //! robin); together they issue `--total` requests, each client taking the
-//! next request number from a shared counter.
+//! next request number from a shared counter. `defrag` and `snapshot` time
+//! those maintenance calls while `--clients` writers run (`maintenance.rs`).
 
+mod load;
+mod maintenance;
 mod report;
 mod streams;
 
@@ -107,6 +110,95 @@ enum Cmd {
         #[arg(long, default_value_t = 10000)]
         total: u64,
     },
+    /// Benchmark defragmentation: fill the backend, delete part of it and
+    /// compact, then defragment while --clients writers and a reader run.
+    Defrag {
+        /// Bytes of values to fill the backend with.
+        #[arg(long, default_value_t = 1 << 30)]
+        db_bytes: u64,
+        /// Value size of the fill's puts.
+        #[arg(long, default_value_t = 50_000)]
+        fill_val_size: usize,
+        /// Concurrent clients filling the backend.
+        #[arg(long, default_value_t = 32)]
+        fill_clients: usize,
+        /// Percentage of the fill's keys deleted (spread evenly) before compacting.
+        #[arg(long, default_value_t = 50)]
+        delete_percent: u64,
+        /// Defragment the backend as it is, without filling it.
+        #[arg(long)]
+        skip_fill: bool,
+        /// The server's backend file, if local: its allocated size is
+        /// reported too (Status gives the file's length, which may be sparse).
+        #[arg(long)]
+        db_file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        load: LoadFlags,
+        /// Seconds of load before the defragmentation.
+        #[arg(long, default_value_t = 3.0)]
+        before_secs: f64,
+        /// Seconds of load after it.
+        #[arg(long, default_value_t = 2.0)]
+        after_secs: f64,
+        /// Give up on the Defragment call after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        defrag_timeout_secs: u64,
+    },
+    /// Benchmark snapshot save: stream Maintenance.Snapshot into a file,
+    /// optionally while --clients writers run.
+    Snapshot {
+        /// Where to write the snapshot.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Run --clients writers (and a reader) during the snapshot.
+        #[arg(long)]
+        with_writes: bool,
+        #[command(flatten)]
+        load: LoadFlags,
+        /// Seconds of load before the snapshot (with --with-writes).
+        #[arg(long, default_value_t = 2.0)]
+        before_secs: f64,
+        /// Give up on the snapshot after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        snapshot_timeout_secs: u64,
+    },
+}
+
+/// The background load of the maintenance workloads: --clients writers.
+#[derive(clap::Args)]
+struct LoadFlags {
+    /// Puts per second from all writers together (0: as fast as they go).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Value size of the writers' puts.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Keys the writers put to.
+    #[arg(long, default_value_t = 10000)]
+    key_space_size: u64,
+    /// No reader beside the writers.
+    #[arg(long)]
+    no_reader: bool,
+    /// A request without an answer after this many seconds counts as failed.
+    #[arg(long, default_value_t = 600)]
+    request_timeout_secs: u64,
+}
+
+impl LoadFlags {
+    fn args(&self, writers: usize) -> load::LoadArgs {
+        load::LoadArgs {
+            writers,
+            rate_per_sec: self.rate,
+            val_size: self.val_size,
+            key_space: self.key_space_size,
+            reader: !self.no_reader,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        }
+    }
+}
+
+fn secs(s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("bad duration {s}"))
 }
 
 /// A small, fast PRNG (xorshift64*), seeded per client: the load, not the keys, is measured.
@@ -196,6 +288,51 @@ async fn main() -> Result<()> {
         Cmd::LeaseKeepalive { total } => {
             return streams::run_keepalive(&conns, cli.clients, *total, cli.json).await;
         }
+        Cmd::Defrag {
+            db_bytes,
+            fill_val_size,
+            fill_clients,
+            delete_percent,
+            skip_fill,
+            db_file,
+            load,
+            before_secs,
+            after_secs,
+            defrag_timeout_secs,
+        } => {
+            if *delete_percent > 100 {
+                bail!("--delete-percent must be at most 100");
+            }
+            let args = maintenance::DefragArgs {
+                db_bytes: *db_bytes,
+                fill_val_size: *fill_val_size,
+                fill_clients: *fill_clients,
+                delete_percent: *delete_percent,
+                skip_fill: *skip_fill,
+                db_file: db_file.clone(),
+                load: load.args(cli.clients),
+                before: secs(*before_secs)?,
+                after: secs(*after_secs)?,
+                defrag_timeout: Duration::from_secs(*defrag_timeout_secs),
+            };
+            return maintenance::run_defrag(&conns, args, cli.json).await;
+        }
+        Cmd::Snapshot {
+            out,
+            with_writes,
+            load,
+            before_secs,
+            snapshot_timeout_secs,
+        } => {
+            let writers = if *with_writes { cli.clients } else { 0 };
+            let args = maintenance::SnapshotArgs {
+                out: out.clone(),
+                load: load.args(writers),
+                before: secs(*before_secs)?,
+                timeout: Duration::from_secs(*snapshot_timeout_secs),
+            };
+            return maintenance::run_snapshot(&conns, args, cli.json).await;
+        }
     };
     let next = Arc::new(AtomicU64::new(0));
     let cmd = Arc::new(cli.cmd);
@@ -260,7 +397,10 @@ async fn main() -> Result<()> {
                         })
                         .await
                         .map(|_| ()),
-                    Cmd::Watch { .. } | Cmd::LeaseKeepalive { .. } => {
+                    Cmd::Watch { .. }
+                    | Cmd::LeaseKeepalive { .. }
+                    | Cmd::Defrag { .. }
+                    | Cmd::Snapshot { .. } => {
                         unreachable!("stream workloads run on their own")
                     }
                 };
