@@ -19,18 +19,17 @@
 mod cluster_support;
 mod common;
 
-use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cluster_support::Cluster;
+use common::client::{bounded, connect, must};
 use common::{EtcdProcess, Kind};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
 
 const CHECK_INTERVAL: &str = "--experimental-auto-compaction-check-interval=200ms";
 const COMPACTED: &str = "OutOfRange: etcdserver: mvcc: required revision has been compacted";
 /// Bound on one client call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a compaction the test waits for may take to show.
 const COMPACTION_WAIT: Duration = Duration::from_secs(20);
 /// The periodic window of these tests.
@@ -52,43 +51,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-async fn connect(url: String) -> Client {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        Client::connect([&url], Some(options)),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("connect to {url}: timed out"))
-    .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
-/// `Code: message` of a gRPC error (the error itself for anything else).
-fn show_err(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
-        other => format!("{other}"),
-    }
-}
-
-/// One call bounded by CALL_TIMEOUT; errors as text.
-async fn bounded<T>(
-    what: &str,
-    f: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(show_err(&e)),
-        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
-    }
-}
-
-async fn must<T>(what: &str, f: impl Future<Output = Result<T, etcd_client::Error>>) -> T {
-    bounded(what, f)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Puts `key` and returns the revision it created.
@@ -139,7 +101,7 @@ fn revision_mode_keeps_the_last_n_revisions() {
     );
     let rt = runtime();
     let last = rt.block_on(async {
-        let mut c = connect(process.client_url()).await;
+        let mut c = connect(&[process.client_url()]).await;
         let mut last = 0;
         for i in 0..30 {
             last = put(&mut c, "k", format!("v{i}")).await;
@@ -188,7 +150,7 @@ fn periodic_mode_compacts_the_revision_of_one_window_ago() {
     let process = EtcdProcess::start(Kind::Ours, &["--auto-compaction-retention=2s"]);
     let rt = runtime();
     rt.block_on(async {
-        let mut c = connect(process.client_url()).await;
+        let mut c = connect(&[process.client_url()]).await;
         // (revision, when the put making it was sent)
         let mut sent: Vec<(i64, Instant)> = Vec::new();
         let deadline = Instant::now() + COMPACTION_WAIT;
@@ -238,7 +200,7 @@ fn move_leader(cluster: &Cluster, rt: &tokio::runtime::Runtime, from: usize, to:
     let target = cluster.member_id(to);
     let url = cluster.client_url(from);
     rt.block_on(async {
-        let mut c = connect(url).await;
+        let mut c = connect(&[url]).await;
         must("move leader", c.move_leader(target)).await;
     });
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -278,7 +240,7 @@ fn wait_all_compacted(cluster: &Cluster, what: &str, done: impl Fn(i64) -> bool)
 fn put_on(cluster: &Cluster, rt: &tokio::runtime::Runtime, i: usize, n: usize) -> i64 {
     let url = cluster.client_url(i);
     rt.block_on(async {
-        let mut c = connect(url).await;
+        let mut c = connect(&[url]).await;
         put(&mut c, "c", format!("{n}")).await
     })
 }
@@ -304,7 +266,7 @@ fn revision_mode_on_a_cluster_follows_the_leader() {
     let third = (first + 2) % 3;
     let url = cluster.client_url(first);
     let rev = rt.block_on(async {
-        let mut c = connect(url).await;
+        let mut c = connect(&[url]).await;
         let mut rev = 0;
         for n in 0..20 {
             rev = put(&mut c, "c", format!("{n}")).await;

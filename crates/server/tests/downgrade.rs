@@ -21,7 +21,6 @@
 mod cluster_support;
 mod common;
 
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -29,11 +28,11 @@ use std::time::{Duration, Instant};
 use api::etcdserverpb::maintenance_client::MaintenanceClient;
 use api::etcdserverpb::DowngradeRequest;
 use cluster_support::Cluster;
+use common::client::{bounded, connect, CALL_TIMEOUT};
 use common::{http_get, EtcdProcess, Kind};
-use etcd_client::{Client, ConnectOptions, DowngradeOptions, PutOptions};
+use etcd_client::{DowngradeOptions, PutOptions};
 
 /// Bound on one client call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a change the test waits for may take to show on a member.
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
@@ -50,39 +49,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-async fn connect(url: &str) -> Client {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        Client::connect([url], Some(options)),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("connect to {url}: timed out"))
-    .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
-/// `Code: message` of a gRPC error (the error itself for anything else).
-fn show_err(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
-        other => format!("{other}"),
-    }
-}
-
-async fn bounded<T>(
-    what: &str,
-    f: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| show_err(&e)),
-        Err(_) => panic!("{what}: no answer within {CALL_TIMEOUT:?}"),
-    }
-}
-
 /// One Downgrade call: the answered cluster version, or `Code: message`.
 async fn downgrade(url: &str, options: DowngradeOptions) -> Result<String, String> {
     let what = format!("Downgrade {options:?} on {url}");
-    let mut client = connect(url).await.maintenance_client();
+    let mut client = connect(&[url.to_string()]).await.maintenance_client();
     let resp = bounded(&what, client.downgrade(options)).await?;
     assert!(resp.header().is_some(), "{what}: no header");
     Ok(resp.version().to_string())
@@ -98,7 +68,7 @@ fn enable(v: &str) -> DowngradeOptions {
 
 /// What Status reports: (job enabled, job target, storage version).
 async fn status(url: &str) -> (bool, String, String) {
-    let mut client = connect(url).await;
+    let mut client = connect(&[url.to_string()]).await;
     let resp = bounded(&format!("Status on {url}"), client.status())
         .await
         .unwrap_or_else(|e| panic!("Status on {url}: {e}"));
@@ -271,7 +241,7 @@ fn one_member_validate_enable_cancel_and_restart() {
             Err(IN_PROGRESS.into())
         );
         // Enough entries for a raft snapshot that holds the job.
-        let mut client = connect(&url).await;
+        let mut client = connect(std::slice::from_ref(&url)).await;
         for i in 0..20 {
             bounded("put", client.put(format!("k{i}"), "v", None::<PutOptions>))
                 .await

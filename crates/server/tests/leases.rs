@@ -25,16 +25,16 @@
 mod cluster_support;
 mod common;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_support::{Cluster, ELECTION_MS};
+use common::client::{bounded, connect, must};
 use common::{start_pair, EtcdProcess, Kind};
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions,
-    PutOptions, Txn, TxnOp, WatchOptions,
+    Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn,
+    TxnOp, WatchOptions,
 };
 
 /// etcd's minimum TTL with its default timing (heartbeat 100 ms, election
@@ -46,7 +46,6 @@ const DEFAULT_ELECTION: Duration = Duration::from_millis(1000);
 /// ⌈1.5 × 500 ms⌉ in seconds.
 const CLUSTER_MIN_TTL: i64 = 1;
 /// Bound on one client call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long an unrenewed lease's keys may take to disappear.
 const GONE_WAIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(100);
@@ -71,43 +70,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 // ---------------------------------------------------------------------------
 // Client helpers.
-
-/// A client of `urls`; every call is bounded by the caller (no client-wide
-/// timeout, which would also cut long-lived streams).
-async fn connect(urls: &[String]) -> Client {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-    tokio::time::timeout(Duration::from_secs(5), Client::connect(urls, Some(options)))
-        .await
-        .unwrap_or_else(|_| panic!("connect to {urls:?}: timed out"))
-        .unwrap_or_else(|e| panic!("connect to {urls:?}: {e}"))
-}
-
-/// `Code: message` of a gRPC error (the error itself for anything else).
-fn show_err(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
-        other => format!("{other}"),
-    }
-}
-
-/// Runs one call bounded by CALL_TIMEOUT; errors as text.
-async fn bounded<T>(
-    what: &str,
-    f: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(show_err(&e)),
-        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
-    }
-}
-
-/// `bounded`, panicking on an error.
-async fn must<T>(what: &str, f: impl Future<Output = Result<T, etcd_client::Error>>) -> T {
-    bounded(what, f)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-}
 
 fn with_lease(id: i64) -> Option<PutOptions> {
     Some(PutOptions::new().with_lease(id))

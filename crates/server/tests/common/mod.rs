@@ -17,6 +17,8 @@
 
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
