@@ -291,11 +291,9 @@ where
             }
 
             Frame::Priority(_) => {
-                /*
-                v.encode(self.buf.get_mut());
-                tracing::trace!("encoded priority; rem={:?}", self.buf.remaining());
-                */
-                unimplemented!();
+                // etcd-rs patch (wording only): h2 has no API that sends a
+                // PRIORITY frame; upstream left this arm as a stub.
+                unreachable!("h2 never sends PRIORITY frames");
             }
             Frame::Reset(v) => {
                 v.encode(self.buf.get_mut());
