@@ -772,7 +772,7 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -796,7 +796,8 @@ mod tests {
         }
     }
 
-    fn parse_all(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ParseError> {
+    /// `etcd <args>` with `env` as the environment (also used by `config_file`'s tests).
+    pub(crate) fn parse_all(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ParseError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let env = env
             .iter()

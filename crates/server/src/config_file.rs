@@ -388,22 +388,10 @@ fn go_errno_text(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse as parse_flags, Command, Config, ConfigError, ParseError};
+    use crate::config::tests::parse_all;
+    use crate::config::{ConfigError, ParseError};
     use std::path::PathBuf;
     use std::time::Duration;
-
-    /// `etcd <args>` with `env` as the environment.
-    fn parse_all(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ParseError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        match parse_flags(&args, &env)? {
-            Command::Run(c) => Ok(*c),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 
     fn values(text: &str) -> HashMap<&'static str, String> {
         parse(text).unwrap().values

@@ -227,26 +227,16 @@ pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
 }
 
 /// The leader's periodic check, every `every` until `stop`.
-pub async fn run_periodic(
-    server: Arc<EtcdServer>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_periodic(server: Arc<EtcdServer>, every: Duration, stop: watch::Receiver<bool>) {
     tracing::info!(interval = ?every, "enabled corruption checking");
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if server.raft_status.leader() != server.member_id {
-            continue;
-        }
+    // As etcd, the first check comes one interval after start.
+    let tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    crate::server::on_ticks_as_leader(server, tick, stop, |server| async move {
         if let Err(e) = check_as_leader(&server).await {
             tracing::warn!(error = %e, "failed to check the members' hashes");
         }
-    }
+    })
+    .await;
 }
 
 /// etcd's checkHashKV: compares the leader's hash with every member's.

@@ -108,16 +108,9 @@ pub fn recover(store: &mvcc::Store, lessor: &Lessor) -> Result<()> {
 
 /// The leader's loop: proposes the revocation of expired leases and, with
 /// checkpointing on, the remaining TTLs of long leases.
-pub async fn run_expiry(server: Arc<EtcdServer>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if server.raft_status.leader() != server.member_id {
-            continue;
-        }
+pub async fn run_expiry(server: Arc<EtcdServer>, stop: tokio::sync::watch::Receiver<bool>) {
+    let tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    crate::server::on_ticks_as_leader(server, tick, stop, |server| async move {
         let now = Instant::now();
         for id in server.lessor.expired(now, REVOKES_PER_CHECK_MAX) {
             let server = server.clone();
@@ -143,7 +136,8 @@ pub async fn run_expiry(server: Arc<EtcdServer>, mut stop: tokio::sync::watch::R
         if !due.is_empty() {
             propose_checkpoints(&server, due);
         }
-    }
+    })
+    .await;
 }
 
 /// Proposes checkpoints without waiting for them.

@@ -551,16 +551,10 @@ const CLUSTER_VERSION_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// As leader, keeps the cluster version where the members' versions and the
 /// downgrade job put it, and ends a finished job (etcd's version monitor:
 /// `downgrade::monitor`).
-async fn monitor_cluster_version(server: Arc<server::EtcdServer>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(CLUSTER_VERSION_CHECK_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if server.raft_status.leader() != server.member_id {
-            continue;
-        }
+async fn monitor_cluster_version(server: Arc<server::EtcdServer>, stop: watch::Receiver<bool>) {
+    let tick = tokio::time::interval(CLUSTER_VERSION_CHECK_INTERVAL);
+    server::on_ticks_as_leader(server, tick, stop, |server| async move {
         downgrade::monitor(&server).await;
-    }
+    })
+    .await;
 }

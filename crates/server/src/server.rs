@@ -344,3 +344,26 @@ impl Drop for Pending<'_> {
         self.0.proposals_pending.dec();
     }
 }
+
+/// Runs `work` on every tick of `tick` while this member is the leader,
+/// until `stop` changes: the shape of every leader-only background duty
+/// (lease expiry, the cluster version monitor, the corruption check).
+pub async fn on_ticks_as_leader<F, Fut>(
+    server: Arc<EtcdServer>,
+    mut tick: tokio::time::Interval,
+    mut stop: watch::Receiver<bool>,
+    mut work: F,
+) where
+    F: FnMut(Arc<EtcdServer>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if server.raft_status.leader() == server.member_id {
+            work(server.clone()).await;
+        }
+    }
+}
