@@ -27,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(files, ["proto"])?;
     let encoded = descriptors.encode_to_vec();
+    // Kept for tools that print messages by reflection (etcdctl's JSON writer).
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("descriptors.bin"), &encoded)?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -59,3 +59,13 @@ pub mod etcdrs {
 pub use etcdrs::peer::v1 as peerpb;
 
 pub use error::EtcdError;
+
+/// The etcd release whose API, outputs and semantics these binaries speak.
+pub const ETCD_VERSION: &str = "3.6.0";
+
+/// Its API version ("3.6"): what `etcdctl version` and the cluster version use.
+pub const API_VERSION: &str = "3.6";
+
+/// The encoded `FileDescriptorSet` of every .proto file above, for tools
+/// that walk messages by reflection (etcdctl prints Go-style JSON with it).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

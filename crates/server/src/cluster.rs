@@ -21,7 +21,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use crate::version::{check_server_version, DowngradeInfo, MajorMinor};
 
 /// The etcd API version this server speaks, reported in Status and /version.
-pub const SERVER_VERSION: &str = "3.6.0";
+pub const SERVER_VERSION: &str = api::ETCD_VERSION;
 /// The cluster version it proposes (major.minor of the lowest member version).
 pub const CLUSTER_VERSION: &str = "3.6.0";
 /// Learners a cluster may have at once (etcd 3.4-3.6: one).

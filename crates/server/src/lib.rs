@@ -19,7 +19,7 @@ pub mod corrupt;
 pub mod downgrade;
 pub mod edge;
 pub mod gateway;
-pub mod go_duration;
+pub use gofmt::duration as go_duration;
 pub mod grpc;
 pub mod health;
 pub mod http;

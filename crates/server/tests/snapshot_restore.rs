@@ -78,6 +78,7 @@ fn run(bin: &Path, args: &[&str]) -> Output {
         stdout: bytes_to_text(&out.join().expect("stdout reader")),
         stderr: bytes_to_text(&err.join().expect("stderr reader")),
         code: status.code().unwrap_or(-1),
+        ..Output::default()
     }
 }
 
@@ -339,6 +340,7 @@ fn save(ctl: &Etcdctl, process: &EtcdProcess, dir: &Path, name: &str) -> (PathBu
             stdout,
             stderr: String::new(),
             code: out.code,
+            ..Output::default()
         },
     )
 }

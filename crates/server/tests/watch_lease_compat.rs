@@ -177,6 +177,7 @@ impl Session {
             stdout: text(&out.stdout),
             stderr: text(&out.stderr),
             code: out.code,
+            ..Output::default()
         }
     }
 
@@ -503,6 +504,7 @@ impl Background {
             stdout: self.stdout(),
             stderr: self.stderr(),
             code,
+            ..Output::default()
         }
     }
 }
@@ -739,6 +741,7 @@ fn lease_expiry(s: &mut Session) {
             stdout: expired.to_string(),
             stderr: String::new(),
             code: 0,
+            ..Output::default()
         },
     );
     s.ok(&["get", "", "--from-key", "-w", "json"]); // the delete is rev 4
@@ -854,6 +857,7 @@ fn lock_elect(s: &mut Session) {
         stdout: second.stdout(),
         stderr: second.stderr(),
         code: i32::from(second.try_exit().is_some()),
+        ..Output::default()
     };
     s.record(
         "the second lock contender while the first holds the lock",

@@ -402,12 +402,23 @@ impl Drop for EtcdProcess {
 }
 
 /// What one etcdctl invocation printed, and its exit code.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Output {
     pub stdout: String,
+    /// stdout as etcdctl wrote it (the protobuf writer's output is binary).
+    pub raw_stdout: Vec<u8>,
     pub stderr: String,
     pub code: i32,
 }
+
+/// Outputs compare by their text (stdout, stderr, exit code).
+impl PartialEq for Output {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.stdout, &self.stderr, self.code) == (&other.stdout, &other.stderr, other.code)
+    }
+}
+
+impl Eq for Output {}
 
 /// Bytes as text: valid UTF-8 as is, any other byte as `\xNN` (so two different
 /// binary outputs never compare equal).
@@ -434,6 +445,22 @@ impl Etcdctl {
         Etcdctl {
             bin: reference_tool(kind, "etcdctl"),
         }
+    }
+
+    /// Our etcdctl (`target/<profile>/etcdctl`, beside our `etcd`; `cargo test
+    /// --workspace` builds it, `ETCD_RS_OURS_CTL` overrides it).
+    pub fn ours() -> Etcdctl {
+        let bin = match std::env::var_os("ETCD_RS_OURS_CTL") {
+            Some(path) => PathBuf::from(path),
+            None => PathBuf::from(env!("CARGO_BIN_EXE_etcd")).with_file_name("etcdctl"),
+        };
+        if !bin.is_file() {
+            panic!(
+                "our etcdctl is not built: run `cargo build --release -p etcdctl` (looked for {})",
+                bin.display()
+            );
+        }
+        Etcdctl { bin }
     }
 
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with `ETCDCTL_API=3`, feeding
@@ -477,8 +504,10 @@ impl Etcdctl {
             thread::sleep(Duration::from_millis(5));
         };
         let _ = writer.join();
+        let raw_stdout = stdout.join().expect("stdout reader");
         Output {
-            stdout: bytes_to_text(&stdout.join().expect("stdout reader")),
+            stdout: bytes_to_text(&raw_stdout),
+            raw_stdout,
             stderr: bytes_to_text(&stderr.join().expect("stderr reader")),
             code: status.code().unwrap_or(-1),
         }
@@ -590,6 +619,9 @@ impl Normalizer {
         for version in VERSIONS {
             text = text.replace(version, "<version>");
         }
+        for api in ["3.4", "3.5", "3.6"] {
+            text = text.replace(&format!("API version: {api}"), "API version: <api>");
+        }
         for field in JSON_NUMBER_FIELDS {
             text = replace_after(&text, &format!("\"{field}\":"), number_len, "<n>");
         }
@@ -609,6 +641,7 @@ impl Normalizer {
     pub fn output(&self, output: &Output) -> Output {
         Output {
             stdout: self.apply(&output.stdout),
+            raw_stdout: output.raw_stdout.clone(),
             stderr: self.apply(&output.stderr),
             code: output.code,
         }
@@ -722,7 +755,10 @@ pub fn start_pair(extra_args: &[&str]) -> (EtcdProcess, EtcdProcess) {
 /// A server under test beside a reference server, each with its normalizer,
 /// driven by the same etcdctl; mismatches are collected and reported together.
 pub struct Differential {
+    /// The etcdctl run against `reference`.
     pub ctl: Etcdctl,
+    /// The etcdctl run against `ours` (the same binary unless [`Differential::ctls`]).
+    pub ours_ctl: Etcdctl,
     pub ours: EtcdProcess,
     pub reference: EtcdProcess,
     ours_norm: Normalizer,
@@ -741,6 +777,7 @@ impl Differential {
         let reference_norm =
             Normalizer::for_server(&reference, ServerIds::read(&ctl, &reference.endpoint()));
         Differential {
+            ours_ctl: ctl.clone(),
             ctl,
             ours,
             reference,
@@ -750,6 +787,41 @@ impl Differential {
             mismatches: Vec::new(),
             ours_time: Duration::ZERO,
         }
+    }
+
+    /// Our etcdctl against real etcdctl 3.5.1: two servers of `kind` with the
+    /// same flags, one driven by each etcdctl, so both see the same history
+    /// (revisions included) and every invocation's outputs must match.
+    pub fn ctls(kind: Kind, extra_args: &[&str]) -> Differential {
+        let (ours, reference) = thread::scope(|s| {
+            let ours = s.spawn(|| EtcdProcess::start(kind, extra_args));
+            let reference = EtcdProcess::start(kind, extra_args);
+            (
+                ours.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                reference,
+            )
+        });
+        let ctl = Etcdctl::reference(Kind::Ref35);
+        let ours_norm = Normalizer::for_server(&ours, ServerIds::read(&ctl, &ours.endpoint()));
+        let reference_norm =
+            Normalizer::for_server(&reference, ServerIds::read(&ctl, &reference.endpoint()));
+        Differential {
+            ctl,
+            ours_ctl: Etcdctl::ours(),
+            ours,
+            reference,
+            ours_norm,
+            reference_norm,
+            invocations: 0,
+            mismatches: Vec::new(),
+            ours_time: Duration::ZERO,
+        }
+    }
+
+    /// Also normalize `from` to `to` in both outputs (e.g. a lease ID each side granted).
+    pub fn literal(&mut self, ours: impl Into<String>, reference: impl Into<String>, to: &str) {
+        self.ours_norm = std::mem::take(&mut self.ours_norm).literal(ours, to);
+        self.reference_norm = std::mem::take(&mut self.reference_norm).literal(reference, to);
     }
 
     /// Runs `etcdctl <args>` against both servers and records a mismatch of the
@@ -769,11 +841,20 @@ impl Differential {
             self.fail();
         }
         let started = Instant::now();
-        let ours = self.ctl.run(&self.ours.endpoint(), args, stdin);
+        let ours = self.ours_ctl.run(&self.ours.endpoint(), args, stdin);
         self.ours_time += started.elapsed();
         let reference = self.ctl.run(&self.reference.endpoint(), args, stdin);
-        let ours_n = self.ours_norm.output(&ours);
-        let reference_n = self.reference_norm.output(&reference);
+        let mut ours_n = self.ours_norm.output(&ours);
+        let mut reference_n = self.reference_norm.output(&reference);
+        if self.ctl.bin != self.ours_ctl.bin {
+            ours_n = cli_noise_removed(ours_n);
+            reference_n = cli_noise_removed(reference_n);
+            if args.contains(&"protobuf") {
+                ours_n.stdout = bytes_to_text(&protobuf_header_normalized(&ours.raw_stdout));
+                reference_n.stdout =
+                    bytes_to_text(&protobuf_header_normalized(&reference.raw_stdout));
+            }
+        }
         if std::env::var_os("ETCD_RS_TEST_VERBOSE").is_some() {
             eprintln!(
                 "$ etcdctl {} (exit {})\n{}{}",
@@ -789,7 +870,7 @@ impl Differential {
                 None => String::new(),
             };
             self.mismatches.push(format!(
-                "=== etcdctl {}{input}\n--- etcd 3.5.1 (exit {}):\n{}{}--- ours (exit {}):\n{}{}{}",
+                "=== etcdctl {}{input}\n--- reference (exit {}):\n{}{}--- ours (exit {}):\n{}{}{}",
                 args.join(" "),
                 reference.code,
                 section("stdout", &reference.stdout),
@@ -863,6 +944,77 @@ impl Differential {
             self.ours.log_tail()
         );
     }
+}
+
+/// What two etcdctl builds may print differently around the same result:
+/// cobra's usage text after a usage error (stdout), its repeated `Error:`
+/// line, and clientv3's JSON log lines (stderr).
+fn cli_noise_removed(mut out: Output) -> Output {
+    if out.code != 0 && (out.stdout.starts_with("NAME:") || out.stdout.starts_with("Usage:")) {
+        out.stdout.clear();
+    }
+    // etcd 3.6's etcdctl (which ours follows) adds the parse error to this line.
+    let mut seen = HashSet::new();
+    out.stderr = out
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\":") && !l.is_empty())
+        .map(|l| match l.split_once("\" (strconv.") {
+            Some((head, _)) if l.starts_with("Error: invalid txn compare request:") => {
+                format!("{head}\"")
+            }
+            _ => l.to_string(),
+        })
+        .filter(|l| seen.insert(l.clone()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out
+}
+
+/// A protobuf writer's output with the response header (field 1) shown as
+/// text without the member and cluster IDs, which differ between servers.
+fn protobuf_header_normalized(bytes: &[u8]) -> Vec<u8> {
+    fn varint(b: &[u8]) -> Option<(u64, usize)> {
+        let mut v = 0u64;
+        for (i, byte) in b.iter().enumerate().take(10) {
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some((v, i + 1));
+            }
+        }
+        None
+    }
+    let Some((&0x0a, rest)) = bytes.split_first() else {
+        return bytes.to_vec();
+    };
+    let Some((len, n)) = varint(rest) else {
+        return bytes.to_vec();
+    };
+    let (header, tail) = match rest.get(n..n + len as usize) {
+        Some(h) => (h, &rest[n + len as usize..]),
+        None => return bytes.to_vec(),
+    };
+    let mut text = String::from("<header");
+    let mut at = 0;
+    while at < header.len() {
+        let Some((tag, n)) = varint(&header[at..]) else {
+            break;
+        };
+        at += n;
+        let Some((value, n)) = varint(&header[at..]) else {
+            break;
+        };
+        at += n;
+        match tag >> 3 {
+            3 => text.push_str(&format!(" revision={value}")),
+            4 => text.push_str(" raft_term"),
+            _ => {}
+        }
+    }
+    text.push('>');
+    let mut out = text.into_bytes();
+    out.extend_from_slice(tail);
+    out
 }
 
 /// The first normalized line that differs, in stdout, stderr or the exit code.

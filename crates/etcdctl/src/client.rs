@@ -1,0 +1,429 @@
+//! The connection to the cluster, as clientv3 makes it for etcdctl.
+//!
+//! - Endpoints are tried in order; the first one that answers within
+//!   `--dial-timeout` serves the command (failover when members are down).
+//! - TLS (rustls) when a certificate, key or CA is given, with
+//!   `--insecure-transport=false`, or for `https://` endpoints; the server
+//!   name comes from the endpoint or `--discovery-srv`, and
+//!   `--insecure-skip-tls-verify` turns verification off.
+//! - With `--user`, the Auth service's token rides on every request.
+//! - Message limits are clientv3's: 2 MiB to send, no limit to receive.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig as TlsConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use api::etcdserverpb::auth_client::AuthClient;
+use api::etcdserverpb::cluster_client::ClusterClient;
+use api::etcdserverpb::kv_client::KvClient;
+use api::etcdserverpb::lease_client::LeaseClient;
+use api::etcdserverpb::maintenance_client::MaintenanceClient;
+use api::etcdserverpb::watch_client::WatchClient;
+use api::etcdserverpb::AuthenticateRequest;
+use api::v3electionpb::election_client::ElectionClient;
+use api::v3lockpb::lock_client::LockClient;
+
+use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
+use crate::global::{ClientConfig, TlsSettings};
+
+/// clientv3's default send limit.
+pub const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
+
+/// Adds the auth token to each request.
+#[derive(Clone, Default)]
+pub struct AuthToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for AuthToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            req.metadata_mut().insert("token", token.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Svc = InterceptedService<Channel, AuthToken>;
+
+/// A connection to one member of the cluster.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    token: AuthToken,
+    /// The endpoint this client reached, as given.
+    pub endpoint: String,
+    pub config: ClientConfig,
+}
+
+impl Client {
+    /// Connects to the first endpoint that answers, then authenticates.
+    pub async fn connect(config: &ClientConfig) -> CtlResult<Client> {
+        if config.endpoints.is_empty() {
+            return Err(CtlError::new(EXIT_BAD_ARGS, "no endpoints given"));
+        }
+        let mut last = None;
+        for endpoint in &config.endpoints {
+            match Self::connect_to(config, endpoint).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(CtlError::deadline))
+    }
+
+    /// Connects to one endpoint (for commands that visit each member).
+    pub async fn connect_to(config: &ClientConfig, endpoint: &str) -> CtlResult<Client> {
+        let channel = dial(config, endpoint).await?;
+        let mut client = Client {
+            channel,
+            token: AuthToken::default(),
+            endpoint: endpoint.to_string(),
+            config: config.clone(),
+        };
+        if let Some(creds) = &config.credentials {
+            let request = AuthenticateRequest {
+                name: creds.user.clone(),
+                password: creds.password.clone(),
+            };
+            let resp = client
+                .unary(client.auth().authenticate(request))
+                .await
+                .map_err(|e| e.with_code(EXIT_BAD_CONNECTION))?;
+            let token = MetadataValue::try_from(resp.token.as_str()).map_err(|_| {
+                CtlError::new(
+                    EXIT_BAD_CONNECTION,
+                    "the server sent an unusable auth token",
+                )
+            })?;
+            client.token = AuthToken(Some(token));
+        }
+        Ok(client)
+    }
+
+    fn svc(&self) -> Svc {
+        InterceptedService::new(self.channel.clone(), self.token.clone())
+    }
+
+    pub fn kv(&self) -> KvClient<Svc> {
+        KvClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn watch(&self) -> WatchClient<Svc> {
+        WatchClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn lease(&self) -> LeaseClient<Svc> {
+        LeaseClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn cluster(&self) -> ClusterClient<Svc> {
+        ClusterClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn maintenance(&self) -> MaintenanceClient<Svc> {
+        MaintenanceClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn auth(&self) -> AuthClient<Svc> {
+        AuthClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn lock(&self) -> LockClient<Svc> {
+        LockClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn election(&self) -> ElectionClient<Svc> {
+        ElectionClient::new(self.svc())
+            .max_encoding_message_size(MAX_SEND_BYTES)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    /// Runs one unary call under `--command-timeout`.
+    pub async fn unary<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> CtlResult<T> {
+        self.within(self.config.command_timeout, call).await
+    }
+
+    /// Runs one unary call under a deadline of its own.
+    pub async fn within<T>(
+        &self,
+        timeout: Duration,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> CtlResult<T> {
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(map_status(&status)),
+            Err(_) => Err(CtlError::deadline()),
+        }
+    }
+}
+
+/// clientv3 reports a send over the limit in grpc-go's words.
+fn map_status(status: &tonic::Status) -> CtlError {
+    let msg = status.message();
+    if msg.starts_with("Error, encoded message length too large") {
+        let found = msg
+            .split("found ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or("?");
+        return CtlError::error(format!(
+            "rpc error: code = ResourceExhausted desc = trying to send message larger than max ({found} vs. {MAX_SEND_BYTES})"
+        ));
+    }
+    if status.code() == tonic::Code::Unavailable && msg.contains("transport error") {
+        return CtlError::deadline();
+    }
+    CtlError::from_status(status)
+}
+
+/// `host:port` and whether the endpoint asks for TLS by its scheme.
+fn split_endpoint(endpoint: &str) -> (String, bool) {
+    if let Some(rest) = endpoint.strip_prefix("https://") {
+        (rest.trim_end_matches('/').to_string(), true)
+    } else if let Some(rest) = endpoint.strip_prefix("http://") {
+        (rest.trim_end_matches('/').to_string(), false)
+    } else {
+        (endpoint.trim_end_matches('/').to_string(), false)
+    }
+}
+
+async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
+    let (authority, https) = split_endpoint(endpoint);
+    let uri = format!("http://{authority}");
+    let ep = Endpoint::from_shared(uri)
+        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {endpoint:?}: {e}")))?
+        .connect_timeout(config.dial_timeout)
+        .http2_keep_alive_interval(config.keepalive_time)
+        .keep_alive_timeout(config.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let tls = match (&config.tls, https) {
+        (Some(settings), _) => Some(settings.clone()),
+        (None, true) => Some(TlsSettings::default()),
+        (None, false) => None,
+    };
+    let connect = async {
+        match tls {
+            None => ep.connect().await.map_err(|_| CtlError::deadline()),
+            Some(settings) => {
+                let tls_config = Arc::new(tls_config(&settings)?);
+                let host = authority
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(&authority);
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let name = settings.server_name.clone().unwrap_or(host);
+                let server_name = ServerName::try_from(name).map_err(|e| {
+                    CtlError::new(EXIT_BAD_ARGS, format!("invalid server name: {e}"))
+                })?;
+                let addr = authority.clone();
+                let connector = tower::service_fn(move |_: Uri| {
+                    let tls_config = tls_config.clone();
+                    let server_name = server_name.clone();
+                    let addr = addr.clone();
+                    async move {
+                        let tcp = TcpStream::connect(addr).await?;
+                        tcp.set_nodelay(true)?;
+                        let tls = TlsConnector::from(tls_config)
+                            .connect(server_name, tcp)
+                            .await?;
+                        Ok::<_, io::Error>(TokioIo::new(tls))
+                    }
+                });
+                ep.connect_with_connector(connector)
+                    .await
+                    .map_err(|e| CtlError::error(transport_text(&e)))
+            }
+        }
+    };
+    match tokio::time::timeout(config.dial_timeout, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(CtlError::deadline()),
+    }
+}
+
+/// A TLS failure's cause (certificate problems are worth showing), else
+/// the deadline text clientv3 ends with.
+fn transport_text(e: &tonic::transport::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return format!("tls: {text}");
+        }
+        source = s.source();
+    }
+    "context deadline exceeded".to_string()
+}
+
+fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = TlsConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(|e| CtlError::error(format!("tls: {e}")))?;
+    let builder = if settings.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        let roots = match &settings.cacert {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(ca)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("{ca}: {e}")))?;
+                }
+                roots
+            }
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&settings.cert, &settings.key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("open {key}: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("tls: {e}")))?
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(CtlError::new(
+                EXIT_BAD_ARGS,
+                "tls: both --cert and --key are needed for a client certificate",
+            ))
+        }
+        (None, None) => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn read_certs(path: &str) -> CtlResult<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("open {path}: {e}")))?;
+    if certs.is_empty() {
+        return Err(CtlError::new(
+            EXIT_BAD_ARGS,
+            format!("{path}: no certificates found"),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The system's CA bundle (Go uses the system roots without `--cacert`).
+fn system_roots() -> RootCertStore {
+    const BUNDLES: &[&str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+    let mut roots = RootCertStore::empty();
+    if let Some(certs) = BUNDLES
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .find_map(|p| read_certs(p).ok())
+    {
+        roots.add_parsable_certificates(certs);
+    }
+    roots
+}
+
+/// `--insecure-skip-tls-verify`: accept any server certificate (signatures
+/// are still checked, so the handshake itself is sound).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_with_and_without_scheme() {
+        assert_eq!(
+            split_endpoint("127.0.0.1:2379"),
+            ("127.0.0.1:2379".into(), false)
+        );
+        assert_eq!(split_endpoint("http://a:1/"), ("a:1".into(), false));
+        assert_eq!(split_endpoint("https://a:1"), ("a:1".into(), true));
+    }
+}

@@ -1,0 +1,68 @@
+//! etcdctl's commands: one module per group, each with its clap arguments
+//! and an async `run`. Arguments are checked before connecting, as etcdctl
+//! does, so usage errors come out the same with or without a cluster.
+
+use clap::Subcommand;
+
+use crate::client::Client;
+use crate::error::CtlResult;
+use crate::global::GlobalArgs;
+use crate::output::Printer;
+use crate::Cli;
+
+pub mod completion;
+pub mod kv;
+pub mod txn;
+
+/// Everything a command needs besides its own arguments.
+pub struct Ctx {
+    pub global: GlobalArgs,
+}
+
+impl Ctx {
+    /// The writer `-w`/`--hex` chose.
+    pub fn printer(&self) -> CtlResult<Printer> {
+        self.global.printer()
+    }
+
+    /// A connection to the cluster (the first endpoint that answers).
+    pub async fn client(&self) -> CtlResult<Client> {
+        let config = self.global.client_config()?;
+        Client::connect(&config).await
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Gets the key or a range of keys
+    Get(kv::GetArgs),
+    /// Puts the given key into the store
+    Put(kv::PutArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(kv::DelArgs),
+    /// Txn processes all the requests in one transaction
+    Txn(txn::TxnArgs),
+    /// Compacts the event history in etcd
+    Compaction(kv::CompactionArgs),
+    /// Prints the version of etcdctl
+    Version,
+    /// Generate completion script
+    Completion(completion::CompletionArgs),
+}
+
+pub async fn run(cli: Cli) -> CtlResult {
+    let ctx = Ctx { global: cli.global };
+    match cli.command {
+        Command::Get(args) => kv::get(&ctx, args).await,
+        Command::Put(args) => kv::put(&ctx, args).await,
+        Command::Del(args) => kv::del(&ctx, args).await,
+        Command::Txn(args) => txn::run(&ctx, args).await,
+        Command::Compaction(args) => kv::compaction(&ctx, args).await,
+        Command::Version => {
+            println!("etcdctl version: {}", api::ETCD_VERSION);
+            println!("API version: {}", api::API_VERSION);
+            Ok(())
+        }
+        Command::Completion(args) => completion::run(args),
+    }
+}

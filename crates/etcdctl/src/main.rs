@@ -1,0 +1,137 @@
+//! `etcdctl`: etcd's command-line client, a drop-in for etcd 3.6's (v3 API).
+//!
+//! Flags, environment variables (`ETCDCTL_*`), outputs of every writer,
+//! error lines (`Error: …` on stderr) and exit codes follow etcdctl, since
+//! scripts depend on them. Each command lives in [`cmd`]; the connection in
+//! [`client`]; the writers in [`output`].
+
+// Shared pieces the remaining command groups use land before them.
+#![allow(dead_code)]
+
+mod client;
+mod cmd;
+mod discovery;
+mod error;
+mod global;
+mod output;
+mod prompt;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use cmd::Command;
+use error::{CtlError, EXIT_ERROR};
+use global::GlobalArgs;
+
+/// A simple command line client for etcd3.
+#[derive(Parser, Debug)]
+#[command(name = "etcdctl", about = "A simple command line client for etcd3.")]
+#[command(
+    disable_version_flag = true,
+    infer_subcommands = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&CtlError::error(format!("cannot start the runtime: {e}"))),
+    };
+    let result = runtime.block_on(cmd::run(cli));
+    // Streams (watch, keep-alive) may still be open: do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &CtlError) -> ExitCode {
+    eprintln!("Error: {}", e.message);
+    ExitCode::from(e.code)
+}
+
+/// Parses the command line, turning clap's errors into cobra's wording.
+fn parse() -> Result<Cli, u8> {
+    let command = Cli::command();
+    let matches = match command.try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return Err(usage_error(e)),
+    };
+    Cli::from_arg_matches(&matches).map_err(usage_error)
+}
+
+fn usage_error(e: clap::Error) -> u8 {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::InvalidSubcommand => {
+            let name = context(&e, clap::error::ContextKind::InvalidSubcommand).unwrap_or_default();
+            eprintln!("Error: unknown command \"{name}\" for \"etcdctl\"");
+            eprintln!("Run 'etcdctl --help' for usage.");
+            EXIT_ERROR
+        }
+        ErrorKind::UnknownArgument => {
+            let flag = context(&e, clap::error::ContextKind::InvalidArg).unwrap_or_default();
+            let flag = flag.split('=').next().unwrap_or_default().to_string();
+            if let Some(short) = flag.strip_prefix('-').filter(|f| !f.starts_with('-')) {
+                let c = short.chars().next().unwrap_or('?');
+                eprintln!("Error: unknown shorthand flag: '{c}' in {flag}");
+            } else {
+                eprintln!("Error: unknown flag: {flag}");
+            }
+            EXIT_ERROR
+        }
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let arg = e
+                .get(clap::error::ContextKind::InvalidArg)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let value = context(&e, clap::error::ContextKind::InvalidValue).unwrap_or_default();
+            let flag = arg.split([' ', '=']).next().unwrap_or_default().to_string();
+            let flag = flag.rsplit(", ").next().unwrap_or_default().to_string();
+            let reason = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            eprintln!("Error: invalid argument \"{value}\" for \"{flag}\" flag: {reason}");
+            EXIT_ERROR
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            eprintln!("Error: {first}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn context(e: &clap::Error, kind: clap::error::ContextKind) -> Option<String> {
+    e.get(kind).map(|v| match v {
+        clap::error::ContextValue::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
