@@ -185,6 +185,17 @@ impl Client {
     }
 }
 
+/// clientv3 refuses to send a message over its 2 MiB limit, in grpc-go's words.
+pub fn check_send_size(msg: &impl prost::Message) -> CtlResult {
+    let len = msg.encoded_len();
+    if len > MAX_SEND_BYTES {
+        return Err(CtlError::error(format!(
+            "rpc error: code = ResourceExhausted desc = trying to send message larger than max ({len} vs. {MAX_SEND_BYTES})"
+        )));
+    }
+    Ok(())
+}
+
 /// clientv3 reports a send over the limit in grpc-go's words.
 fn map_status(status: &tonic::Status) -> CtlError {
     let msg = status.message();

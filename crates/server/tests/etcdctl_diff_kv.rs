@@ -132,6 +132,11 @@ fn corpus(d: &mut Differential) {
     d.ok(&["get", "t1", "--command-timeout=3s", "--dial-timeout=1s"]);
     d.err(&["get", "t1", "--dial-timeout=abc"]);
     d.ok(&["version"]);
+    // clientv3's limits: over 2 MiB is refused by the client, over the
+    // server's 1.5 MiB request limit by the server.
+    d.err_in(&["put", "big"], vec![b'a'; 3_000_000]);
+    d.err_in(&["put", "big"], vec![b'a'; 1_600_000]);
+    d.ok_in(&["put", "big"], vec![b'a'; 1_000_000]);
 }
 
 #[test]

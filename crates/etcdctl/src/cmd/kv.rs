@@ -12,6 +12,7 @@ use api::etcdserverpb::{
 };
 use api::mvccpb::KeyValue;
 
+use crate::client::check_send_size;
 use crate::cmd::Ctx;
 use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS};
 use crate::global::{parse_go_bool, parse_go_i64, parse_int};
@@ -323,6 +324,7 @@ pub async fn put(ctx: &Ctx, a: PutArgs) -> CtlResult {
     let request = put_request(&a, Some(&mut std::io::stdin()))?;
     let printer = ctx.printer()?;
     let client = ctx.client().await?;
+    check_send_size(&request)?;
     let resp = client.unary(client.kv().put(request)).await?;
     print_put(&printer, &resp)
 }

@@ -50,6 +50,7 @@ pub async fn run(ctx: &Ctx, a: TxnArgs) -> CtlResult {
         success,
         failure,
     };
+    crate::client::check_send_size(&request)?;
     let resp = client.unary(client.kv().txn(request)).await?;
     print_txn(&printer, &resp)
 }
