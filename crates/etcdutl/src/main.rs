@@ -1,12 +1,15 @@
 //! `etcdutl`: etcd's offline utility, for data directories and snapshot
-//! files (no server needed). Flags, output and errors follow etcd 3.6's
-//! `etcdutl`; the work is done by the server library (`server::restore`,
-//! `server::snapshot_file`), so this binary only parses and prints.
+//! files (no server needed). Flags, output, errors and exit codes follow
+//! etcd 3.6's `etcdutl`; the work is done by the server library
+//! (`server::restore`, `server::snapshot_file`, `server::offline`,
+//! `server::migrate`), so this binary only parses and prints.
 //!
-//! Commands: `version`, `snapshot status <file>`, `snapshot restore <file>`.
-//! `defrag`, `hashkv` and `migrate` come with the operations issue: each is
-//! one more [`Command`] arm.
+//! Commands: `version`, `snapshot status <file>`, `snapshot restore <file>`,
+//! `defrag --data-dir`, `hashkv <file>`, `migrate --data-dir
+//! --target-version`, `completion <shell>`. As with cobra, a unique prefix
+//! of a command name works (`etcdutl snap status`).
 
+mod ops;
 mod printer;
 
 use std::path::PathBuf;
@@ -17,18 +20,25 @@ use clap::{Args, Parser, Subcommand};
 use printer::OutputFormat;
 
 /// cobrautl's exit codes.
-const EXIT_ERROR: u8 = 1;
-const EXIT_BAD_FEATURE: u8 = 4;
-const EXIT_BAD_ARGS: u8 = 128;
+pub(crate) const EXIT_ERROR: u8 = 1;
+pub(crate) const EXIT_BAD_FEATURE: u8 = 4;
+pub(crate) const EXIT_BAD_ARGS: u8 = 128;
 
 /// etcd's defaults for a restore.
 const DEFAULT_NAME: &str = "default";
 const DEFAULT_INITIAL_ADVERTISE_PEER_URLS: &str = "http://localhost:2380";
 
 #[derive(Parser)]
-#[command(name = "etcdutl", about = "A simple command line client for etcd3.")]
-#[command(disable_version_flag = true, arg_required_else_help = true)]
-struct Cli {
+#[command(
+    name = "etcdutl",
+    about = "An administrative command line tool for etcd3."
+)]
+#[command(
+    disable_version_flag = true,
+    arg_required_else_help = true,
+    infer_subcommands = true
+)]
+pub(crate) struct Cli {
     /// set the output format (fields, json, protobuf, simple, table)
     #[arg(
         short = 'w',
@@ -43,14 +53,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Prints the version of etcdutl
-    Version,
+    /// Defragments the storage of the etcd
+    Defrag {
+        /// Required. Defragments a data directory not in use by etcd.
+        #[arg(long = "data-dir", value_name = "string")]
+        data_dir: Option<String>,
+    },
     /// Manages etcd node snapshots
-    #[command(arg_required_else_help = true)]
+    #[command(arg_required_else_help = true, infer_subcommands = true)]
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Prints the KV history hash of a given file
+    Hashkv {
+        #[arg(value_name = "filename")]
+        files: Vec<String>,
+        /// maximum revision to hash (default: latest revision)
+        #[arg(long = "rev", value_name = "int", default_value = "0")]
+        rev: String,
+    },
+    /// Prints the version of etcdutl
+    Version,
+    /// Generate completion script
+    Completion {
+        #[arg(value_name = "bash|zsh|fish|powershell")]
+        shells: Vec<String>,
+    },
+    /// Migrates schema of etcd data dir files to make them compatible with different etcd version
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Path to the etcd data dir
+    #[arg(long = "data-dir", value_name = "string")]
+    data_dir: Option<String>,
+    /// Target etcd version to migrate contents of data dir. Minimal value 3.5. Format "X.Y" for example 3.6.
+    #[arg(long = "target-version", value_name = "string")]
+    target_version: Option<String>,
+    /// Ignore migration failure and forcefully override storage version. Not recommended.
+    #[arg(long = "force", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true")]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -109,20 +154,20 @@ struct RestoreArgs {
 }
 
 /// A failure with the exit code etcd's tools use for it.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
 
 impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
         Failure {
             code,
             message: message.into(),
         }
     }
 
-    fn error(e: anyhow::Error) -> Failure {
+    pub(crate) fn error(e: anyhow::Error) -> Failure {
         Failure::new(EXIT_ERROR, format!("{e:#}"))
     }
 }
@@ -132,7 +177,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return parse_failure(e),
     };
-    server::logging::init_console(tracing::Level::INFO);
+    // hashkv logs nothing (etcd gives it a no-op logger); the others log
+    // what they do, as etcd's backend and restore do.
+    let level = match cli.command {
+        Command::Hashkv { .. } => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    };
+    server::logging::init_console(level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -144,6 +195,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Defrag { data_dir } => ops::defrag(data_dir.as_deref()),
+        Command::Hashkv { files, rev } => ops::hash_kv(&files, &rev, &cli.write_out),
+        Command::Completion { shells } => ops::completion(&shells),
+        Command::Migrate(args) => ops::migrate(
+            args.data_dir.as_deref(),
+            args.target_version.as_deref(),
+            args.force,
+        ),
         Command::Version => {
             println!("etcdutl version: {}", server::cluster::SERVER_VERSION);
             println!("API version: {}", api_version());

@@ -1,5 +1,6 @@
 //! etcdutl's output formats (`-w`): simple, table, json and fields, as
-//! etcd 3.6 prints them; protobuf is refused as etcd refuses it.
+//! etcd 3.6 prints them (`snapshot status`, `hashkv`); protobuf is refused
+//! as etcd refuses it.
 
 use server::snapshot_file::{humanize_bytes, Status};
 
@@ -51,6 +52,33 @@ pub fn db_status(format: OutputFormat, s: &Status) -> Result<String, &'static st
         OutputFormat::Fields => format!(
             "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n\"Version\" : {}\n",
             s.hash, s.revision, s.total_key, s.total_size, s.version
+        ),
+        OutputFormat::Protobuf => return Err("protobuf"),
+    })
+}
+
+/// The text of `hashkv` (etcd 3.6's `DBHashKV` printers; the hash in
+/// decimal), or the name of a format it cannot use.
+pub fn db_hash_kv(format: OutputFormat, h: &mvcc::KvHash) -> Result<String, &'static str> {
+    let header = ["hash", "hash revision", "compact revision"];
+    let row = [
+        h.hash.to_string(),
+        h.hash_revision.to_string(),
+        h.compact_revision.to_string(),
+    ];
+    Ok(match format {
+        OutputFormat::Simple => format!("{}\n", row.join(", ")),
+        OutputFormat::Table => table(&header, &[row.to_vec()]),
+        OutputFormat::Json => {
+            let mut object = serde_json::Map::new();
+            object.insert("hash".into(), h.hash.into());
+            object.insert("hashRevision".into(), h.hash_revision.into());
+            object.insert("compactRevision".into(), h.compact_revision.into());
+            format!("{}\n", serde_json::Value::Object(object))
+        }
+        OutputFormat::Fields => format!(
+            "\"Hash\" : {}\n\"Hash revision\" : {}\n\"Compact revision\" : {}\n",
+            h.hash, h.hash_revision, h.compact_revision
         ),
         OutputFormat::Protobuf => return Err("protobuf"),
     })
@@ -134,5 +162,37 @@ mod tests {
         );
         assert_eq!(db_status(OutputFormat::Protobuf, &s), Err("protobuf"));
         assert_eq!(OutputFormat::parse("yaml"), None);
+    }
+
+    /// etcd 3.6's hashkv printers for the same numbers.
+    #[test]
+    fn hash_kv_formats_match_etcds() {
+        let h = mvcc::KvHash {
+            hash: 3_401_303_961,
+            current_revision: 5,
+            compact_revision: 4,
+            hash_revision: 5,
+        };
+        assert_eq!(
+            db_hash_kv(OutputFormat::Simple, &h).unwrap(),
+            "3401303961, 5, 4\n"
+        );
+        assert_eq!(
+            db_hash_kv(OutputFormat::Table, &h).unwrap(),
+            "+------------+---------------+------------------+\n\
+             |    HASH    | HASH REVISION | COMPACT REVISION |\n\
+             +------------+---------------+------------------+\n\
+             | 3401303961 |             5 |                4 |\n\
+             +------------+---------------+------------------+\n"
+        );
+        assert_eq!(
+            db_hash_kv(OutputFormat::Json, &h).unwrap(),
+            "{\"hash\":3401303961,\"hashRevision\":5,\"compactRevision\":4}\n"
+        );
+        assert_eq!(
+            db_hash_kv(OutputFormat::Fields, &h).unwrap(),
+            "\"Hash\" : 3401303961\n\"Hash revision\" : 5\n\"Compact revision\" : 4\n"
+        );
+        assert_eq!(db_hash_kv(OutputFormat::Protobuf, &h), Err("protobuf"));
     }
 }

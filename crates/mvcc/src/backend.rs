@@ -29,6 +29,9 @@ pub(crate) const CONSISTENT_INDEX_KEY: &str = "consistent_index";
 pub(crate) const TERM_KEY: &str = "term";
 pub(crate) const SCHEDULED_COMPACT_KEY: &str = "scheduledCompactRev";
 pub(crate) const FINISHED_COMPACT_KEY: &str = "finishedCompactRev";
+/// etcd's name for the storage version (`3.6.0`, UTF-8); absent until a
+/// server or `etcdutl migrate` records one.
+pub(crate) const STORAGE_VERSION_KEY: &str = "storageVersion";
 
 /// The layout version this code reads and writes.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
@@ -46,6 +49,19 @@ where
         .try_into()
         .map_err(|_| Error::Corrupt(format!("meta {name} is not 8 bytes")))?;
     Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// Reads the recorded storage version (a UTF-8 string).
+pub(crate) fn read_storage_version<T>(table: &T) -> Result<Option<String>>
+where
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let Some(value) = table.get(STORAGE_VERSION_KEY).context("read meta")? else {
+        return Ok(None);
+    };
+    String::from_utf8(value.value().to_vec())
+        .map(Some)
+        .map_err(|_| Error::Corrupt(format!("meta {STORAGE_VERSION_KEY} is not UTF-8")))
 }
 
 /// Reads a revision stored as an 8-byte big-endian integer.

@@ -71,6 +71,8 @@ pub struct WriteBatch<'s> {
     lease_rows: Vec<(i64, Option<Vec<u8>>)>,
     /// Alarm rows to write (true) or delete (false) at commit, in order.
     alarm_rows: Vec<(Vec<u8>, bool)>,
+    /// The storage version to record (Some(None): remove the record).
+    storage_version: Option<Option<String>>,
     /// The store's writer lock; declared last so the transaction drops first.
     _writer: WriterGuard<'s>,
 }
@@ -101,6 +103,7 @@ impl<'s> WriteBatch<'s> {
             leases: None,
             lease_rows: Vec::new(),
             alarm_rows: Vec::new(),
+            storage_version: None,
             _writer: writer,
         }
     }
@@ -199,6 +202,12 @@ impl<'s> WriteBatch<'s> {
         })
     }
 
+    /// Records `version` as the storage version (None removes the record),
+    /// with the batch; see [`Store::storage_version`].
+    pub fn set_storage_version(&mut self, version: Option<&str>) {
+        self.storage_version = Some(version.map(str::to_string));
+    }
+
     /// Records the raft entry this batch applies up to; written in the same
     /// redb transaction as the data.
     pub fn set_consistent_index(&mut self, index: u64, term: u64) {
@@ -252,6 +261,13 @@ impl<'s> WriteBatch<'s> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = consistent;
         }
+        if let Some(version) = self.storage_version.take() {
+            *self
+                .store
+                .storage_version
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = version;
+        }
         let stored = &self.store.stored_bytes;
         stored.fetch_add(self.added_bytes, Ordering::Relaxed);
         let removed = self.removed_bytes.min(stored.load(Ordering::Relaxed));
@@ -292,6 +308,17 @@ impl<'s> WriteBatch<'s> {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             backend::write_meta_u64(&mut meta, backend::CONSISTENT_INDEX_KEY, index)?;
             backend::write_meta_u64(&mut meta, backend::TERM_KEY, term)?;
+        }
+        if let Some(version) = &self.storage_version {
+            let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
+            match version {
+                Some(v) => meta
+                    .insert(backend::STORAGE_VERSION_KEY, v.as_bytes())
+                    .context("write storage version")?,
+                None => meta
+                    .remove(backend::STORAGE_VERSION_KEY)
+                    .context("remove storage version")?,
+            };
         }
         if durable {
             txn.set_quick_repair(self.store.opts.quick_repair);

@@ -69,6 +69,12 @@ impl Error {
             Error::Backend { .. } | Error::Corrupt(_) | Error::Broken
         )
     }
+
+    /// Whether opening failed because another process has the backend
+    /// file open (redb's file lock: a running server).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Backend { source, .. } if matches!(**source, redb::Error::DatabaseAlreadyOpen))
+    }
 }
 
 /// Adds a context to a redb error.

@@ -75,9 +75,25 @@ impl Store {
     /// [`Error::Compacted`] at or below the compaction revision and
     /// [`Error::FutureRevision`] above the current one.
     pub fn hash_kv(&self, rev: i64) -> Result<KvHash> {
+        self.hash_kv_from(rev, false)
+    }
+
+    /// [`Store::hash_kv`] as etcd 3.6 bounds it: the compaction revision
+    /// itself can be hashed (etcd 3.5, whose answers the server's HashKV
+    /// matches, refuses it). `etcdutl hashkv` uses this.
+    pub fn hash_kv_v3_6(&self, rev: i64) -> Result<KvHash> {
+        self.hash_kv_from(rev, true)
+    }
+
+    fn hash_kv_from(&self, rev: i64, compaction_rev_hashable: bool) -> Result<KvHash> {
         let view = self.read_view()?;
         let (current, compact) = (view.rev, view.compact_rev);
-        if rev > 0 && rev <= compact {
+        let compacted = if compaction_rev_hashable {
+            rev < compact
+        } else {
+            rev <= compact
+        };
+        if rev > 0 && compacted {
             return Err(Error::Compacted);
         }
         if rev > current {
@@ -109,7 +125,7 @@ impl Store {
 
     /// etcd's Hash: every table's name and rows, except the raft position
     /// in "meta" (consistent index and term), which differs while members
-    /// catch up.
+    /// catch up, and the storage version (etcd 3.6 leaves these three out).
     pub fn hash(&self) -> Result<u32> {
         let view = self.read_view()?;
         let txn = self.db().begin_read().context("begin hash")?;
@@ -149,7 +165,13 @@ impl Store {
         for row in meta.iter().context("scan meta table")? {
             let (name, value) = row.context("scan meta table")?;
             let name = name.value();
-            if name == backend::CONSISTENT_INDEX_KEY || name == backend::TERM_KEY {
+            if [
+                backend::CONSISTENT_INDEX_KEY,
+                backend::TERM_KEY,
+                backend::STORAGE_VERSION_KEY,
+            ]
+            .contains(&name)
+            {
                 continue;
             }
             h.update(name.as_bytes());
@@ -228,6 +250,43 @@ mod tests {
         assert_eq!(a.hash_kv(18).unwrap(), b.hash_kv(18).unwrap());
         assert!(matches!(a.hash_kv(12), Err(Error::Compacted)));
         assert_eq!(a.hash_kv(0).unwrap().compact_revision, 12);
+        // etcd 3.6 hashes at the compaction revision, below it neither does.
+        let at_12 = a.hash_kv_v3_6(12).unwrap();
+        assert_eq!(at_12, b.hash_kv_v3_6(12).unwrap());
+        assert_eq!(at_12.hash_revision, 12);
+        assert!(matches!(a.hash_kv_v3_6(11), Err(Error::Compacted)));
+        assert_eq!(a.hash_kv_v3_6(18).unwrap(), a.hash_kv(18).unwrap());
+    }
+
+    /// The storage version is recorded, survives a reopen and an image
+    /// restore, can be removed, and (as in etcd 3.6) is not hashed.
+    #[test]
+    fn storage_version_is_kept_and_not_hashed() {
+        let (dir, a) = open();
+        let (_b, b) = open();
+        put(&a, "k", "v");
+        put(&b, "k", "v");
+        assert_eq!(a.storage_version(), None);
+        let mut wb = a.write_batch().unwrap();
+        wb.set_storage_version(Some("3.6.0"));
+        wb.commit(true).unwrap();
+        assert_eq!(a.storage_version().as_deref(), Some("3.6.0"));
+        assert_eq!(a.hash().unwrap(), b.hash().unwrap());
+
+        let mut image = Vec::new();
+        a.write_image(&mut image).unwrap();
+        b.restore_image(&mut image.as_slice()).unwrap();
+        assert_eq!(b.storage_version().as_deref(), Some("3.6.0"));
+
+        drop(a);
+        let a = Store::open(&dir.path().join("db"), crate::StoreOptions::default()).unwrap();
+        assert_eq!(a.storage_version().as_deref(), Some("3.6.0"));
+        let mut wb = a.write_batch().unwrap();
+        wb.set_storage_version(None);
+        wb.commit(true).unwrap();
+        drop(a);
+        let a = Store::open(&dir.path().join("db"), crate::StoreOptions::default()).unwrap();
+        assert_eq!(a.storage_version(), None);
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Store {
         let _writer = self.lock_writer();
         let mut txn = self.db().begin_write().context("begin restore")?;
         txn.set_quick_repair(self.opts.quick_repair);
-        let (restored, info) = match fill(&txn, input) {
+        let (restored, info, storage_version) = match fill(&txn, input) {
             Ok(filled) => filled,
             Err(e) => {
                 if let Err(abort) = txn.abort() {
@@ -173,6 +173,10 @@ impl Store {
             self.refresh_file_size();
             *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) =
                 (info.consistent_index, info.consistent_term);
+            *self
+                .storage_version
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = storage_version;
         }
         tracing::info!(
             bytes = info.bytes,
@@ -359,8 +363,12 @@ fn table_name(table: u8) -> &'static str {
 }
 
 /// Writes the records of `input` into emptied tables of `txn` and rebuilds
-/// the key index; the caller commits.
-fn fill(txn: &WriteTransaction, input: &mut dyn Read) -> Result<(Restored, ImageInfo)> {
+/// the key index; the caller commits. Also returns the storage version the
+/// image records.
+fn fill(
+    txn: &WriteTransaction,
+    input: &mut dyn Read,
+) -> Result<(Restored, ImageInfo, Option<String>)> {
     txn.delete_table(META_TABLE).context("clear meta table")?;
     txn.delete_table(KEY_TABLE).context("clear key table")?;
     txn.delete_table(LEASE_TABLE).context("clear lease table")?;
@@ -402,7 +410,8 @@ fn fill(txn: &WriteTransaction, input: &mut dyn Read) -> Result<(Restored, Image
             info.revision, info.compact_revision
         )));
     }
-    Ok((restored, info))
+    let storage_version = backend::read_storage_version(&meta)?;
+    Ok((restored, info, storage_version))
 }
 
 fn meta_name(bytes: &[u8]) -> Result<&str> {

@@ -31,6 +31,7 @@
 //!    term                u64   raft term of that entry
 //!    scheduledCompactRev i64   compaction started at this revision
 //!    finishedCompactRev  i64   compaction finished at this revision
+//!    storageVersion      str   etcd storage version ("3.6.0"), if recorded
 //! ```
 //!
 //! The revision key format and the value encoding are etcd's own, so a hash

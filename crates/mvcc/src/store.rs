@@ -80,6 +80,8 @@ pub struct Store {
     pub(crate) compact_rev: AtomicI64,
     /// (raft index, raft term) of the last committed batch.
     pub(crate) consistent: Mutex<(u64, u64)>,
+    /// The storage version recorded in "meta" (None: not recorded).
+    pub(crate) storage_version: Mutex<Option<String>>,
     /// Key and value bytes in the "key" table (payload, no B-tree overhead).
     pub(crate) stored_bytes: AtomicU64,
     /// Rows (revisions) removed by compactions since the store was opened.
@@ -109,7 +111,7 @@ impl Store {
 
         let mut txn = db.begin_write().context("begin open")?;
         txn.set_quick_repair(opts.quick_repair);
-        let (restored, compact_rev, consistent) = {
+        let (restored, compact_rev, consistent, storage_version) = {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
             txn.open_table(LEASE_TABLE).context("open lease table")?;
@@ -137,7 +139,8 @@ impl Store {
             );
             let mut restored = backend::restore_index(&keys)?;
             let compact_rev = backend::finish_compaction(&mut meta, &mut keys, &mut restored)?;
-            (restored, compact_rev, consistent)
+            let storage_version = backend::read_storage_version(&meta)?;
+            (restored, compact_rev, consistent, storage_version)
         };
         txn.commit().context("commit open")?;
 
@@ -160,6 +163,7 @@ impl Store {
             published_rev: AtomicI64::new(current),
             compact_rev: AtomicI64::new(compact_rev),
             consistent: Mutex::new(consistent),
+            storage_version: Mutex::new(storage_version),
             stored_bytes: AtomicU64::new(restored.stored_bytes),
             compacted_rows: AtomicU64::new(0),
             file_size: AtomicU64::new(std::fs::metadata(path).map_or(0, |m| m.len())),
@@ -248,6 +252,18 @@ impl Store {
     /// (raft index, raft term) stored with the last committed batch.
     pub fn consistent_index(&self) -> (u64, u64) {
         *self.consistent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The storage version recorded in the backend (etcd 3.6's
+    /// `storageVersion`, e.g. `3.6.0`), None when none is recorded. The
+    /// backend's layout is the same for every version; the record says which
+    /// etcd version's data the member last served (see
+    /// [`WriteBatch::set_storage_version`]).
+    pub fn storage_version(&self) -> Option<String> {
+        self.storage_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Serves a serializable range at the published revision.

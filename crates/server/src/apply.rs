@@ -320,6 +320,11 @@ impl Applier {
         };
         let snapshot_due =
             last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
+        crate::storage_version::follow_cluster_version(
+            &self.store,
+            &mut wb,
+            self.cluster.cluster_version(),
+        );
         wb.set_consistent_index(last_index, last_term);
         // etcd's backend commits are all durable: the durable ones are its
         // `backend_commit_duration_seconds`.

@@ -86,7 +86,9 @@ pub fn open(cfg: &Config, joined: Option<&Discovered>) -> Result<Bootstrapped> {
     restart(cfg, snapshotter, lock)
 }
 
-fn lock_dir(member_dir: &Path) -> Result<File> {
+/// Takes the member directory's lock (held for the life of a server; offline
+/// tools hold it while they work), creating the lock file if needed.
+pub fn lock_dir(member_dir: &Path) -> Result<File> {
     let path = member_dir.join("lock");
     let file = fs::OpenOptions::new()
         .create(true)

@@ -79,12 +79,15 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> axum::response::Respo
         .into_response()
 }
 
-/// etcd 3.6's `/version`: server, cluster and storage version (our storage
-/// version follows the cluster version, as Status reports it).
+/// etcd 3.6's `/version`: server, cluster and storage version (the storage
+/// version the backend records, else the cluster version it follows; as
+/// Status reports it).
 async fn version(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
     let cluster = server.cluster.version();
-    let storage = cluster
-        .clone()
+    let storage = server
+        .store
+        .storage_version()
+        .or_else(|| cluster.clone())
         .unwrap_or_else(|| CLUSTER_VERSION.to_string());
     let cluster = cluster.unwrap_or_else(|| "not_decided".to_string());
     json(

@@ -28,6 +28,8 @@ pub mod leases;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
+pub mod offline;
 pub mod peer;
 pub mod quota;
 pub mod raft_node;
@@ -37,6 +39,7 @@ pub mod serve;
 pub mod server;
 pub mod snapshot_file;
 pub mod status;
+pub mod storage_version;
 pub mod tls;
 pub mod version;
 pub mod wait;
@@ -152,6 +155,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
             .context("cannot open the backend")?,
     );
+    storage_version::validate(&store)?;
     // A crash between receiving a leader's snapshot and restoring the backend
     // from it leaves the image beside the snapshot: finish the restore.
     if store.consistent_index().0 < boot.snapshot_index {

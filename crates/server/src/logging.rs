@@ -54,6 +54,9 @@ impl Visit for Fields {
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.0.insert(key(field), Value::from(value));
     }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(key(field), Value::from(value));
+    }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.0.insert(key(field), Value::from(value));
     }
@@ -78,7 +81,7 @@ impl<S: Subscriber> Layer<S> for ZapLayer {
         event.record(&mut fields);
         let msg = fields
             .0
-            .remove("message")
+            .shift_remove("message")
             .unwrap_or(Value::String(String::new()));
         let level = match *meta.level() {
             Level::ERROR => "error",
@@ -114,11 +117,8 @@ impl<S: Subscriber> Layer<S> for ZapLayer {
                     humantime::format_rfc3339_seconds(now)
                 );
                 if !fields.0.is_empty() {
-                    let Ok(rest) = serde_json::to_string(&Value::Object(fields.0)) else {
-                        return;
-                    };
                     text.push('\t');
-                    text.push_str(&rest);
+                    text.push_str(&console_fields(&fields.0));
                 }
                 text.into_bytes()
             }
@@ -130,6 +130,17 @@ impl<S: Subscriber> Layer<S> for ZapLayer {
             }
         }
     }
+}
+
+/// The fields of a console line as zap's console encoder writes them: a
+/// JSON object with `": "` and `", "` between its parts
+/// (`{"path": "db", "took": 0.02}`).
+fn console_fields(fields: &Map<String, Value>) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", Value::from(k.as_str())))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
 }
 
 /// Installs the global logger. `outputs` are etcd's `--log-outputs` values.
@@ -170,4 +181,20 @@ pub fn init_console(max_level: Level) {
             encoding: Encoding::Console,
         })
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_fields_are_spaced_as_zaps() {
+        let mut fields = Map::new();
+        fields.insert("storage-version".into(), Value::from("3.6"));
+        fields.insert("took".into(), Value::from(0.5));
+        assert_eq!(
+            console_fields(&fields),
+            r#"{"storage-version": "3.6", "took": 0.5}"#
+        );
+    }
 }

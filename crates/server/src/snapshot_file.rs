@@ -189,7 +189,8 @@ impl SnapshotFile {
         ))
     }
 
-    fn unsupported(&self) -> anyhow::Error {
+    /// The error for a file that is neither our image nor our backend.
+    pub fn unsupported(&self) -> anyhow::Error {
         match self.format {
             Format::Bbolt => anyhow::anyhow!(
                 "{}: an etcd (bbolt) snapshot; this etcd keeps its data in another format, and \

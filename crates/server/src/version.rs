@@ -23,9 +23,8 @@
 //!
 //! Left out: etcd's initial cluster version 3.0 while some member has not
 //! reported its version (we wait until every member has published, so the
-//! first cluster version is already the members' lowest), and storage
-//! schema migration (our backend format does not depend on the cluster
-//! version; the storage version we report follows the cluster version).
+//! first cluster version is already the members' lowest). The storage
+//! version follows the cluster version in `storage_version.rs`.
 
 use std::fmt;
 

@@ -58,6 +58,14 @@ impl Snapshotter {
         }
     }
 
+    /// A snapshotter that only reads `dir`: nothing is created or removed (for offline
+    /// tools, see [`Snapshotter::intact_newest_first`]).
+    pub fn for_reading(dir: &Path) -> Snapshotter {
+        Snapshotter {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// Writes `snapshot` durably. An empty snapshot (index 0) is not saved.
     pub fn save(&self, snapshot: &Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata();
@@ -119,6 +127,20 @@ impl Snapshotter {
             }
         }
         Ok(None)
+    }
+
+    /// The snapshots that read back intact, newest first, leaving damaged files where they
+    /// are (for offline tools, which change nothing in a data directory).
+    pub fn intact_newest_first(&self) -> Result<Vec<Snapshot>> {
+        let mut snapshots = Vec::new();
+        for name in self.snap_names()?.iter().rev() {
+            match read_snapshot(&self.dir.join(name), name) {
+                Ok(snapshot) => snapshots.push(snapshot),
+                Err(Error::SnapshotCorrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(snapshots)
     }
 
     /// Deletes all but the newest `keep` snapshot files.

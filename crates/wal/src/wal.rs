@@ -229,6 +229,57 @@ impl Wal {
         Ok((wal, state))
     }
 
+    /// Reads the log in `dir` from the snapshot `snap` as [`Wal::open`] does, without
+    /// opening it for appending: no lock, no repair, nothing written (offline tools such
+    /// as `etcdutl migrate` read a stopped member's log this way). A torn write at the end
+    /// of the last segment ends the read; `repaired_tail_bytes` tells how many bytes a
+    /// later [`Wal::open`] would cut off.
+    pub fn read(dir: &Path, snap: WalSnapshot) -> Result<ReadState> {
+        let segments = segment::list_segments(dir)?;
+        if segments.is_empty() {
+            return Err(Error::NotFound {
+                dir: dir.to_path_buf(),
+            });
+        }
+        segment::check_sequence(dir, &segments)?;
+        let start = segments
+            .iter()
+            .rposition(|s| s.name.first_index <= snap.index)
+            .ok_or_else(|| Error::SnapshotNotCovered {
+                dir: dir.to_path_buf(),
+                index: snap.index,
+                oldest_first_index: segments[0].name.first_index,
+            })?;
+        let mut replay = Replay::new(dir, snap);
+        let mut torn_bytes = 0;
+        for (i, seg) in segments.iter().enumerate().skip(start) {
+            let buf = fs::read(&seg.path).context(|| format!("read {}", seg.path.display()))?;
+            let is_last = i + 1 == segments.len();
+            let end = replay.read_segment(seg.name, &seg.path, &buf, is_last)?;
+            torn_bytes = end.torn.map_or(0, |t| t.bytes);
+        }
+        if snap.index != 0 && !replay.snapshot_found {
+            return Err(Error::SnapshotNotFound {
+                dir: dir.to_path_buf(),
+                index: snap.index,
+                term: snap.term,
+            });
+        }
+        let Some(metadata) = replay.metadata else {
+            return Err(Error::Corrupt {
+                path: segments[start].path.clone(),
+                offset: 0,
+                reason: "no metadata record".to_string(),
+            });
+        };
+        Ok(ReadState {
+            metadata,
+            hard_state: replay.hard_state,
+            entries: replay.entries,
+            repaired_tail_bytes: torn_bytes,
+        })
+    }
+
     /// Appends `entries` and then `hard_state`, and returns once they are on stable storage
     /// (one `fdatasync`). No sync is done when there was nothing to write, or when only
     /// the commit index of the hard state moved (it may trail after a crash). Cuts a new

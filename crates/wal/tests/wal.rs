@@ -323,6 +323,34 @@ fn torn_tail_cut_mid_record_is_repaired() {
     assert_eq!(state.hard_state, hard_state(1, 1, 11));
 }
 
+/// `Wal::read` sees what `Wal::open` sees, while the log is locked by a writer, and
+/// leaves a torn tail where it is.
+#[test]
+fn read_only_takes_no_lock_and_repairs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let w = log_with(&dir, 10, Some(4096));
+    let state = Wal::read(&dir, WalSnapshot::default()).unwrap();
+    assert_eq!(state.entries, entries(1..=10, 1));
+    assert_eq!(state.metadata, META);
+    drop(w);
+
+    let tail = segment_paths(&dir).pop().unwrap();
+    let end = data_end(&tail);
+    let f = OpenOptions::new().write(true).open(&tail).unwrap();
+    f.set_len((end - 5) as u64).unwrap();
+    drop(f);
+    let before = fs::read(&tail).unwrap();
+    let state = Wal::read(&dir, WalSnapshot::default()).unwrap();
+    assert!(state.repaired_tail_bytes > 0);
+    assert_eq!(state.entries, entries(1..=10, 1));
+    assert_eq!(fs::read(&tail).unwrap(), before, "read changed the file");
+
+    fs::create_dir(tmp.path().join("empty")).unwrap();
+    let err = Wal::read(&tmp.path().join("empty"), WalSnapshot::default()).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
 #[test]
 fn torn_tail_garbage_then_zeros_is_repaired() {
     let tmp = tempfile::tempdir().unwrap();

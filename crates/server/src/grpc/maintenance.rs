@@ -53,11 +53,13 @@ impl Maintenance for MaintenanceService {
                 .collect(),
             db_size_in_use: s.store.db_size_in_use_bytes() as i64,
             is_learner: s.cluster.member(s.member_id).is_some_and(|m| m.is_learner),
-            // etcd migrates its storage to the cluster version; ours has one
-            // format for every version, and reports the cluster version.
+            // The recorded storage version (it follows the cluster version,
+            // `storage_version.rs`); below 3.6 none is recorded and the
+            // cluster version is reported.
             storage_version: s
-                .cluster
-                .version()
+                .store
+                .storage_version()
+                .or_else(|| s.cluster.version())
                 .unwrap_or_else(|| CLUSTER_VERSION.to_string()),
             db_size_quota: quota,
             // etcd 3.6 always sends it, disabled when no job runs.
