@@ -298,7 +298,7 @@ fn transport_text(e: &tonic::transport::Error) -> String {
     "context deadline exceeded".to_string()
 }
 
-fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
+pub(crate) fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = TlsConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)

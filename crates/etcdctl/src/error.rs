@@ -46,6 +46,12 @@ impl CtlError {
         Self::new(EXIT_BAD_FEATURE, message)
     }
 
+    /// Ends the process with `code` and no `Error:` line (etcdctl's bare
+    /// `os.Exit`, after it reported the failures itself).
+    pub fn exit(code: u8) -> Self {
+        Self::new(code, "")
+    }
+
     /// A command deadline ran out (clientv3 reports the context's error).
     pub fn deadline() -> Self {
         Self::error("context deadline exceeded")

@@ -145,6 +145,30 @@ pub struct GlobalArgs {
     pub discovery_srv_name: Option<String>,
 }
 
+/// Every `--endpoints` value on the command line, in order, when the flag
+/// is given more than once: pflag appends a repeated slice flag, while
+/// clap keeps a global flag's last occurrence.
+pub fn repeated_endpoints(args: impl IntoIterator<Item = String>) -> Option<Vec<String>> {
+    let mut found = Vec::new();
+    let mut times = 0;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        let value = if arg == "--endpoints" {
+            args.next()
+        } else {
+            arg.strip_prefix("--endpoints=").map(str::to_string)
+        };
+        if let Some(v) = value {
+            times += 1;
+            found.extend(v.split(',').map(str::to_string));
+        }
+    }
+    (times > 1).then_some(found)
+}
+
 /// Credentials for the Auth service.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -259,6 +283,19 @@ impl GlobalArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_endpoints_append() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            repeated_endpoints(args(&["etcdctl", "--endpoints=a", "get"])),
+            None
+        );
+        assert_eq!(
+            repeated_endpoints(args(&["x", "--endpoints=a,b", "get", "--endpoints", "c"])),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+    }
 
     #[test]
     fn go_bools() {

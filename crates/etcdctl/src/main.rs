@@ -63,7 +63,9 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &CtlError) -> ExitCode {
-    eprintln!("Error: {}", e.message);
+    if !e.message.is_empty() {
+        eprintln!("Error: {}", e.message);
+    }
     ExitCode::from(e.code)
 }
 
@@ -74,7 +76,11 @@ fn parse() -> Result<Cli, u8> {
         Ok(m) => m,
         Err(e) => return Err(usage_error(e)),
     };
-    Cli::from_arg_matches(&matches).map_err(usage_error)
+    let mut cli = Cli::from_arg_matches(&matches).map_err(usage_error)?;
+    if let Some(endpoints) = global::repeated_endpoints(std::env::args()) {
+        cli.global.endpoints = endpoints;
+    }
+    Ok(cli)
 }
 
 fn usage_error(e: clap::Error) -> u8 {
@@ -87,6 +93,12 @@ fn usage_error(e: clap::Error) -> u8 {
         }
         ErrorKind::InvalidSubcommand => {
             let name = context(&e, clap::error::ContextKind::InvalidSubcommand).unwrap_or_default();
+            // Below the root (`etcdctl member bogus`) cobra shows the group's
+            // help, as for the group alone.
+            if let Some(mut group) = group_of(&name) {
+                let _ = group.print_help();
+                return 0;
+            }
             eprintln!("Error: unknown command \"{name}\" for \"etcdctl\"");
             eprintln!("Run 'etcdctl --help' for usage.");
             EXIT_ERROR
@@ -108,11 +120,18 @@ fn usage_error(e: clap::Error) -> u8 {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let value = context(&e, clap::error::ContextKind::InvalidValue).unwrap_or_default();
-            let flag = arg.split([' ', '=']).next().unwrap_or_default().to_string();
+            let flag = arg
+                .split([' ', '=', '['])
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let flag = flag.rsplit(", ").next().unwrap_or_default().to_string();
-            let reason = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
+            let reason = std::error::Error::source(&e).map(|s| s.to_string());
+            let Some(reason) = reason else {
+                // `--rev` last on the line, without its value.
+                eprintln!("Error: flag needs an argument: {flag}");
+                return EXIT_ERROR;
+            };
             eprintln!("Error: invalid argument \"{value}\" for \"{flag}\" flag: {reason}");
             EXIT_ERROR
         }
@@ -127,6 +146,16 @@ fn usage_error(e: clap::Error) -> u8 {
             EXIT_ERROR
         }
     }
+}
+
+/// The command group (`member`, `endpoint`, …) whose subcommand `name`
+/// was looked up in, from the command line.
+fn group_of(name: &str) -> Option<clap::Command> {
+    let root = Cli::command();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let at = args.iter().position(|a| a == name)?;
+    let parent = args[..at].iter().rev().find(|a| !a.starts_with('-'))?;
+    root.find_subcommand(parent).cloned()
 }
 
 fn context(e: &clap::Error, kind: clap::error::ContextKind) -> Option<String> {

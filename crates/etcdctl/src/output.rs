@@ -244,11 +244,17 @@ pub fn header_fields(header: Option<&api::etcdserverpb::ResponseHeader>) -> Map<
 }
 
 /// tablewriter as etcdctl sets it up: a box around upper-cased, centred
-/// headers and right-aligned cells.
+/// headers and right-aligned cells; a cell wider than 30 columns is wrapped
+/// at spaces (etcdctl's `ERRORS` column shows this).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CtlResult {
     print!("{}", render_table(header, rows));
     Ok(())
 }
+
+/// tablewriter's default `MaxColWidth`.
+const TABLE_CELL_WIDTH_MAX: usize = 30;
+/// tablewriter's penalty for a wrapped line longer than the limit.
+const WRAP_PENALTY: i64 = 100_000;
 
 pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let header: Vec<String> = header
@@ -256,12 +262,15 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
         .map(|h| h.replace(['_', '.'], " ").to_uppercase())
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut cells: Vec<Vec<Vec<String>>> = Vec::with_capacity(rows.len());
     for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
+        let mut wrapped = Vec::with_capacity(widths.len());
+        for (i, width) in widths.iter_mut().enumerate() {
+            let (lines, w) = cell_lines(row.get(i).map(String::as_str).unwrap_or(""));
+            *width = (*width).max(w);
+            wrapped.push(lines);
         }
+        cells.push(wrapped);
     }
     let line = {
         let mut s = String::from("+");
@@ -287,20 +296,88 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out.push('\n');
     out.push_str(&line);
-    for row in rows {
-        out.push('|');
-        for (i, w) in widths.iter().enumerate() {
-            let cell = row.get(i).map(String::as_str).unwrap_or("");
-            out.push_str(&format!(
-                " {}{} |",
-                " ".repeat(w - cell.chars().count()),
-                cell
-            ));
+    for row in &cells {
+        let height = row.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        for n in 0..height {
+            out.push('|');
+            for (cell, w) in row.iter().zip(&widths) {
+                let text = cell.get(n).map(String::as_str).unwrap_or("");
+                out.push_str(&format!(
+                    " {}{} |",
+                    " ".repeat(w.saturating_sub(text.chars().count())),
+                    text
+                ));
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
     out.push_str(&line);
     out
+}
+
+/// A cell's lines and width as tablewriter's `parseDimension` lays them
+/// out: each paragraph wrapped to at most 30 columns (or its longest word).
+fn cell_lines(cell: &str) -> (Vec<String>, usize) {
+    let paragraphs: Vec<&str> = cell.split('\n').collect();
+    let widest = paragraphs
+        .iter()
+        .map(|p| p.chars().count())
+        .max()
+        .unwrap_or(0);
+    let limit = widest.min(TABLE_CELL_WIDTH_MAX);
+    let mut width = limit;
+    let mut lines = Vec::new();
+    for (i, paragraph) in paragraphs.iter().enumerate() {
+        if i > 0 {
+            lines.push(" ".to_string());
+        }
+        for l in wrap_string(paragraph, limit) {
+            width = width.max(l.chars().count());
+            lines.push(l);
+        }
+    }
+    (lines, width)
+}
+
+/// tablewriter's `WrapString`: words split at single spaces, laid out with
+/// the fewest squared gaps (minimum raggedness), the limit raised to the
+/// longest word.
+fn wrap_string(s: &str, limit: usize) -> Vec<String> {
+    let words: Vec<&str> = s.split(' ').collect();
+    let n = words.len();
+    let lens: Vec<i64> = words.iter().map(|w| w.chars().count() as i64).collect();
+    let limit = lens.iter().copied().max().unwrap_or(0).max(limit as i64);
+    // line_len(i, j): words i..=j joined by single spaces.
+    let line_len = |i: usize, j: usize| -> i64 { lens[i..=j].iter().sum::<i64>() + (j - i) as i64 };
+    let mut cost = vec![i64::MAX; n];
+    let mut next_break = vec![n; n];
+    for i in (0..n).rev() {
+        if line_len(i, n - 1) <= limit {
+            cost[i] = 0;
+            next_break[i] = n;
+            continue;
+        }
+        for j in i + 1..n {
+            let used = line_len(i, j - 1);
+            let gap = limit - used;
+            let mut c = gap.saturating_mul(gap).saturating_add(cost[j]);
+            if used > limit {
+                c = c.saturating_add(WRAP_PENALTY);
+            }
+            if c < cost[i] {
+                cost[i] = c;
+                next_break[i] = j;
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let end = next_break[i].max(i + 1);
+        lines.push(words[i..end].join(" "));
+        i = end;
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -340,6 +417,26 @@ mod tests {
         assert_eq!(
             go_json_text(&Json::String("x<y&z>".into())),
             r#""x\u003cy\u0026z\u003e""#
+        );
+    }
+
+    #[test]
+    fn long_cells_wrap_as_tablewriter_does() {
+        let table = render_table(
+            &["endpoint", "errors"],
+            &[vec![
+                "127.0.0.1:47830".into(),
+                "memberID:1875973962661131211 alarm:NOSPACE ".into(),
+            ]],
+        );
+        assert_eq!(
+            table,
+            "+-----------------+--------------------------------+\n\
+             |    ENDPOINT     |             ERRORS             |\n\
+             +-----------------+--------------------------------+\n\
+             | 127.0.0.1:47830 |   memberID:1875973962661131211 |\n\
+             |                 |                 alarm:NOSPACE  |\n\
+             +-----------------+--------------------------------+\n"
         );
     }
 

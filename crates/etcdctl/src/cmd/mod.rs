@@ -10,8 +10,13 @@ use crate::global::GlobalArgs;
 use crate::output::Printer;
 use crate::Cli;
 
+pub mod check;
 pub mod completion;
+pub mod endpoint;
 pub mod kv;
+pub mod maintenance;
+pub mod member;
+pub mod snapshot;
 pub mod txn;
 
 /// Everything a command needs besides its own arguments.
@@ -44,10 +49,26 @@ pub enum Command {
     Txn(txn::TxnArgs),
     /// Compacts the event history in etcd
     Compaction(kv::CompactionArgs),
+    /// Alarm related commands
+    Alarm(maintenance::AlarmArgs),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(maintenance::DefragArgs),
+    /// Endpoint related commands
+    Endpoint(endpoint::EndpointArgs),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader(maintenance::MoveLeaderArgs),
     /// Prints the version of etcdctl
     Version,
+    /// Membership related commands
+    Member(member::MemberArgs),
+    /// Manages etcd node snapshots
+    Snapshot(snapshot::SnapshotArgs),
+    /// commands for checking properties of the etcd cluster
+    Check(check::CheckArgs),
     /// Generate completion script
     Completion(completion::CompletionArgs),
+    /// Downgrade related commands
+    Downgrade(maintenance::DowngradeArgs),
 }
 
 pub async fn run(cli: Cli) -> CtlResult {
@@ -58,11 +79,19 @@ pub async fn run(cli: Cli) -> CtlResult {
         Command::Del(args) => kv::del(&ctx, args).await,
         Command::Txn(args) => txn::run(&ctx, args).await,
         Command::Compaction(args) => kv::compaction(&ctx, args).await,
+        Command::Alarm(args) => maintenance::alarm(&ctx, args).await,
+        Command::Defrag(args) => maintenance::defrag(&ctx, args).await,
+        Command::Endpoint(args) => endpoint::run(&ctx, args).await,
+        Command::MoveLeader(args) => maintenance::move_leader(&ctx, args).await,
         Command::Version => {
             println!("etcdctl version: {}", api::ETCD_VERSION);
             println!("API version: {}", api::API_VERSION);
             Ok(())
         }
+        Command::Member(args) => member::run(&ctx, args).await,
+        Command::Snapshot(args) => snapshot::run(&ctx, args).await,
+        Command::Check(args) => check::run(&ctx, args).await,
         Command::Completion(args) => completion::run(args),
+        Command::Downgrade(args) => maintenance::downgrade(&ctx, args).await,
     }
 }

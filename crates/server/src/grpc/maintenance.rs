@@ -48,7 +48,9 @@ impl Maintenance for MaintenanceService {
                 .iter()
                 .map(|a| {
                     let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
-                    format!("memberID:{} alarm:{}", a.member_id, name)
+                    // Go's compact protobuf text of the AlarmMember, as
+                    // etcd reports it (each field followed by a space).
+                    format!("memberID:{} alarm:{} ", a.member_id, name)
                 })
                 .collect(),
             db_size_in_use: s.store.db_size_in_use_bytes() as i64,

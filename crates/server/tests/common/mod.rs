@@ -728,10 +728,20 @@ fn normalize_line(line: &str, table_header: &mut Option<Vec<String>>) -> String 
         return format!("| {} |", cells.join(" | "));
     }
     *table_header = None;
-    // endpoint status -w simple:
+    // endpoint status -w simple (`--cluster` names the client URL):
     // `<endpoint>, <member-id>, <version>, 20 kB, true, false, 2, 4, 4, `
-    if line.starts_with("<endpoint>, <member-id>, ") {
+    if line.starts_with("<endpoint>, <member-id>, ")
+        || line.starts_with("<client-url>, <member-id>, ")
+    {
         let mut fields: Vec<String> = line.split(", ").map(str::to_string).collect();
+        // etcdctl 3.6 adds six fields (storage version, in use, percentage
+        // not in use, quota, downgrade target version and enabled); compare
+        // the ten etcdctl 3.5 prints.
+        if fields.len() == 16 {
+            for i in [15, 14, 7, 6, 5, 3] {
+                fields.remove(i);
+            }
+        }
         for i in [3, 6, 7, 8] {
             if let Some(field) = fields.get_mut(i) {
                 *field = "<n>".to_string();
@@ -827,6 +837,20 @@ impl Differential {
     /// Runs `etcdctl <args>` against both servers and records a mismatch of the
     /// normalized outputs; returns the reference's normalized output.
     pub fn check(&mut self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.check_each(args, args, stdin, str::to_string)
+    }
+
+    /// `check` with arguments that differ per side (e.g. the member ID each
+    /// server gave) and `canonical` applied to both normalized stdouts (e.g.
+    /// to sort lists whose order depends on random IDs).
+    pub fn check_each(
+        &mut self,
+        ours_args: &[&str],
+        reference_args: &[&str],
+        stdin: Option<&[u8]>,
+        canonical: impl Fn(&str) -> String,
+    ) -> Output {
+        let args = reference_args;
         self.invocations += 1;
         if !self.ours.is_running() || self.ours_time > OURS_TIME_BUDGET {
             let why = if self.ours_time > OURS_TIME_BUDGET {
@@ -841,7 +865,7 @@ impl Differential {
             self.fail();
         }
         let started = Instant::now();
-        let ours = self.ours_ctl.run(&self.ours.endpoint(), args, stdin);
+        let ours = self.ours_ctl.run(&self.ours.endpoint(), ours_args, stdin);
         self.ours_time += started.elapsed();
         let reference = self.ctl.run(&self.reference.endpoint(), args, stdin);
         let mut ours_n = self.ours_norm.output(&ours);
@@ -855,6 +879,8 @@ impl Differential {
                     bytes_to_text(&protobuf_header_normalized(&reference.raw_stdout));
             }
         }
+        ours_n.stdout = canonical(&ours_n.stdout);
+        reference_n.stdout = canonical(&reference_n.stdout);
         if std::env::var_os("ETCD_RS_TEST_VERBOSE").is_some() {
             eprintln!(
                 "$ etcdctl {} (exit {})\n{}{}",
@@ -953,6 +979,8 @@ fn cli_noise_removed(mut out: Output) -> Output {
     if out.code != 0 && (out.stdout.starts_with("NAME:") || out.stdout.starts_with("Usage:")) {
         out.stdout.clear();
     }
+    out.stdout = etcdctl_36_additions_removed(&out.stdout);
+    out.stderr = etcdctl_36_additions_removed(&out.stderr);
     // etcd 3.6's etcdctl (which ours follows) adds the parse error to this line.
     let mut seen = HashSet::new();
     out.stderr = out
@@ -968,6 +996,133 @@ fn cli_noise_removed(mut out: Output) -> Output {
         .filter(|l| seen.insert(l.clone()))
         .map(|l| format!("{l}\n"))
         .collect();
+    out
+}
+
+/// What etcdctl 3.6 (which ours follows) prints beyond etcdctl 3.5.1 in the
+/// cluster commands, removed so both compare on 3.5.1's text:
+/// - `snapshot save`: a `Server version <v>` line after `Snapshot saved at`;
+/// - `member add --learner`: `added as learner to cluster` (3.5.1: `added to`);
+/// - `defrag`: `. took <duration>` after the member (and before the error);
+/// - `endpoint status`: six more table columns (the simple line is handled
+///   in `normalize_line`), and 3.5.1's protobuf types drop StatusResponse's
+///   `storageVersion`, `dbSizeQuota` and `downgradeInfo` from its JSON;
+/// - `endpoint hashkv`: a hash revision column, field and JSON member.
+fn etcdctl_36_additions_removed(text: &str) -> String {
+    const NEW_COLUMNS: &[&str] = &[
+        "STORAGE VERSION",
+        "IN USE",
+        "PERCENTAGE NOT IN USE",
+        "QUOTA",
+        "DOWNGRADE TARGET VERSION",
+        "DOWNGRADE ENABLED",
+        "HASH REVISION",
+    ];
+    let mut text = text.to_string();
+    for key in [
+        "storageVersion",
+        "dbSizeQuota",
+        "downgradeInfo",
+        "hash_revision",
+    ] {
+        text = json_member_removed(&text, key);
+    }
+    let mut dropped: Vec<usize> = Vec::new();
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        if line.starts_with("Server version ") || line.starts_with("\"HashRevision\" : ") {
+            continue;
+        }
+        let mut line = line.replace(" added as learner to cluster ", " added to cluster ");
+        if line.starts_with("Finished defragmenting etcd member[")
+            || line.starts_with("Failed to defragment etcd member[")
+        {
+            if let Some((head, rest)) = line.split_once("]. took ") {
+                line = match rest.split_once(". (") {
+                    Some((_, error)) => format!("{head}] ({error}"),
+                    None => format!("{head}]"),
+                };
+            }
+        }
+        // hashkv -w simple: `<endpoint>, <hash>, <hash revision>`.
+        if line.starts_with("<endpoint>, ") || line.starts_with("<client-url>, ") {
+            let fields: Vec<&str> = line.split(", ").collect();
+            if fields.len() == 3 && fields[1..].iter().all(|f| f.parse::<u64>().is_ok()) {
+                line = fields[..2].join(", ");
+            }
+        }
+        // Normalized table rows: `| a | b |`.
+        if line.starts_with("| ") && line.ends_with(" |") {
+            let cells: Vec<&str> = line[2..line.len() - 2].split(" | ").collect();
+            if cells.iter().any(|c| NEW_COLUMNS.contains(c)) {
+                dropped = (0..cells.len())
+                    .filter(|&i| NEW_COLUMNS.contains(&cells[i]))
+                    .collect();
+            }
+            if !dropped.is_empty() {
+                let kept: Vec<&str> = (0..cells.len())
+                    .filter(|i| !dropped.contains(i))
+                    .map(|i| cells[i])
+                    .collect();
+                line = format!("| {} |", kept.join(" | "));
+            }
+        } else if line != "+-+" {
+            dropped.clear();
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
+/// `text` without the JSON object member `"key": <value>` wherever it
+/// occurs after a comma (the value a string, number, literal, or a nested
+/// object or array).
+fn json_member_removed(text: &str, key: &str) -> String {
+    let marker = format!(",\"{key}\":");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&marker) {
+        out.push_str(&rest[..at]);
+        let value = &rest[at + marker.len()..];
+        let bytes = value.as_bytes();
+        let mut i = 0;
+        let mut depth = 0usize;
+        let mut in_string = false;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if in_string {
+                match b {
+                    b'\\' => i += 1,
+                    b'"' => {
+                        in_string = false;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth == 0 => break,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    b',' if depth == 0 => break,
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        rest = &value[i.min(value.len())..];
+    }
+    out.push_str(rest);
     out
 }
 
