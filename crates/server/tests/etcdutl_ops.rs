@@ -69,6 +69,7 @@ fn run(bin: &Path, args: &[&str]) -> Output {
         stdout: bytes_to_text(&out.stdout),
         stderr: bytes_to_text(&out.stderr),
         code: out.status.code().unwrap_or(-1),
+        ..Output::default()
     }
 }
 
