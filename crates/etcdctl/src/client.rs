@@ -34,6 +34,7 @@ use api::etcdserverpb::watch_client::WatchClient;
 use api::etcdserverpb::AuthenticateRequest;
 use api::v3electionpb::election_client::ElectionClient;
 use api::v3lockpb::lock_client::LockClient;
+use api::EtcdError;
 
 use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
 use crate::global::{ClientConfig, TlsSettings};
@@ -91,15 +92,22 @@ impl Client {
             endpoint: endpoint.to_string(),
             config: config.clone(),
         };
-        if let Some(creds) = &config.credentials {
+        // clientv3 authenticates only with both a name and a password, and
+        // carries on without a token when the cluster has auth disabled.
+        let creds = config
+            .credentials
+            .as_ref()
+            .filter(|c| !c.user.is_empty() && !c.password.is_empty());
+        if let Some(creds) = creds {
             let request = AuthenticateRequest {
                 name: creds.user.clone(),
                 password: creds.password.clone(),
             };
-            let resp = client
-                .unary(client.auth().authenticate(request))
-                .await
-                .map_err(|e| e.with_code(EXIT_BAD_CONNECTION))?;
+            let resp = match client.unary(client.auth().authenticate(request)).await {
+                Ok(resp) => resp,
+                Err(e) if e.message == EtcdError::AuthNotEnabled.message() => return Ok(client),
+                Err(e) => return Err(e.with_code(EXIT_BAD_CONNECTION)),
+            };
             let token = MetadataValue::try_from(resp.token.as_str()).map_err(|_| {
                 CtlError::new(
                     EXIT_BAD_CONNECTION,
@@ -204,23 +212,42 @@ fn map_status(status: &tonic::Status) -> CtlError {
     CtlError::from_status(status)
 }
 
-/// `host:port` and whether the endpoint asks for TLS by its scheme.
+/// `host:port` and whether the endpoint asks for TLS by its scheme. A host
+/// written as an absolute DNS name (`a.example.com.`, as SRV discovery
+/// gives them) loses its final dot: Go's resolver and certificate checks
+/// treat both forms alike, the system's `getaddrinfo` does not.
 fn split_endpoint(endpoint: &str) -> (String, bool) {
-    if let Some(rest) = endpoint.strip_prefix("https://") {
-        (rest.trim_end_matches('/').to_string(), true)
+    let (rest, https) = if let Some(rest) = endpoint.strip_prefix("https://") {
+        (rest, true)
     } else if let Some(rest) = endpoint.strip_prefix("http://") {
-        (rest.trim_end_matches('/').to_string(), false)
+        (rest, false)
     } else {
-        (endpoint.trim_end_matches('/').to_string(), false)
-    }
+        (endpoint, false)
+    };
+    let authority = rest.trim_end_matches('/');
+    let authority = match authority.rsplit_once(':') {
+        Some((host, port)) if host.len() > 1 && host.ends_with('.') => {
+            format!("{}:{port}", &host[..host.len() - 1])
+        }
+        _ => authority.to_string(),
+    };
+    (authority, https)
 }
+
+/// grpc-go's connect deadline when clientv3 gives none (`--dial-timeout=0s`).
+const GRPC_MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
     let (authority, https) = split_endpoint(endpoint);
+    let dial_timeout = if config.dial_timeout.is_zero() {
+        GRPC_MIN_CONNECT_TIMEOUT
+    } else {
+        config.dial_timeout
+    };
     let uri = format!("http://{authority}");
     let ep = Endpoint::from_shared(uri)
         .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(config.dial_timeout)
+        .connect_timeout(dial_timeout)
         .http2_keep_alive_interval(config.keepalive_time)
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true)
@@ -267,7 +294,7 @@ async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
             }
         }
     };
-    match tokio::time::timeout(config.dial_timeout, connect).await {
+    match tokio::time::timeout(dial_timeout, connect).await {
         Ok(result) => result,
         Err(_) => Err(CtlError::deadline()),
     }
@@ -425,5 +452,9 @@ mod tests {
         );
         assert_eq!(split_endpoint("http://a:1/"), ("a:1".into(), false));
         assert_eq!(split_endpoint("https://a:1"), ("a:1".into(), true));
+        assert_eq!(
+            split_endpoint("https://etcd.example.com.:2379"),
+            ("etcd.example.com:2379".into(), true)
+        );
     }
 }
