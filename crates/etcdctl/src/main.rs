@@ -134,7 +134,11 @@ fn usage_error(e: clap::Error) -> u8 {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let value = context(&e, clap::error::ContextKind::InvalidValue).unwrap_or_default();
-            let flag = arg.split([' ', '=']).next().unwrap_or_default().to_string();
+            let flag = arg
+                .split([' ', '=', '['])
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let flag = flag.rsplit(", ").next().unwrap_or_default().to_string();
             let reason = std::error::Error::source(&e)
                 .map(|s| s.to_string())

@@ -77,7 +77,9 @@ fn echo_off() -> Restore {
 /// Runs `stty <arg>` on our stdin, stdout and stderr (its complaints
 /// included), as speakeasy does.
 fn stty(arg: &str) {
+    use std::os::unix::process::CommandExt;
     let _ = Command::new(STTY)
+        .arg0("stty")
         .arg(arg)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
