@@ -177,6 +177,9 @@ fn environment_variables_work_as_in_etcdctl() {
     );
 }
 
+/// Environment variables for one invocation.
+type Env<'a> = Vec<(&'a str, &'a str)>;
+
 /// `--debug` (or `ETCDCTL_DEBUG`) lists every global flag with its value.
 #[test]
 fn debug_lists_the_global_flags_like_etcdctl() {
@@ -189,7 +192,7 @@ fn debug_lists_the_global_flags_like_etcdctl() {
             .map(str::to_string)
             .collect()
     };
-    let cases: Vec<(Vec<(&str, &str)>, Vec<String>)> = vec![
+    let cases: Vec<(Env, Vec<String>)> = vec![
         (
             vec![],
             vec![
