@@ -34,6 +34,7 @@ use api::etcdserverpb::watch_client::WatchClient;
 use api::etcdserverpb::AuthenticateRequest;
 use api::v3electionpb::election_client::ElectionClient;
 use api::v3lockpb::lock_client::LockClient;
+use api::EtcdError;
 
 use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
 use crate::global::{ClientConfig, TlsSettings};
@@ -91,15 +92,22 @@ impl Client {
             endpoint: endpoint.to_string(),
             config: config.clone(),
         };
-        if let Some(creds) = &config.credentials {
+        // clientv3 authenticates only with both a name and a password, and
+        // carries on without a token when the cluster has auth disabled.
+        let creds = config
+            .credentials
+            .as_ref()
+            .filter(|c| !c.user.is_empty() && !c.password.is_empty());
+        if let Some(creds) = creds {
             let request = AuthenticateRequest {
                 name: creds.user.clone(),
                 password: creds.password.clone(),
             };
-            let resp = client
-                .unary(client.auth().authenticate(request))
-                .await
-                .map_err(|e| e.with_code(EXIT_BAD_CONNECTION))?;
+            let resp = match client.unary(client.auth().authenticate(request)).await {
+                Ok(resp) => resp,
+                Err(e) if e.message == EtcdError::AuthNotEnabled.message() => return Ok(client),
+                Err(e) => return Err(e.with_code(EXIT_BAD_CONNECTION)),
+            };
             let token = MetadataValue::try_from(resp.token.as_str()).map_err(|_| {
                 CtlError::new(
                     EXIT_BAD_CONNECTION,
@@ -177,7 +185,13 @@ impl Client {
         timeout: Duration,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> CtlResult<T> {
-        match tokio::time::timeout(timeout, call).await {
+        // A deadline that has passed before the call starts fails it, as
+        // an expired Go context does (`--command-timeout=1ns`, or `0s`).
+        let deadline = tokio::time::Instant::now() + timeout;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CtlError::deadline());
+        }
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(map_status(&status)),
             Err(_) => Err(CtlError::deadline()),
@@ -215,23 +229,42 @@ fn map_status(status: &tonic::Status) -> CtlError {
     CtlError::from_status(status)
 }
 
-/// `host:port` and whether the endpoint asks for TLS by its scheme.
+/// `host:port` and whether the endpoint asks for TLS by its scheme. A host
+/// written as an absolute DNS name (`a.example.com.`, as SRV discovery
+/// gives them) loses its final dot: Go's resolver and certificate checks
+/// treat both forms alike, the system's `getaddrinfo` does not.
 fn split_endpoint(endpoint: &str) -> (String, bool) {
-    if let Some(rest) = endpoint.strip_prefix("https://") {
-        (rest.trim_end_matches('/').to_string(), true)
+    let (rest, https) = if let Some(rest) = endpoint.strip_prefix("https://") {
+        (rest, true)
     } else if let Some(rest) = endpoint.strip_prefix("http://") {
-        (rest.trim_end_matches('/').to_string(), false)
+        (rest, false)
     } else {
-        (endpoint.trim_end_matches('/').to_string(), false)
-    }
+        (endpoint, false)
+    };
+    let authority = rest.trim_end_matches('/');
+    let authority = match authority.rsplit_once(':') {
+        Some((host, port)) if host.len() > 1 && host.ends_with('.') => {
+            format!("{}:{port}", &host[..host.len() - 1])
+        }
+        _ => authority.to_string(),
+    };
+    (authority, https)
 }
+
+/// grpc-go's connect deadline when clientv3 gives none (`--dial-timeout=0s`).
+const GRPC_MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
     let (authority, https) = split_endpoint(endpoint);
+    let dial_timeout = if config.dial_timeout.is_zero() {
+        GRPC_MIN_CONNECT_TIMEOUT
+    } else {
+        config.dial_timeout
+    };
     let uri = format!("http://{authority}");
     let ep = Endpoint::from_shared(uri)
         .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(config.dial_timeout)
+        .connect_timeout(dial_timeout)
         .http2_keep_alive_interval(config.keepalive_time)
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true)
@@ -274,28 +307,77 @@ async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
                 });
                 ep.connect_with_connector(connector)
                     .await
-                    .map_err(|e| CtlError::error(transport_text(&e)))
+                    .map_err(|e| transport_failure(&e, &authority))
             }
         }
     };
-    match tokio::time::timeout(config.dial_timeout, connect).await {
+    match tokio::time::timeout(dial_timeout, connect).await {
         Ok(result) => result,
         Err(_) => Err(CtlError::deadline()),
     }
 }
 
-/// A TLS failure's cause (certificate problems are worth showing), else
-/// the deadline text clientv3 ends with.
-fn transport_text(e: &tonic::transport::Error) -> String {
+/// clientv3 keeps retrying a connection whose handshake fails until the
+/// command's deadline, so etcdctl ends with `context deadline exceeded`;
+/// the cause shows only in its retry interceptor's warning. We fail at once
+/// with the same error and write that warning, cause included.
+fn transport_failure(e: &tonic::transport::Error, authority: &str) -> CtlError {
+    let mut causes = Vec::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {
-        let text = s.to_string();
-        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
-            return format!("tls: {text}");
-        }
+        causes.push(s.to_string());
         source = s.source();
     }
-    "context deadline exceeded".to_string()
+    if let Some(cause) = causes.last() {
+        let mut line = serde_json::Map::new();
+        line.insert("level".into(), "warn".into());
+        line.insert(
+            "ts".into(),
+            rfc3339_millis(std::time::SystemTime::now()).into(),
+        );
+        line.insert("logger".into(), "etcd-client".into());
+        line.insert("caller".into(), "v3/retry_interceptor.go:62".into());
+        line.insert("msg".into(), "retrying of unary invoker failed".into());
+        line.insert(
+            "target".into(),
+            format!("etcd-endpoints://etcdctl/{authority}").into(),
+        );
+        line.insert("attempt".into(), 0.into());
+        line.insert(
+            "error".into(),
+            format!(
+                "rpc error: code = DeadlineExceeded desc = latest balancer error: last connection error: \
+                 connection error: desc = \"transport: authentication handshake failed: {cause}\""
+            )
+            .into(),
+        );
+        eprintln!("{}", serde_json::Value::Object(line));
+    }
+    CtlError::deadline()
+}
+
+/// `2026-01-02T03:04:05.678Z` (zap's ISO 8601 time as clientv3 logs it).
+fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
 }
 
 pub(crate) fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
@@ -435,6 +517,12 @@ mod tests {
             ("127.0.0.1:2379".into(), false)
         );
         assert_eq!(split_endpoint("http://a:1/"), ("a:1".into(), false));
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_795_288_783_486);
+        assert_eq!(rfc3339_millis(t), "2026-11-21T19:19:43.486Z");
         assert_eq!(split_endpoint("https://a:1"), ("a:1".into(), true));
+        assert_eq!(
+            split_endpoint("https://etcd.example.com.:2379"),
+            ("etcd.example.com:2379".into(), true)
+        );
     }
 }

@@ -1,12 +1,29 @@
-//! The flags every command takes (etcdctl's persistent flags), each also
-//! read from its `ETCDCTL_*` environment variable when not given, as
-//! etcd's `flags.SetPflagsFromEnv` does.
+//! The flags every command takes (etcdctl's persistent flags) and their
+//! `ETCDCTL_*` environment variables.
+//!
+//! etcdctl applies the variables (etcd's `flags.SetPflagsFromEnv`) when a
+//! command builds its client, and so do we ([`GlobalArgs::client_config`]):
+//! - a variable sets its flag only when the flag is not on the command line
+//!   and the value is not empty; a value that does not parse sets the zero
+//!   value (`false`, `0s`), as pflag's `Set` does, and is otherwise ignored;
+//! - a variable whose flag is also on the command line stops the process
+//!   (exit 1, zap's fatal line): etcdctl refuses the ambiguity;
+//! - any other `ETCDCTL_*` variable gets an "unrecognized environment
+//!   variable" warning (`ETCDCTL_API` is consumed before, as etcdctl's
+//!   `main` does);
+//! - `--debug` prints every global flag as `ETCDCTL_<NAME>=<value>` on stderr.
+//!
+//! Most of etcdctl's commands read `--command-timeout` before they build
+//! the client, so `ETCDCTL_COMMAND_TIMEOUT` does not reach them: the client
+//! config keeps the flag's value unless a command asks for the other order
+//! ([`crate::cmd::Ctx::client_env_timeout`]).
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::error::{CtlError, CtlResult};
+use crate::error::{CtlError, CtlResult, EXIT_ERROR};
 use crate::output::{Format, Printer};
 
 /// Go's `strconv.ParseBool`, for `--flag=true` and `ETCDCTL_FLAG=1`.
@@ -64,14 +81,13 @@ pub struct GlobalArgs {
     #[arg(
         long,
         global = true,
-        env = "ETCDCTL_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:2379"
     )]
     pub endpoints: Vec<String>,
 
     /// enable client-side debug logging
-    #[arg(long, global = true, env = "ETCDCTL_DEBUG", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
+    #[arg(long, global = true, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
     pub debug: bool,
 
     /// set the output format (fields, json, protobuf, simple, table)
@@ -79,70 +95,117 @@ pub struct GlobalArgs {
         short = 'w',
         long = "write-out",
         global = true,
-        env = "ETCDCTL_WRITE_OUT",
         default_value = "simple"
     )]
     pub write_out: String,
 
     /// print byte strings as hex encoded strings
-    #[arg(long, global = true, env = "ETCDCTL_HEX", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
+    #[arg(long, global = true, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
     pub hex: bool,
 
     /// dial timeout for client connections
-    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", value_parser = parse_go_duration, default_value = "2s")]
+    #[arg(long, global = true, value_parser = parse_go_duration, default_value = "2s")]
     pub dial_timeout: Duration,
 
     /// timeout for short running command (excluding dial timeout)
-    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", value_parser = parse_go_duration, default_value = "5s")]
+    #[arg(long, global = true, value_parser = parse_go_duration, default_value = "5s")]
     pub command_timeout: Duration,
 
     /// keepalive time for client connections
-    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIME", value_parser = parse_go_duration, default_value = "2s")]
+    #[arg(long, global = true, value_parser = parse_go_duration, default_value = "2s")]
     pub keepalive_time: Duration,
 
     /// keepalive timeout for client connections
-    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIMEOUT", value_parser = parse_go_duration, default_value = "6s")]
+    #[arg(long, global = true, value_parser = parse_go_duration, default_value = "6s")]
     pub keepalive_timeout: Duration,
 
     /// disable transport security for client connections
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
+    #[arg(long, global = true, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
     pub insecure_transport: bool,
 
     /// accept insecure SRV records describing cluster endpoints
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
+    #[arg(long, global = true, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
     pub insecure_discovery: bool,
 
     /// skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
+    #[arg(long, global = true, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
     pub insecure_skip_tls_verify: bool,
 
     /// identify secure client using this TLS certificate file
-    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    #[arg(long, global = true)]
     pub cert: Option<String>,
 
     /// identify secure client using this TLS key file
-    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    #[arg(long, global = true)]
     pub key: Option<String>,
 
     /// verify certificates of TLS-enabled secure servers using this CA bundle
-    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    #[arg(long, global = true)]
     pub cacert: Option<String>,
 
     /// username[:password] for authentication (prompt if password is not supplied)
-    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    #[arg(long, global = true)]
     pub user: Option<String>,
 
     /// password for authentication (if this option is used, --user option shouldn't include password)
-    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    #[arg(long, global = true)]
     pub password: Option<String>,
 
     /// domain name to query for SRV records describing cluster endpoints
-    #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
+    #[arg(short = 'd', long, global = true)]
     pub discovery_srv: Option<String>,
 
     /// service name to query when using DNS discovery
-    #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV_NAME")]
+    #[arg(long, global = true)]
     pub discovery_srv_name: Option<String>,
+
+    /// What reading the `ETCDCTL_*` variables found (set by [`GlobalArgs::apply_env`]).
+    #[arg(skip)]
+    pub env: EnvReport,
+}
+
+/// The global flags by name, in the order pflag visits them (sorted).
+pub const GLOBAL_FLAGS: [&str; 18] = [
+    "cacert",
+    "cert",
+    "command-timeout",
+    "debug",
+    "dial-timeout",
+    "discovery-srv",
+    "discovery-srv-name",
+    "endpoints",
+    "hex",
+    "insecure-discovery",
+    "insecure-skip-tls-verify",
+    "insecure-transport",
+    "keepalive-time",
+    "keepalive-timeout",
+    "key",
+    "password",
+    "user",
+    "write-out",
+];
+
+/// `ETCDCTL_DIAL_TIMEOUT` for `dial-timeout` (etcd's `flags.FlagToEnv`).
+pub fn env_name(flag: &str) -> String {
+    format!("ETCDCTL_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+/// What the environment said, kept until a command builds its client.
+#[derive(Debug, Clone, Default)]
+pub struct EnvReport {
+    /// In environment order, up to and including the first conflict.
+    events: Vec<EnvEvent>,
+    /// `--command-timeout` as the command line (or its default) gave it.
+    command_timeout_flag: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EnvEvent {
+    /// `NAME=value` matches no global flag (or was empty and so unused).
+    Unrecognized(String),
+    /// `NAME` is also given as a flag.
+    Conflict(String),
 }
 
 /// Every `--endpoints` value on the command line, in order, when the flag
@@ -208,19 +271,146 @@ impl GlobalArgs {
         Ok(Printer::new(format, self.hex))
     }
 
-    /// The connection settings, checked as etcdctl checks them.
-    pub fn client_config(&self) -> CtlResult<ClientConfig> {
-        for (flag, value) in [
-            ("cert", &self.cert),
-            ("key", &self.key),
-            ("cacert", &self.cacert),
-        ] {
-            if value.as_deref() == Some("") {
-                return Err(CtlError::bad_args(format!(
-                    "empty string is passed to --{flag} option"
-                )));
+    /// Applies the `ETCDCTL_*` variables of `environ` to the flags that
+    /// `given` (flag name → on the command line) says were not given, and
+    /// records what to report when the client is built.
+    pub fn apply_env(
+        &mut self,
+        given: impl Fn(&str) -> bool,
+        environ: impl IntoIterator<Item = (OsString, OsString)>,
+    ) {
+        self.env.command_timeout_flag = Some(self.command_timeout);
+        let mut used = Vec::new();
+        let mut events = Vec::new();
+        let vars: Vec<(String, String)> = environ
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+            .collect();
+        for flag in GLOBAL_FLAGS {
+            if given(flag) {
+                continue;
+            }
+            let name = env_name(flag);
+            if let Some((_, value)) = vars.iter().find(|(k, v)| *k == name && !v.is_empty()) {
+                self.set_from_text(flag, value);
+                used.push(name);
             }
         }
+        for (name, value) in &vars {
+            if used.contains(name) || name == "ETCDCTL_API" {
+                continue;
+            }
+            let shadowed = GLOBAL_FLAGS
+                .iter()
+                .any(|flag| given(flag) && env_name(flag) == *name);
+            if shadowed {
+                events.push(EnvEvent::Conflict(name.clone()));
+                break;
+            }
+            if name.starts_with("ETCDCTL_") {
+                events.push(EnvEvent::Unrecognized(format!("{name}={value}")));
+            }
+        }
+        self.env.events = events;
+    }
+
+    /// Sets a flag from text as pflag's `Value.Set` does: a value that does
+    /// not parse leaves the type's zero value.
+    fn set_from_text(&mut self, flag: &str, value: &str) {
+        let boolean = |v: &str| parse_go_bool(v).unwrap_or(false);
+        let duration = |v: &str| parse_go_duration(v).unwrap_or(Duration::ZERO);
+        let text = || Some(value.to_string());
+        match flag {
+            "cacert" => self.cacert = text(),
+            "cert" => self.cert = text(),
+            "command-timeout" => self.command_timeout = duration(value),
+            "debug" => self.debug = boolean(value),
+            "dial-timeout" => self.dial_timeout = duration(value),
+            "discovery-srv" => self.discovery_srv = text(),
+            "discovery-srv-name" => self.discovery_srv_name = text(),
+            "endpoints" => self.endpoints = csv_fields(value),
+            "hex" => self.hex = boolean(value),
+            "insecure-discovery" => self.insecure_discovery = boolean(value),
+            "insecure-skip-tls-verify" => self.insecure_skip_tls_verify = boolean(value),
+            "insecure-transport" => self.insecure_transport = boolean(value),
+            "keepalive-time" => self.keepalive_time = duration(value),
+            "keepalive-timeout" => self.keepalive_timeout = duration(value),
+            "key" => self.key = text(),
+            "password" => self.password = text(),
+            "user" => self.user = text(),
+            "write-out" => self.write_out = value.to_string(),
+            _ => {}
+        }
+    }
+
+    /// A flag's value as pflag's `Value.String()` shows it.
+    pub fn value_text(&self, flag: &str) -> String {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let duration = |d: Duration| gofmt::duration::format(d);
+        match flag {
+            "cacert" => text(&self.cacert),
+            "cert" => text(&self.cert),
+            "command-timeout" => duration(self.command_timeout),
+            "debug" => self.debug.to_string(),
+            "dial-timeout" => duration(self.dial_timeout),
+            "discovery-srv" => text(&self.discovery_srv),
+            "discovery-srv-name" => text(&self.discovery_srv_name),
+            "endpoints" => format!("[{}]", csv_line(&self.endpoints)),
+            "hex" => self.hex.to_string(),
+            "insecure-discovery" => self.insecure_discovery.to_string(),
+            "insecure-skip-tls-verify" => self.insecure_skip_tls_verify.to_string(),
+            "insecure-transport" => self.insecure_transport.to_string(),
+            "keepalive-time" => duration(self.keepalive_time),
+            "keepalive-timeout" => duration(self.keepalive_timeout),
+            "key" => text(&self.key),
+            "password" => text(&self.password),
+            "user" => text(&self.user),
+            "write-out" => self.write_out.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// What etcdctl does with the environment when a command builds its
+    /// client: the warnings, or zap's fatal line and exit 1 on a conflict;
+    /// then, with `--debug`, every global flag.
+    fn report_env(&self) {
+        for event in &self.env.events {
+            match event {
+                EnvEvent::Unrecognized(entry) => eprintln!(
+                    "{}",
+                    zap_line(
+                        "warn",
+                        "flags/flag.go:93",
+                        "unrecognized environment variable",
+                        entry
+                    )
+                ),
+                EnvEvent::Conflict(name) => {
+                    eprintln!(
+                        "{}",
+                        zap_line(
+                            "fatal",
+                            "flags/flag.go:85",
+                            "conflicting environment variable is shadowed by corresponding command-line flag (either unset environment variable or disable flag))",
+                            name
+                        )
+                    );
+                    // zap's Fatal ends the process the same way.
+                    std::process::exit(i32::from(EXIT_ERROR));
+                }
+            }
+        }
+        if self.debug {
+            for flag in GLOBAL_FLAGS {
+                eprintln!("{}={}", env_name(flag), self.value_text(flag));
+            }
+        }
+    }
+
+    /// The connection settings, checked as etcdctl checks them. The command
+    /// deadline is `--command-timeout` as given on the command line.
+    pub fn client_config(&self) -> CtlResult<ClientConfig> {
+        self.report_env();
         let mut endpoints = Vec::new();
         let domain = self.discovery_srv.clone().filter(|d| !d.is_empty());
         if let Some(domain) = &domain {
@@ -238,6 +428,17 @@ impl GlobalArgs {
                 .map(|e| e.trim().to_string())
                 .collect();
         }
+        for (flag, value) in [
+            ("cert", &self.cert),
+            ("key", &self.key),
+            ("cacert", &self.cacert),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err(CtlError::bad_args(format!(
+                    "empty string is passed to --{flag} option"
+                )));
+            }
+        }
         let server_name = domain.filter(|_| !self.insecure_discovery);
         let wants_tls = self.cert.is_some()
             || self.key.is_some()
@@ -253,7 +454,10 @@ impl GlobalArgs {
         Ok(ClientConfig {
             endpoints,
             dial_timeout: self.dial_timeout,
-            command_timeout: self.command_timeout,
+            command_timeout: self
+                .env
+                .command_timeout_flag
+                .unwrap_or(self.command_timeout),
             keepalive_time: self.keepalive_time,
             keepalive_timeout: self.keepalive_timeout,
             tls,
@@ -275,14 +479,85 @@ impl GlobalArgs {
                 password: password.to_string(),
             }));
         }
-        let password = crate::prompt::password("Password: ").map_err(CtlError::error)?;
+        let password = crate::prompt::ask("Password: ").map_err(CtlError::error)?;
         Ok(Some(Credentials { user, password }))
     }
+}
+
+/// One of zap's production JSON lines (how etcd's packages log).
+fn zap_line(level: &str, caller: &str, msg: &str, variable: &str) -> String {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut line = serde_json::Map::new();
+    line.insert("level".into(), level.into());
+    line.insert("ts".into(), ts.into());
+    line.insert("caller".into(), caller.into());
+    line.insert("msg".into(), msg.into());
+    line.insert("environment-variable".into(), variable.into());
+    serde_json::Value::Object(line).to_string()
+}
+
+/// pflag's string slice from text: comma-separated values, `"` quoting as
+/// in CSV (encoding/csv).
+fn csv_fields(text: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' if quoted => quoted = false,
+            '"' if field.is_empty() => quoted = true,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The string slice back as one CSV line (encoding/csv's quoting rules).
+fn csv_line(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| {
+            let needs_quotes = !v.is_empty()
+                && (v.contains([',', '"', '\r', '\n'])
+                    || v.starts_with(char::is_whitespace)
+                    || v == r"\.");
+            if needs_quotes {
+                format!("\"{}\"", v.replace('"', "\"\""))
+            } else {
+                v.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Probe {
+        #[command(flatten)]
+        global: GlobalArgs,
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
 
     #[test]
     fn repeated_endpoints_append() {
@@ -302,5 +577,68 @@ mod tests {
         assert_eq!(parse_go_bool("T"), Ok(true));
         assert_eq!(parse_go_bool("0"), Ok(false));
         assert!(parse_go_bool("yes").is_err());
+    }
+
+    #[test]
+    fn variables_fill_flags_not_given() {
+        let mut g = Probe::parse_from(["etcdctl", "--hex"]).global;
+        g.apply_env(
+            |f| f == "hex",
+            env(&[
+                ("ETCDCTL_ENDPOINTS", "a:1,\"b,c\":2"),
+                ("ETCDCTL_DIAL_TIMEOUT", "zz"),
+                ("ETCDCTL_INSECURE_TRANSPORT", "maybe"),
+                ("ETCDCTL_COMMAND_TIMEOUT", "1s"),
+                ("ETCDCTL_USER", ""),
+                ("ETCDCTL_API", "3"),
+                ("ETCDCTL_FOO", "1"),
+                ("PATH", "/bin"),
+            ]),
+        );
+        assert_eq!(g.endpoints, vec!["a:1".to_string(), "b,c:2".to_string()]);
+        assert_eq!(g.value_text("endpoints"), "[a:1,\"b,c:2\"]");
+        // pflag leaves the zero value behind a value that does not parse.
+        assert_eq!(g.dial_timeout, Duration::ZERO);
+        assert!(!g.insecure_transport);
+        assert_eq!(g.value_text("command-timeout"), "1s");
+        assert_eq!(g.env.command_timeout_flag, Some(Duration::from_secs(5)));
+        assert_eq!(g.user, None);
+        assert_eq!(
+            g.env.events,
+            vec![
+                EnvEvent::Unrecognized("ETCDCTL_USER=".into()),
+                EnvEvent::Unrecognized("ETCDCTL_FOO=1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_variable_shadowed_by_its_flag_is_a_conflict() {
+        let mut g = Probe::parse_from(["etcdctl", "-w", "json"]).global;
+        g.apply_env(
+            |f| f == "write-out",
+            env(&[("ETCDCTL_WRITE_OUT", "simple"), ("ETCDCTL_BAR", "x")]),
+        );
+        assert_eq!(g.write_out, "json");
+        assert_eq!(
+            g.env.events,
+            vec![EnvEvent::Conflict("ETCDCTL_WRITE_OUT".into())]
+        );
+    }
+
+    #[test]
+    fn flag_names_map_to_variables() {
+        assert_eq!(
+            env_name("insecure-skip-tls-verify"),
+            "ETCDCTL_INSECURE_SKIP_TLS_VERIFY"
+        );
+        let g = Probe::parse_from(["etcdctl"]).global;
+        let shown: Vec<String> = GLOBAL_FLAGS
+            .iter()
+            .map(|f| format!("{}={}", env_name(f), g.value_text(f)))
+            .collect();
+        assert_eq!(shown[2], "ETCDCTL_COMMAND_TIMEOUT=5s");
+        assert_eq!(shown[7], "ETCDCTL_ENDPOINTS=[127.0.0.1:2379]");
+        assert_eq!(shown[17], "ETCDCTL_WRITE_OUT=simple");
     }
 }

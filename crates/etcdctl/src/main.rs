@@ -11,6 +11,7 @@
 mod client;
 mod cmd;
 mod discovery;
+mod dns;
 mod error;
 mod global;
 mod output;
@@ -80,7 +81,31 @@ fn parse() -> Result<Cli, u8> {
     if let Some(endpoints) = global::repeated_endpoints(std::env::args()) {
         cli.global.endpoints = endpoints;
     }
+    cli.global.apply_env(
+        |flag| given_on_command_line(&matches, flag),
+        std::env::vars_os(),
+    );
     Ok(cli)
+}
+
+/// Whether a global flag was given on the command line, before or after
+/// the subcommand names (pflag's `Changed`).
+fn given_on_command_line(matches: &clap::ArgMatches, flag: &str) -> bool {
+    let id = flag.replace('-', "_");
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        let from_line = m
+            .try_contains_id(&id)
+            .ok()
+            .filter(|present| *present)
+            .and_then(|_| m.value_source(&id))
+            == Some(clap::parser::ValueSource::CommandLine);
+        if from_line {
+            return true;
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
 }
 
 fn usage_error(e: clap::Error) -> u8 {

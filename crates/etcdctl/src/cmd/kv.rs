@@ -342,7 +342,8 @@ pub async fn compaction(ctx: &Ctx, a: CompactionArgs) -> CtlResult {
         return Err(CtlError::bad_args("compaction command needs 1 argument"));
     };
     let revision = parse_int(rev, 10).map_err(CtlError::error)?;
-    let client = ctx.client().await?;
+    // etcdctl builds this command's client before reading --command-timeout.
+    let client = ctx.client_env_timeout().await?;
     let request = CompactionRequest {
         revision,
         physical: a.physical,

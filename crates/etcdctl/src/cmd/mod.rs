@@ -10,14 +10,17 @@ use crate::global::GlobalArgs;
 use crate::output::Printer;
 use crate::Cli;
 
+pub mod auth;
 pub mod check;
 pub mod completion;
 pub mod endpoint;
 pub mod kv;
 pub mod maintenance;
 pub mod member;
+pub mod role;
 pub mod snapshot;
 pub mod txn;
+pub mod user;
 
 /// Everything a command needs besides its own arguments.
 pub struct Ctx {
@@ -30,9 +33,19 @@ impl Ctx {
         self.global.printer()
     }
 
-    /// A connection to the cluster (the first endpoint that answers).
+    /// A connection to the cluster (the first endpoint that answers), for a
+    /// command that, as most of etcdctl's, takes its deadline from
+    /// `--command-timeout` before the `ETCDCTL_*` variables apply.
     pub async fn client(&self) -> CtlResult<Client> {
         let config = self.global.client_config()?;
+        Client::connect(&config).await
+    }
+
+    /// The same for a command that builds its client first, so that
+    /// `ETCDCTL_COMMAND_TIMEOUT` sets its deadline (etcdctl's `compaction`).
+    pub async fn client_env_timeout(&self) -> CtlResult<Client> {
+        let mut config = self.global.client_config()?;
+        config.command_timeout = self.global.command_timeout;
         Client::connect(&config).await
     }
 }
@@ -65,6 +78,12 @@ pub enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// commands for checking properties of the etcd cluster
     Check(check::CheckArgs),
+    /// Enable or disable authentication
+    Auth(auth::AuthArgs),
+    /// User related commands
+    User(user::UserArgs),
+    /// Role related commands
+    Role(role::RoleArgs),
     /// Generate completion script
     Completion(completion::CompletionArgs),
     /// Downgrade related commands
@@ -91,6 +110,9 @@ pub async fn run(cli: Cli) -> CtlResult {
         Command::Member(args) => member::run(&ctx, args).await,
         Command::Snapshot(args) => snapshot::run(&ctx, args).await,
         Command::Check(args) => check::run(&ctx, args).await,
+        Command::Auth(args) => auth::run(&ctx, args).await,
+        Command::User(args) => user::run(&ctx, args).await,
+        Command::Role(args) => role::run(&ctx, args).await,
         Command::Completion(args) => completion::run(args),
         Command::Downgrade(args) => maintenance::downgrade(&ctx, args).await,
     }

@@ -466,15 +466,32 @@ impl Etcdctl {
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with `ETCDCTL_API=3`, feeding
     /// `stdin` (or nothing); panics if it does not finish within ETCDCTL_TIMEOUT.
     pub fn run(&self, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let endpoints = format!("--endpoints={endpoint}");
+        let mut all = vec![endpoints.as_str()];
+        all.extend_from_slice(args);
+        self.run_env(&[], &all, stdin)
+    }
+
+    /// Runs `etcdctl <args>` (no `--endpoints` added) with `ETCDCTL_API=3`
+    /// and the `ETCDCTL_*` variables of `env` (others of the test's own
+    /// environment removed), feeding `stdin`; bounded like [`Etcdctl::run`].
+    pub fn run_env(&self, env: &[(&str, &str)], args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut command = Command::new(&self.bin);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCDCTL_") {
                 command.env_remove(key);
             }
         }
+        command.env("ETCDCTL_API", "3");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let endpoint = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--endpoints="))
+            .unwrap_or("(from the environment)")
+            .to_string();
         let mut child = command
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoint}"))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
