@@ -259,14 +259,61 @@ impl Drop for InternalWatch {
     }
 }
 
+/// A contender's key, taken back if its request is dropped before it got
+/// the lock or won the election (the client went away or gave up while
+/// waiting): etcd's servers see the canceled context and delete the key,
+/// so that those queued behind it are not blocked by a contender that is
+/// gone.
+struct Contender {
+    client: Arc<Client>,
+    key: Vec<u8>,
+    settled: bool,
+}
+
+impl Contender {
+    fn new(client: &Arc<Client>, key: &[u8]) -> Self {
+        Contender {
+            client: client.clone(),
+            key: key.to_vec(),
+            settled: false,
+        }
+    }
+
+    /// The request ended on its own (won, or failed and cleaned up).
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let key = std::mem::take(&mut self.key);
+        runtime.spawn(async move {
+            let _ = client
+                .txn(TxnRequest {
+                    success: vec![op_delete(&key)],
+                    ..Default::default()
+                })
+                .await;
+        });
+    }
+}
+
 pub struct LockService {
-    client: Client,
+    client: Arc<Client>,
 }
 
 impl LockService {
     pub fn new(server: Arc<EtcdServer>) -> Self {
         LockService {
-            client: Client::new(server),
+            client: Arc::new(Client::new(server)),
         }
     }
 }
@@ -280,6 +327,7 @@ impl Lock for LockService {
         let mut prefix = req.name.clone();
         prefix.push(b'/');
         let key = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
+        let contender = Contender::new(c, &key);
         // Put my key unless it exists (a re-entrant lock with the same lease).
         let resp = c
             .txn(TxnRequest {
@@ -303,9 +351,11 @@ impl Lock for LockService {
                         ..Default::default()
                     })
                     .await;
+                contender.settle();
                 return Err(e);
             }
         };
+        contender.settle();
         // The session may have expired while waiting.
         let mine = c
             .range(RangeRequest {
@@ -376,6 +426,7 @@ impl Election for ElectionService {
         let lease = c.session_lease(req.lease).await?;
         let prefix = election_prefix(&req.name);
         let key = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
+        let contender = Contender::new(c, &key);
         let resp = c
             .txn(TxnRequest {
                 compare: vec![create_revision_is(&key, 0)],
@@ -394,8 +445,10 @@ impl Election for ElectionService {
         }
         if let Err(e) = c.wait_deletes(&prefix, leader_rev - 1).await {
             let _ = resign(c, &key, leader_rev).await;
+            contender.settle();
             return Err(e);
         }
+        contender.settle();
         let mut header = resp.header;
         c.server.fill_header(&mut header);
         Ok(Response::new(CampaignResponse {
