@@ -42,6 +42,12 @@ use crate::global::{ClientConfig, TlsSettings};
 /// clientv3's default send limit.
 pub const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
 
+/// grpc-go pings no more often than this, whatever `--keepalive-time`
+/// says; etcd's servers (`--grpc-keepalive-min-time`, 5 s) close a
+/// connection pinged more often, which would break every watch and
+/// keep-alive stream of a long-running command.
+pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+
 /// Adds the auth token to each request.
 #[derive(Clone, Default)]
 pub struct AuthToken(Option<MetadataValue<Ascii>>);
@@ -179,6 +185,17 @@ impl Client {
         self.within(self.config.command_timeout, call).await
     }
 
+    /// Runs one call without a deadline (etcdctl's `context.TODO()` calls:
+    /// `lease timetolive`, `lease list`, the mirror's writes).
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> CtlResult<T> {
+        call.await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| map_status(&status))
+    }
+
     /// Runs one unary call under a deadline of its own.
     pub async fn within<T>(
         &self,
@@ -265,7 +282,7 @@ async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
     let ep = Endpoint::from_shared(uri)
         .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {endpoint:?}: {e}")))?
         .connect_timeout(dial_timeout)
-        .http2_keep_alive_interval(config.keepalive_time)
+        .http2_keep_alive_interval(config.keepalive_time.max(MIN_KEEPALIVE_TIME))
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);

@@ -64,6 +64,17 @@ impl CtlError {
         Self::error(status_text(status))
     }
 
+    /// Prints `Error: …` and ends the process at once, as etcdctl's
+    /// `ExitWithError` does from any goroutine (a watch printer, a lock
+    /// holder) while other work is still running.
+    pub fn exit_now(&self) -> ! {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if !self.message.is_empty() {
+            eprintln!("Error: {}", self.message);
+        }
+        std::process::exit(i32::from(self.code))
+    }
+
     /// The same text with another exit code.
     pub fn with_code(mut self, code: u8) -> Self {
         self.code = code;

@@ -55,12 +55,28 @@ fn main() -> ExitCode {
         Err(e) => return fail(&CtlError::error(format!("cannot start the runtime: {e}"))),
     };
     let result = runtime.block_on(cmd::run(cli));
+    // On failure, exit before the runtime winds down: tasks still running
+    // (watch printers, keep-alives) must not print after the error.
+    if let Err(e) = result {
+        e.exit_now();
+    }
     // Streams (watch, keep-alive) may still be open: do not wait for them.
     runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+    ExitCode::SUCCESS
+}
+
+/// Prints the help of `etcdctl <path…>`, as cobra does for a command group
+/// run without a subcommand.
+pub fn print_help(path: &[&str]) {
+    let mut command = Cli::command();
+    command.build();
+    for name in path {
+        match command.find_subcommand(name) {
+            Some(sub) => command = sub.clone(),
+            None => break,
+        }
     }
+    let _ = command.print_help();
 }
 
 fn fail(e: &CtlError) -> ExitCode {
@@ -157,6 +173,7 @@ fn usage_error(e: clap::Error) -> u8 {
                 eprintln!("Error: flag needs an argument: {flag}");
                 return EXIT_ERROR;
             };
+            let flag = pflag_name(flag.trim_start_matches('-'));
             eprintln!("Error: invalid argument \"{value}\" for \"{flag}\" flag: {reason}");
             EXIT_ERROR
         }
@@ -181,6 +198,26 @@ fn group_of(name: &str) -> Option<clap::Command> {
     let at = args.iter().position(|a| a == name)?;
     let parent = args[..at].iter().rev().find(|a| !a.starts_with('-'))?;
     root.find_subcommand(parent).cloned()
+}
+
+/// pflag's name for a flag in its errors: `-l, --listen` when it has a
+/// shorthand, else `--name`.
+fn pflag_name(long: &str) -> String {
+    fn short_of(command: &clap::Command, long: &str) -> Option<char> {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_short())
+            .or_else(|| {
+                command
+                    .get_subcommands()
+                    .find_map(|sub| short_of(sub, long))
+            })
+    }
+    match short_of(&Cli::command(), long) {
+        Some(short) => format!("-{short}, --{long}"),
+        None => format!("--{long}"),
+    }
 }
 
 fn context(e: &clap::Error, kind: clap::error::ContextKind) -> Option<String> {
