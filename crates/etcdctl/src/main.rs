@@ -14,8 +14,10 @@ mod discovery;
 mod dns;
 mod error;
 mod global;
+mod goexec;
 mod output;
 mod prompt;
+mod watcher;
 
 use std::process::ExitCode;
 

@@ -13,14 +13,18 @@ use crate::Cli;
 pub mod auth;
 pub mod check;
 pub mod completion;
+pub mod concurrency;
 pub mod endpoint;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod member;
+pub mod mirror;
 pub mod role;
 pub mod snapshot;
 pub mod txn;
 pub mod user;
+pub mod watch;
 
 /// Everything a command needs besides its own arguments.
 pub struct Ctx {
@@ -70,12 +74,22 @@ pub enum Command {
     Endpoint(endpoint::EndpointArgs),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(maintenance::MoveLeaderArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(watch::WatchArgs),
     /// Prints the version of etcdctl
     Version,
+    /// Lease related commands
+    Lease(lease::LeaseArgs),
     /// Membership related commands
     Member(member::MemberArgs),
     /// Manages etcd node snapshots
     Snapshot(snapshot::SnapshotArgs),
+    /// Makes a mirror at the destination etcd cluster
+    MakeMirror(mirror::MakeMirrorArgs),
+    /// Acquires a named lock
+    Lock(concurrency::LockArgs),
+    /// Observes and participates in leader election
+    Elect(concurrency::ElectArgs),
     /// commands for checking properties of the etcd cluster
     Check(check::CheckArgs),
     /// Enable or disable authentication
@@ -102,6 +116,11 @@ pub async fn run(cli: Cli) -> CtlResult {
         Command::Defrag(args) => maintenance::defrag(&ctx, args).await,
         Command::Endpoint(args) => endpoint::run(&ctx, args).await,
         Command::MoveLeader(args) => maintenance::move_leader(&ctx, args).await,
+        Command::Watch(args) => watch::run(&ctx, args).await,
+        Command::Lease(args) => lease::run(&ctx, args).await,
+        Command::MakeMirror(args) => mirror::run(&ctx, args).await,
+        Command::Lock(args) => concurrency::lock(&ctx, args).await,
+        Command::Elect(args) => concurrency::elect(&ctx, args).await,
         Command::Version => {
             println!("etcdctl version: {}", api::ETCD_VERSION);
             println!("API version: {}", api::API_VERSION);

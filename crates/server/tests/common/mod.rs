@@ -868,7 +868,6 @@ impl Differential {
         canonical: impl Fn(&str) -> String,
     ) -> Output {
         let args = reference_args;
-        self.invocations += 1;
         if !self.ours.is_running() || self.ours_time > OURS_TIME_BUDGET {
             let why = if self.ours_time > OURS_TIME_BUDGET {
                 format!("etcdctl spent over {OURS_TIME_BUDGET:?} on our server")
@@ -885,8 +884,33 @@ impl Differential {
         let ours = self.ours_ctl.run(&self.ours.endpoint(), ours_args, stdin);
         self.ours_time += started.elapsed();
         let reference = self.ctl.run(&self.reference.endpoint(), args, stdin);
-        let mut ours_n = self.ours_norm.output(&ours);
-        let mut reference_n = self.reference_norm.output(&reference);
+        self.compare_each(args, stdin, &ours, &reference, canonical)
+    }
+
+    /// Records a mismatch between outputs the caller got itself (e.g. from
+    /// a long-running etcdctl it stopped); `args` names the invocation.
+    /// Returns the reference's normalized output.
+    pub fn compare(
+        &mut self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        ours: &Output,
+        reference: &Output,
+    ) -> Output {
+        self.compare_each(args, stdin, ours, reference, str::to_string)
+    }
+
+    fn compare_each(
+        &mut self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        ours: &Output,
+        reference: &Output,
+        canonical: impl Fn(&str) -> String,
+    ) -> Output {
+        self.invocations += 1;
+        let mut ours_n = self.ours_norm.output(ours);
+        let mut reference_n = self.reference_norm.output(reference);
         if self.ctl.bin != self.ours_ctl.bin {
             ours_n = cli_noise_removed(ours_n);
             reference_n = cli_noise_removed(reference_n);
@@ -1156,6 +1180,9 @@ fn protobuf_header_normalized(bytes: &[u8]) -> Vec<u8> {
         }
         None
     }
+    if let Some(text) = bare_header_text(bytes) {
+        return text.into_bytes();
+    }
     let Some((&0x0a, rest)) = bytes.split_first() else {
         return bytes.to_vec();
     };
@@ -1187,6 +1214,46 @@ fn protobuf_header_normalized(bytes: &[u8]) -> Vec<u8> {
     let mut out = text.into_bytes();
     out.extend_from_slice(tail);
     out
+}
+
+/// clientv3's lease responses embed `*ResponseHeader`, whose `Marshal` is
+/// all the protobuf writer prints: a bare header (cluster and member ID,
+/// revision, raft term, all varints) is shown as text without the IDs.
+fn bare_header_text(bytes: &[u8]) -> Option<String> {
+    if bytes.first() != Some(&0x08) {
+        return None;
+    }
+    let mut text = String::from("<bare header");
+    let mut at = 0;
+    while at < bytes.len() {
+        let tag = *bytes.get(at)?;
+        at += 1;
+        let field = tag >> 3;
+        if tag & 7 != 0 || !(1..=4).contains(&field) {
+            return None;
+        }
+        let mut value = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = *bytes.get(at)?;
+            at += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if shift > 63 {
+                return None;
+            }
+        }
+        match field {
+            3 => text.push_str(&format!(" revision={value}")),
+            4 => text.push_str(" raft_term"),
+            _ => {}
+        }
+    }
+    text.push('>');
+    Some(text)
 }
 
 /// The first normalized line that differs, in stdout, stderr or the exit code.
