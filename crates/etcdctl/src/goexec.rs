@@ -4,7 +4,6 @@
 //! (`exit status 3`, `signal: killed`, `exec: "x": executable file not
 //! found in $PATH`), since etcdctl prints those texts.
 
-use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -83,7 +82,7 @@ fn look_path(name: &str) -> Result<PathBuf, String> {
             Err(e) => Err(format!("exec: {quoted}: {e}")),
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(OsString::new);
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")

@@ -202,21 +202,24 @@ fn group_of(name: &str) -> Option<clap::Command> {
     root.find_subcommand(parent).cloned()
 }
 
-/// pflag's name for a flag in its errors: `-l, --listen` when it has a
-/// shorthand, else `--name`.
+/// pflag's name for a flag in its errors: `-l, --listen` when the command
+/// being run (or a parent, for global flags) gives it a shorthand, else
+/// `--name`.
 fn pflag_name(long: &str) -> String {
-    fn short_of(command: &clap::Command, long: &str) -> Option<char> {
-        command
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long))
-            .and_then(|a| a.get_short())
-            .or_else(|| {
-                command
-                    .get_subcommands()
-                    .find_map(|sub| short_of(sub, long))
-            })
+    let mut command = Cli::command();
+    let mut chain = vec![command.clone()];
+    for word in std::env::args().skip(1).filter(|w| !w.starts_with('-')) {
+        if let Some(sub) = command.find_subcommand(&word).cloned() {
+            command = sub;
+            chain.push(command.clone());
+        }
     }
-    match short_of(&Cli::command(), long) {
+    let short = chain.iter().rev().find_map(|c| {
+        c.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .map(|a| a.get_short())
+    });
+    match short.flatten() {
         Some(short) => format!("-{short}, --{long}"),
         None => format!("--{long}"),
     }

@@ -65,7 +65,7 @@ pub struct WatchResponse {
 impl WatchResponse {
     fn from_pb(r: &PbWatchResponse) -> Self {
         WatchResponse {
-            header: r.header.clone().unwrap_or_default(),
+            header: r.header.unwrap_or_default(),
             events: Some(r.events.clone()),
             compact_revision: r.compact_revision,
             canceled: r.canceled,

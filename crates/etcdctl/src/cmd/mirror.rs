@@ -89,6 +89,8 @@ pub async fn run(ctx: &Ctx, a: MakeMirrorArgs) -> CtlResult {
     };
     let dest_config = destination_config(ctx, &a, destination)?;
     let dest = Client::connect(&dest_config).await?;
+    // etcdctl checks the writer when it makes the source's client.
+    ctx.printer()?;
     let source = ctx.client().await?;
     if a.no_dest_prefix && !a.dest_prefix.is_empty() {
         return Err(CtlError::bad_args(
@@ -128,7 +130,7 @@ fn destination_config(ctx: &Ctx, a: &MakeMirrorArgs, destination: &str) -> CtlRe
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let (cert, key, cacert) = (some(&a.dest_cert), some(&a.dest_key), some(&a.dest_cacert));
     let wants_tls = cert.is_some() || key.is_some() || cacert.is_some();
-    let tls = (wants_tls || !a.dest_insecure_transport).then(|| TlsSettings {
+    let tls = (wants_tls || !a.dest_insecure_transport).then_some(TlsSettings {
         cert,
         key,
         cacert,

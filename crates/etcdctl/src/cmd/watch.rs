@@ -72,13 +72,14 @@ pub async fn run(ctx: &Ctx, a: WatchArgs) -> CtlResult {
             gofmt::quote::quote(env_range.as_bytes())
         )));
     }
-    let printer = ctx.printer()?;
     if a.interactive {
+        let printer = ctx.printer()?;
         return interactive(ctx, printer, &env_key, &env_range).await;
     }
     let os_args: Vec<String> = std::env::args().collect();
     let parsed = parse_watch_args(&os_args, &a.args, &env_key, &env_range, false)
         .map_err(CtlError::bad_args)?;
+    let printer = ctx.printer()?;
     let client = ctx.client().await?;
     let flags = WatchFlags {
         prefix: a.prefix,
@@ -325,8 +326,7 @@ pub fn parse_line_flags(words: &[String]) -> Result<(WatchFlags, Vec<String>), S
         }
         if word.len() > 1 && word.starts_with('-') {
             let shorts = &word[1..];
-            let mut chars = shorts.char_indices();
-            while let Some((at, c)) = chars.next() {
+            for (at, c) in shorts.char_indices() {
                 match c {
                     'h' => return Err("pflag: help requested".into()),
                     'i' => {
@@ -473,7 +473,7 @@ pub fn print_watch(p: &Printer, r: &WatchResponse) -> CtlResult {
             }
         }
         Format::Protobuf => print_protobuf(&PbWatchResponse {
-            header: Some(r.header.clone()),
+            header: Some(r.header),
             events: r.events().to_vec(),
             compact_revision: r.compact_revision,
             canceled: r.canceled,
