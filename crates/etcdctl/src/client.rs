@@ -68,8 +68,6 @@ pub type Svc = InterceptedService<Channel, AuthToken>;
 pub struct Client {
     channel: Channel,
     token: AuthToken,
-    /// The endpoint this client reached, as given.
-    pub endpoint: String,
     pub config: ClientConfig,
 }
 
@@ -95,7 +93,6 @@ impl Client {
         let mut client = Client {
             channel,
             token: AuthToken::default(),
-            endpoint: endpoint.to_string(),
             config: config.clone(),
         };
         // clientv3 authenticates only with both a name and a password, and

@@ -11,7 +11,7 @@ pub const EXIT_BAD_CONNECTION: u8 = 2;
 pub const EXIT_INVALID_INPUT: u8 = 3;
 pub const EXIT_BAD_FEATURE: u8 = 4;
 pub const EXIT_INTERRUPTED: u8 = 5;
-pub const EXIT_IO: u8 = 6;
+// 6 (ExitIO) is defined by cobrautl but no etcdctl command uses it.
 pub const EXIT_BAD_ARGS: u8 = 128;
 
 /// What the command failed with, and how the process ends.

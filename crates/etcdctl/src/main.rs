@@ -5,9 +5,6 @@
 //! scripts depend on them. Each command lives in [`cmd`]; the connection in
 //! [`client`]; the writers in [`output`].
 
-// Shared pieces the remaining command groups use land before them.
-#![allow(dead_code)]
-
 mod client;
 mod cmd;
 mod discovery;
