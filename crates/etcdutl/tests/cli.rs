@@ -4,32 +4,13 @@
 //! tested in `crates/server/tests/snapshot_restore.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use api::etcdserverpb::PutRequest;
 use sha2::{Digest, Sha256};
 
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
+mod support;
 
-fn etcdutl(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_etcdutl"))
-        .args(args)
-        .output()
-        .expect("run etcdutl");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
-}
-
-fn error_line(run: &Run) -> &str {
-    run.stderr.lines().last().unwrap_or_default()
-}
+use support::{error_line, etcdutl};
 
 /// A snapshot file as Maintenance.Snapshot streams it: three puts, the
 /// image padded to 512 bytes, its SHA-256. Returns (file, revision).

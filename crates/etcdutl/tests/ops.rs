@@ -8,27 +8,9 @@ use std::process::Command;
 
 use api::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
+mod support;
 
-fn etcdutl(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_etcdutl"))
-        .args(args)
-        .output()
-        .expect("run etcdutl");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
-}
-
-fn error_line(run: &Run) -> &str {
-    run.stderr.lines().last().unwrap_or_default()
-}
+use support::{error_line, etcdutl};
 
 /// A member's data directory with only a backend: 200 puts of 1 KiB over
 /// 20 keys, one delete, a compaction. Returns the backend's path and its

@@ -11,67 +11,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 use common::*;
-
-/// Bound on one etcdutl (or refused etcd) run.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Our `etcdutl`, built into the same target directory as this test.
-fn etcdutl() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the target directory");
-    let bin = dir.join("etcdutl");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build --release -p etcdutl` (or run `cargo test --workspace`)",
-        bin.display()
-    );
-    bin
-}
-
-/// Runs a program to its end (bounded by TOOL_TIMEOUT).
-fn run(bin: &Path, args: &[&str]) -> Output {
-    let child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let out = child.wait_with_output();
-        let _ = done_tx.send(());
-        out
-    });
-    if done_rx.recv_timeout(TOOL_TIMEOUT).is_err() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        panic!(
-            "{} {args:?} did not finish within {TOOL_TIMEOUT:?}",
-            bin.display()
-        );
-    }
-    let out = waiter
-        .join()
-        .expect("waiter")
-        .expect("wait for the program");
-    Output {
-        stdout: bytes_to_text(&out.stdout),
-        stderr: bytes_to_text(&out.stderr),
-        code: out.status.code().unwrap_or(-1),
-        ..Output::default()
-    }
-}
 
 fn last_line(text: &str) -> &str {
     text.lines().last().unwrap_or_default()

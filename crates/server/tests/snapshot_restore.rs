@@ -18,69 +18,9 @@ use common::*;
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use sha2::{Digest, Sha256};
 
-/// Bound on one etcdutl run.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one client call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE_TTL_SECS: &str = "600";
-
-/// Our `etcdutl`, built into the same target directory as this test.
-fn etcdutl() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the target directory");
-    let bin = dir.join("etcdutl");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build --release -p etcdutl` (or run `cargo test --workspace`)",
-        bin.display()
-    );
-    bin
-}
-
-/// Runs a tool (bounded by TOOL_TIMEOUT).
-fn run(bin: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let read = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let (out, err) = (read(Box::new(stdout)), read(Box::new(stderr)));
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the tool") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} did not finish within {TOOL_TIMEOUT:?}",
-                bin.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        stdout: bytes_to_text(&out.join().expect("stdout reader")),
-        stderr: bytes_to_text(&err.join().expect("stderr reader")),
-        code: status.code().unwrap_or(-1),
-        ..Output::default()
-    }
-}
 
 fn ok(output: Output, what: &str) -> Output {
     assert_eq!(output.code, 0, "{what} failed: {output:?}");

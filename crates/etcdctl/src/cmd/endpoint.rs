@@ -378,6 +378,24 @@ fn status_rows(list: &[(String, StatusResponse)]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// etcdctl's `[{"Endpoint":…,"<field>":<response>}, …]`.
+fn per_endpoint_json<M: prost::Message>(
+    list: &[(String, M)],
+    field: &str,
+    type_name: &str,
+) -> Json {
+    let items = list
+        .iter()
+        .map(|(ep, resp)| {
+            let mut m = Map::new();
+            m.insert("Endpoint".into(), Json::from(ep.clone()));
+            m.insert(field.into(), go_json(resp, type_name));
+            Json::Object(m)
+        })
+        .collect();
+    Json::Array(items)
+}
+
 /// Go's `%v` of a `[]string`: `[a b]`.
 fn go_string_slice(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
@@ -390,18 +408,11 @@ pub fn print_status(p: &Printer, list: &[(String, StatusResponse)]) -> CtlResult
                 println!("{}", row.join(", "));
             }
         }
-        Format::Json => {
-            let items = list
-                .iter()
-                .map(|(ep, s)| {
-                    let mut m = Map::new();
-                    m.insert("Endpoint".into(), Json::from(ep.clone()));
-                    m.insert("Status".into(), go_json(s, "etcdserverpb.StatusResponse"));
-                    Json::Object(m)
-                })
-                .collect();
-            print_json(&Json::Array(items));
-        }
+        Format::Json => print_json(&per_endpoint_json(
+            list,
+            "Status",
+            "etcdserverpb.StatusResponse",
+        )),
         Format::Fields => {
             for (ep, s) in list {
                 fields_header(s.header.as_ref());
@@ -466,18 +477,11 @@ pub fn print_hashkv(p: &Printer, list: &[(String, HashKvResponse)]) -> CtlResult
                 println!("{}", row.join(", "));
             }
         }
-        Format::Json => {
-            let items = list
-                .iter()
-                .map(|(ep, h)| {
-                    let mut m = Map::new();
-                    m.insert("Endpoint".into(), Json::from(ep.clone()));
-                    m.insert("HashKV".into(), go_json(h, "etcdserverpb.HashKVResponse"));
-                    Json::Object(m)
-                })
-                .collect();
-            print_json(&Json::Array(items));
-        }
+        Format::Json => print_json(&per_endpoint_json(
+            list,
+            "HashKV",
+            "etcdserverpb.HashKVResponse",
+        )),
         Format::Fields => {
             for (ep, h) in list {
                 fields_header(h.header.as_ref());

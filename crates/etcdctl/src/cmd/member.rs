@@ -204,6 +204,24 @@ fn go_quote(s: &str) -> String {
     gofmt::quote::quote(s.as_bytes())
 }
 
+/// `Member <id> removed from|updated in|promoted in cluster <id>`, or the response.
+fn print_change(
+    printer: &Printer,
+    id: u64,
+    verb: &str,
+    header: Option<&ResponseHeader>,
+    resp: &impl prost::Message,
+    type_name: &str,
+) -> CtlResult {
+    match printer.format {
+        Format::Simple => println!("Member {id:16x} {verb} cluster {:16x}", cluster_id(header)),
+        Format::Json => print_json(&go_json(resp, type_name)),
+        Format::Protobuf => print_protobuf(resp),
+        Format::Fields | Format::Table => return Err(printer.unsupported()),
+    }
+    Ok(())
+}
+
 pub async fn remove(ctx: &Ctx, a: IdArgs) -> CtlResult {
     let id = member_id(&a.args)?;
     let printer = ctx.printer()?;
@@ -212,16 +230,14 @@ pub async fn remove(ctx: &Ctx, a: IdArgs) -> CtlResult {
     let resp = client
         .unary(client.cluster().member_remove(request))
         .await?;
-    match printer.format {
-        Format::Simple => println!(
-            "Member {id:16x} removed from cluster {:16x}",
-            cluster_id(resp.header.as_ref())
-        ),
-        Format::Json => print_json(&go_json(&resp, "etcdserverpb.MemberRemoveResponse")),
-        Format::Protobuf => print_protobuf(&resp),
-        Format::Fields | Format::Table => return Err(printer.unsupported()),
-    }
-    Ok(())
+    print_change(
+        &printer,
+        id,
+        "removed from",
+        resp.header.as_ref(),
+        &resp,
+        "etcdserverpb.MemberRemoveResponse",
+    )
 }
 
 pub async fn update(ctx: &Ctx, a: UpdateArgs) -> CtlResult {
@@ -240,16 +256,14 @@ pub async fn update(ctx: &Ctx, a: UpdateArgs) -> CtlResult {
     let resp = client
         .unary(client.cluster().member_update(request))
         .await?;
-    match printer.format {
-        Format::Simple => println!(
-            "Member {id:16x} updated in cluster {:16x}",
-            cluster_id(resp.header.as_ref())
-        ),
-        Format::Json => print_json(&go_json(&resp, "etcdserverpb.MemberUpdateResponse")),
-        Format::Protobuf => print_protobuf(&resp),
-        Format::Fields | Format::Table => return Err(printer.unsupported()),
-    }
-    Ok(())
+    print_change(
+        &printer,
+        id,
+        "updated in",
+        resp.header.as_ref(),
+        &resp,
+        "etcdserverpb.MemberUpdateResponse",
+    )
 }
 
 pub async fn promote(ctx: &Ctx, a: IdArgs) -> CtlResult {
@@ -260,16 +274,14 @@ pub async fn promote(ctx: &Ctx, a: IdArgs) -> CtlResult {
     let resp = client
         .unary(client.cluster().member_promote(request))
         .await?;
-    match printer.format {
-        Format::Simple => println!(
-            "Member {id:16x} promoted in cluster {:16x}",
-            cluster_id(resp.header.as_ref())
-        ),
-        Format::Json => print_json(&go_json(&resp, "etcdserverpb.MemberPromoteResponse")),
-        Format::Protobuf => print_protobuf(&resp),
-        Format::Fields | Format::Table => return Err(printer.unsupported()),
-    }
-    Ok(())
+    print_change(
+        &printer,
+        id,
+        "promoted in",
+        resp.header.as_ref(),
+        &resp,
+        "etcdserverpb.MemberPromoteResponse",
+    )
 }
 
 pub async fn list(ctx: &Ctx, a: ListArgs) -> CtlResult {

