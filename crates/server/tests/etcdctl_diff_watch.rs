@@ -749,9 +749,14 @@ fn mirrors(d: &mut Differential) {
         &[],
     );
     wait_for_value(d, "dst/b", "2");
+    // Each source write is waited for at the destination before the next
+    // one, so the mirror's writes and ours interleave alike on both sides.
     d.ok(&["put", "src/c", "3"]);
+    wait_for_value(d, "dst/c", "3");
     d.ok(&["del", "src/a"]);
+    wait_for_absent(d, "dst/a");
     d.ok_in(&["txn"], "\nput src/x 1\nput src/y 2\ndel src/b\n\n\n");
+    wait_for_absent(d, "dst/b");
     d.ok(&["put", "src/z", "done"]);
     wait_for_value(d, "dst/z", "done");
     p.stop(d);
@@ -799,13 +804,24 @@ fn endpoint(d: &Differential, side: Side) -> String {
 
 /// Waits (bounded) until `key` holds `value` on both servers.
 fn wait_for_value(d: &Differential, key: &str, value: &str) {
+    wait_for(d, key, Some(value));
+}
+
+/// Waits (bounded) on both sides until `key` is gone.
+fn wait_for_absent(d: &Differential, key: &str) {
+    wait_for(d, key, None);
+}
+
+/// Waits (bounded) on both sides until `key` holds `value` (`None`: no key).
+fn wait_for(d: &Differential, key: &str, value: Option<&str>) {
+    let want = value.map_or(String::new(), |v| format!("{v}\n"));
     for endpoint in [d.ours.endpoint(), d.reference.endpoint()] {
         let deadline = Instant::now() + PRINT_WAIT;
         while Instant::now() < deadline {
             let out = d
                 .ctl
                 .run(&endpoint, &["get", key, "--print-value-only"], None);
-            if out.stdout == format!("{value}\n") {
+            if out.stdout == want {
                 break;
             }
             thread::sleep(Duration::from_millis(20));
