@@ -52,6 +52,28 @@ pub struct Wal {
     last_sync: Option<Duration>,
 }
 
+/// The log's segments in order (checked to follow each other) and the index
+/// of the one holding `snap`, where reading starts.
+fn segments_from(dir: &Path, snap: WalSnapshot) -> Result<(Vec<segment::Segment>, usize)> {
+    let segments = segment::list_segments(dir)?;
+    let Some(first) = segments.first() else {
+        return Err(Error::NotFound {
+            dir: dir.to_path_buf(),
+        });
+    };
+    let oldest_first_index = first.name.first_index;
+    segment::check_sequence(dir, &segments)?;
+    let start = segments
+        .iter()
+        .rposition(|s| s.name.first_index <= snap.index)
+        .ok_or_else(|| Error::SnapshotNotCovered {
+            dir: dir.to_path_buf(),
+            index: snap.index,
+            oldest_first_index,
+        })?;
+    Ok((segments, start))
+}
+
 impl Wal {
     /// Whether `dir` holds at least one segment.
     pub fn exists(dir: &Path) -> bool {
@@ -143,21 +165,12 @@ impl Wal {
     /// at the end of the last segment is cut off (see the crate docs); any other damage is
     /// [`Error::Corrupt`].
     pub fn open(dir: &Path, snap: WalSnapshot) -> Result<(Wal, ReadState)> {
-        let segments = segment::list_segments(dir)?;
+        let (segments, start) = segments_from(dir, snap)?;
         let Some(last) = segments.last() else {
             return Err(Error::NotFound {
                 dir: dir.to_path_buf(),
             });
         };
-        segment::check_sequence(dir, &segments)?;
-        let start = segments
-            .iter()
-            .rposition(|s| s.name.first_index <= snap.index)
-            .ok_or_else(|| Error::SnapshotNotCovered {
-                dir: dir.to_path_buf(),
-                index: snap.index,
-                oldest_first_index: segments[0].name.first_index,
-            })?;
 
         // Lock before reading, so nobody appends while we decide where the log ends.
         let mut tail = segment::open_locked(&last.path, false)?;
@@ -235,21 +248,7 @@ impl Wal {
     /// of the last segment ends the read; `repaired_tail_bytes` tells how many bytes a
     /// later [`Wal::open`] would cut off.
     pub fn read(dir: &Path, snap: WalSnapshot) -> Result<ReadState> {
-        let segments = segment::list_segments(dir)?;
-        if segments.is_empty() {
-            return Err(Error::NotFound {
-                dir: dir.to_path_buf(),
-            });
-        }
-        segment::check_sequence(dir, &segments)?;
-        let start = segments
-            .iter()
-            .rposition(|s| s.name.first_index <= snap.index)
-            .ok_or_else(|| Error::SnapshotNotCovered {
-                dir: dir.to_path_buf(),
-                index: snap.index,
-                oldest_first_index: segments[0].name.first_index,
-            })?;
+        let (segments, start) = segments_from(dir, snap)?;
         let mut replay = Replay::new(dir, snap);
         let mut torn_bytes = 0;
         for (i, seg) in segments.iter().enumerate().skip(start) {

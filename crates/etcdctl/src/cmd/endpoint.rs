@@ -300,25 +300,40 @@ where
     call(client).await
 }
 
-pub async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
-    let printer = ctx.printer()?;
-    let config = ctx.global.client_config()?;
-    let endpoints = endpoints_from_cluster(ctx, &config, cluster).await?;
+/// Runs `call` on each endpoint in turn; the answers, and the last failure
+/// (each reported on stderr as `Failed to get the <what> of endpoint …`).
+async fn per_endpoint<T, F, Fut>(
+    config: &ClientConfig,
+    endpoints: Vec<String>,
+    what: &str,
+    call: F,
+) -> (Vec<(String, T)>, Option<CtlError>)
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = CtlResult<T>>,
+{
     let mut list = Vec::new();
     let mut failed = None;
     for ep in endpoints {
-        let got = on_endpoint(&config, &ep, |c| async move {
-            c.unary(c.maintenance().status(StatusRequest {})).await
-        })
-        .await;
-        match got {
+        match on_endpoint(config, &ep, &call).await {
             Ok(resp) => list.push((ep, resp)),
             Err(e) => {
-                eprintln!("Failed to get the status of endpoint {ep} ({e})");
+                eprintln!("Failed to get the {what} of endpoint {ep} ({e})");
                 failed = Some(e);
             }
         }
     }
+    (list, failed)
+}
+
+pub async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
+    let printer = ctx.printer()?;
+    let config = ctx.global.client_config()?;
+    let endpoints = endpoints_from_cluster(ctx, &config, cluster).await?;
+    let (list, failed) = per_endpoint(&config, endpoints, "status", |c| async move {
+        c.unary(c.maintenance().status(StatusRequest {})).await
+    })
+    .await;
     print_status(&printer, &list)?;
     match failed {
         Some(_) => Err(CtlError::exit(crate::error::EXIT_ERROR)),
@@ -441,22 +456,11 @@ pub async fn hashkv(ctx: &Ctx, cluster: bool, revision: i64) -> CtlResult {
     let printer = ctx.printer()?;
     let config = ctx.global.client_config()?;
     let endpoints = endpoints_from_cluster(ctx, &config, cluster).await?;
-    let mut list = Vec::new();
-    let mut failed = None;
-    for ep in endpoints {
-        let got = on_endpoint(&config, &ep, |c| async move {
-            c.unary(c.maintenance().hash_kv(HashKvRequest { revision }))
-                .await
-        })
-        .await;
-        match got {
-            Ok(resp) => list.push((ep, resp)),
-            Err(e) => {
-                eprintln!("Failed to get the hash of endpoint {ep} ({e})");
-                failed = Some(e);
-            }
-        }
-    }
+    let (list, failed) = per_endpoint(&config, endpoints, "hash", |c| async move {
+        c.unary(c.maintenance().hash_kv(HashKvRequest { revision }))
+            .await
+    })
+    .await;
     print_hashkv(&printer, &list)?;
     match failed {
         Some(e) => Err(e),

@@ -138,36 +138,57 @@ pub fn etcdutl() -> PathBuf {
 
 /// Runs a program to its end with no input (bounded by TOOL_TIMEOUT).
 pub fn run(bin: &std::path::Path, args: &[&str]) -> Output {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
+    let mut command = Command::new(bin);
+    command.args(args);
+    run_bounded(
+        command,
+        None,
+        TOOL_TIMEOUT,
+        &format!("{} {args:?}", bin.display()),
+    )
+}
+
+/// Runs `command` to its end, feeding it `stdin` (or nothing) and reading
+/// what it prints; panics, killing it, if it takes longer than `timeout`.
+fn run_bounded(
+    mut command: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    what: &str,
+) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let out = read_in_thread(child.stdout.take().expect("piped stdout"));
-    let err = read_in_thread(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + TOOL_TIMEOUT;
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut child_stdin = child.stdin.take().expect("piped stdin");
+    let input = stdin.map(<[u8]>::to_vec).unwrap_or_default();
+    let writer = thread::spawn(move || {
+        // The program may exit without reading everything; a broken pipe is fine.
+        let _ = child_stdin.write_all(&input);
+    });
+    let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
+    let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the tool") {
+        if let Some(status) = child.try_wait().expect("wait for the program") {
             break status;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{} {args:?} did not finish within {TOOL_TIMEOUT:?}",
-                bin.display()
-            );
+            panic!("{what} did not finish within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(5));
     };
-    let raw_stdout = out.join().expect("stdout reader");
+    let _ = writer.join();
+    let raw_stdout = stdout.join().expect("stdout reader");
     Output {
         stdout: bytes_to_text(&raw_stdout),
-        stderr: bytes_to_text(&err.join().expect("stderr reader")),
-        code: status.code().unwrap_or(-1),
         raw_stdout,
+        stderr: bytes_to_text(&stderr.join().expect("stderr reader")),
+        code: status.code().unwrap_or(-1),
     }
 }
 
@@ -540,43 +561,13 @@ impl Etcdctl {
             .find_map(|a| a.strip_prefix("--endpoints="))
             .unwrap_or("(from the environment)")
             .to_string();
-        let mut child = command
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
-        let mut child_stdin = child.stdin.take().expect("piped stdin");
-        let input = stdin.map(<[u8]>::to_vec).unwrap_or_default();
-        let writer = thread::spawn(move || {
-            // etcdctl may exit without reading everything; a broken pipe is fine.
-            let _ = child_stdin.write_all(&input);
-        });
-        let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
-        let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
-        let deadline = Instant::now() + ETCDCTL_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for etcdctl") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "etcdctl {args:?} against {endpoint} did not finish within {ETCDCTL_TIMEOUT:?}"
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        let _ = writer.join();
-        let raw_stdout = stdout.join().expect("stdout reader");
-        Output {
-            stdout: bytes_to_text(&raw_stdout),
-            raw_stdout,
-            stderr: bytes_to_text(&stderr.join().expect("stderr reader")),
-            code: status.code().unwrap_or(-1),
-        }
+        command.args(args);
+        run_bounded(
+            command,
+            stdin,
+            ETCDCTL_TIMEOUT,
+            &format!("etcdctl {args:?} against {endpoint}"),
+        )
     }
 }
 
