@@ -178,6 +178,7 @@ impl Db {
     /// Calls `f` with every key/value of the top-level bucket `bucket`, in
     /// key order, skipping nested buckets. Returns false if there is no
     /// such bucket.
+    #[allow(clippy::type_complexity)]
     pub fn for_each(
         &self,
         bucket: &[u8],
@@ -216,6 +217,7 @@ impl Db {
 
     /// Calls `f(bucket, key, value)` for every row of every top-level
     /// bucket, buckets and keys in order (nested buckets skipped).
+    #[allow(clippy::type_complexity)]
     pub fn walk(&self, f: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()>) -> Result<()> {
         let mut w = Walker::new(self);
         w.root_tree(&mut |w, name, value, depth| {
@@ -578,6 +580,7 @@ impl<'d> Walker<'d> {
 
     /// Walks the root bucket's tree, calling `f(walker, name, value,
     /// depth)` for each top-level bucket in order.
+    #[allow(clippy::type_complexity)]
     fn root_tree(
         &mut self,
         f: &mut dyn FnMut(&mut Walker<'_>, &[u8], &[u8], usize) -> Result<()>,

@@ -134,7 +134,7 @@ fn huge_values_overflow() {
         kv("b", b"a", b"small"),
         kv("b", b"big", &vec![7u8; 100_000]),
         kv("b", b"c", b"after"),
-        kv("b", &vec![b'k'; 5000], &vec![1u8; 3]),
+        kv("b", &vec![b'k'; 5000], &[1u8; 3]),
         kv("b", &vec![b'l'; 5000], &vec![2u8; 70_000]),
     ];
     round_trip(&[b"b"], rows, 4096);

@@ -38,6 +38,7 @@ const MAX_ELEMS_PER_PAGE: usize = 0xFFFF - 1;
 /// Rows to write, sorted by (bucket, key), both bytewise ascending. Called
 /// once per pass; both calls must yield the same rows.
 pub trait RowSource {
+    #[allow(clippy::type_complexity)]
     fn rows(
         &mut self,
         f: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> std::io::Result<()>,
@@ -187,6 +188,7 @@ impl<'n> RowCheck<'n> {
 }
 
 /// Runs the source, turning the first error of `f` into the result.
+#[allow(clippy::type_complexity)]
 fn run_source(
     source: &mut dyn RowSource,
     f: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
