@@ -211,12 +211,16 @@ pub struct PageView<'a> {
 /// One leaf element, borrowed from its page.
 pub struct LeafElem<'a> {
     pub flags: u32,
+    /// Where the key and value lie in the page.
+    pub data: std::ops::Range<usize>,
     pub key: &'a [u8],
     pub value: &'a [u8],
 }
 
 /// One branch element, borrowed from its page.
 pub struct BranchElem<'a> {
+    /// Where the key lies in the page.
+    pub data: std::ops::Range<usize>,
     pub key: &'a [u8],
     pub pgid: u64,
 }
@@ -234,11 +238,22 @@ impl<'a> PageView<'a> {
         PAGE_HEADER_BYTES + usize::from(i) * LEAF_ELEM_BYTES
     }
 
-    /// The bytes `[elem+pos, elem+pos+len)`, checked against the page.
-    fn slice_at(&self, elem_off: usize, pos: u32, len: u64) -> Option<&'a [u8]> {
+    /// The bytes `[elem+pos, elem+pos+len)`, checked to lie in the page
+    /// after the element array (bbolt writes the data of element i after
+    /// all elements and after the data of element i-1), with their range.
+    fn slice_at(
+        &self,
+        elem_off: usize,
+        pos: u32,
+        len: u64,
+    ) -> Option<(&'a [u8], std::ops::Range<usize>)> {
         let start = elem_off.checked_add(usize::try_from(pos).ok()?)?;
         let end = start.checked_add(usize::try_from(len).ok()?)?;
-        self.bytes.get(start..end)
+        let elems_end = PAGE_HEADER_BYTES + usize::from(self.header.count) * LEAF_ELEM_BYTES;
+        if start < elems_end {
+            return None;
+        }
+        Some((self.bytes.get(start..end)?, start..end))
     }
 
     pub fn leaf_elem(&self, i: u16, where_: &dyn Fn() -> String) -> Result<LeafElem<'a>, Error> {
@@ -253,15 +268,20 @@ impl<'a> PageView<'a> {
                 (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
                 _ => return Err(bad("lies beyond the page")),
             };
-        let kv = self
+        let (kv, data) = self
             .slice_at(off, pos, u64::from(ksize) + u64::from(vsize))
             .ok_or_else(|| {
                 bad(&format!(
-                    "(pos {pos}, key {ksize} bytes, value {vsize} bytes) points beyond the page"
+                    "(pos {pos}, key {ksize} bytes, value {vsize} bytes) points outside the page's data"
                 ))
             })?;
         let (key, value) = kv.split_at(ksize as usize);
-        Ok(LeafElem { flags, key, value })
+        Ok(LeafElem {
+            flags,
+            data,
+            key,
+            value,
+        })
     }
 
     pub fn branch_elem(
@@ -279,12 +299,12 @@ impl<'a> PageView<'a> {
             (Some(a), Some(b), Some(c)) => (a, b, c),
             _ => return Err(bad("lies beyond the page")),
         };
-        let key = self.slice_at(off, pos, u64::from(ksize)).ok_or_else(|| {
+        let (key, data) = self.slice_at(off, pos, u64::from(ksize)).ok_or_else(|| {
             bad(&format!(
-                "(pos {pos}, key {ksize} bytes) points beyond the page"
+                "(pos {pos}, key {ksize} bytes) points outside the page's data"
             ))
         })?;
-        Ok(BranchElem { key, pgid })
+        Ok(BranchElem { data, key, pgid })
     }
 }
 

@@ -692,9 +692,11 @@ impl<'d> Walker<'d> {
         }
         let from_here = format!("page {pgid}");
         let mut prev: Option<&[u8]> = None;
+        let mut prev_end = 0;
         for i in 0..view.header.count {
             let e = view.branch_elem(i, &at)?;
             check_order(e.key, prev, lo, hi, i, &at)?;
+            prev_end = check_data_after(&e.data, prev_end, i, &at)?;
             let next_hi = if i + 1 < view.header.count {
                 Some(view.branch_elem(i + 1, &at)?.key)
             } else {
@@ -724,14 +726,36 @@ impl<'d> Walker<'d> {
         visit: &mut Visit<'_>,
     ) -> Result<()> {
         let mut prev: Option<&[u8]> = None;
+        let mut prev_end = 0;
         for i in 0..view.header.count {
             let e = view.leaf_elem(i, at)?;
             check_order(e.key, prev, lo, hi, i, at)?;
+            prev_end = check_data_after(&e.data, prev_end, i, at)?;
             visit(self, &e, depth)?;
             prev = Some(e.key);
         }
         Ok(())
     }
+}
+
+/// Element data does not overlap the previous element's (as bbolt writes
+/// it); this also bounds the work per page by its size, however many
+/// elements point at the same bytes. Returns the new end.
+fn check_data_after(
+    data: &std::ops::Range<usize>,
+    prev_end: usize,
+    i: u16,
+    at: &dyn Fn() -> String,
+) -> Result<usize> {
+    if data.start < prev_end {
+        return Err(Error::Corrupt(format!(
+            "{}: element {i}'s data (bytes {}..{}) overlaps the previous element's",
+            at(),
+            data.start,
+            data.end
+        )));
+    }
+    Ok(data.end)
 }
 
 /// Keys ascend strictly within a page and stay within the parent's range.
