@@ -438,3 +438,54 @@ fn real_etcd_files_read_and_written() {
         "kvs served from our restored snapshot"
     );
 }
+
+/// etcd 3.4's backend and snapshot (its bbolt, its buckets) read by our
+/// reader; skipped without /usr/bin/etcd 3.4.
+#[test]
+fn real_etcd_34_files_read() {
+    let bin = PathBuf::from("/usr/bin");
+    if !bin.join("etcd").exists() || !bin.join("etcdctl").exists() {
+        println!("skipped: no etcd 3.4 at /usr/bin");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let mut etcd = Etcd::start(&bin, &data, &dir.join("etcd.log"));
+    let ctl = Ctl {
+        bin: &bin,
+        endpoint: etcd.endpoint.clone(),
+        scratch: dir,
+    };
+    ctl.wait_healthy();
+    let mut txn = String::from("\n");
+    for i in 0..300 {
+        txn.push_str(&format!("put k{i:03} {}\n", "v".repeat(1 + i % 7 * 900)));
+    }
+    txn.push_str("\n\n");
+    ctl.run(&["txn"], Some(&txn));
+    let snap = dir.join("etcd34.snapshot");
+    ctl.run(
+        &["snapshot", "save", snap.to_str().expect("utf-8 path")],
+        None,
+    );
+    etcd.stop();
+    let backend = Db::open(data.join("member/snap/db")).expect("open backend");
+    let snapshot = open_snapshot(&snap);
+    for db in [&backend, &snapshot] {
+        let names = db.buckets().expect("buckets");
+        assert!(
+            names.iter().any(|n| n == b"key") && names.iter().any(|n| n == b"meta"),
+            "{names:?}"
+        );
+        let mut key_rows = 0;
+        assert!(db
+            .for_each(b"key", &mut |_, _| {
+                key_rows += 1;
+                Ok(())
+            })
+            .expect("for_each"));
+        assert_eq!(key_rows, 300);
+        db.check().expect("check");
+    }
+}
