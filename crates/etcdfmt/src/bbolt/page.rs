@@ -202,7 +202,8 @@ impl Meta {
 }
 
 /// A page's bytes (header included, overflow pages included), as read from
-/// the file or found inline in a bucket value. `where_` names it in errors.
+/// the file or found inline in a bucket value. The element accessors take
+/// `where_`, which names the page in error messages.
 pub struct PageView<'a> {
     pub bytes: &'a [u8],
     pub header: Header,

@@ -110,12 +110,11 @@ impl Db {
             )));
         }
         let hwm = meta.pgid;
-        let hwm_bytes = hwm.checked_mul(ps).filter(|b| *b <= len_bytes).ok_or_else(|| {
+        hwm.checked_mul(ps).filter(|b| *b <= len_bytes).ok_or_else(|| {
             Error::Corrupt(format!(
                 "high-water mark of {hwm} pages of {page_size} bytes lies beyond the end of the {len_bytes}-byte file"
             ))
         })?;
-        let _ = hwm_bytes;
         if meta.root_pgid < 2 || meta.root_pgid >= hwm {
             return Err(Error::Corrupt(format!(
                 "meta (txid {}) root bucket page {} is outside 2..{hwm}",
@@ -254,7 +253,7 @@ impl Db {
         } else {
             None
         };
-        let mut counts = (0u64, 0u64, 0usize);
+        let mut counts = (0u64, 0u64);
         w.root_tree(&mut |w, name, value, depth| {
             report.buckets += 1;
             check_bucket(w, &show(name), value, depth, &mut counts)
@@ -293,7 +292,7 @@ impl Db {
                 if report.free_pages != unreached {
                     return Err(Error::Corrupt(format!(
                         "{} pages below the high-water mark {} are neither reachable nor free",
-                        unreached - report.free_pages,
+                        unreached.saturating_sub(report.free_pages),
                         self.meta.pgid
                     )));
                 }
@@ -332,14 +331,14 @@ impl Db {
     }
 }
 
-/// Counts (keys, nested buckets, _) of one bucket, recursing into nested
+/// Counts (keys, nested buckets) of one bucket, recursing into nested
 /// buckets.
 fn check_bucket(
     w: &mut Walker<'_>,
     path: &str,
     value: &[u8],
     depth: usize,
-    counts: &mut (u64, u64, usize),
+    counts: &mut (u64, u64),
 ) -> Result<()> {
     w.bucket_at(path, value, depth, &mut |w, e: &LeafElem<'_>, depth| {
         if e.flags & LEAF_FLAG_BUCKET != 0 {
