@@ -120,7 +120,7 @@ fn reads_across_segments() {
 #[test]
 fn crc_chain_is_checked_across_segments() {
     let d = tempfile::tempdir().unwrap();
-    let (_, mut b) = two_segments(d.path());
+    let (_, b) = two_segments(d.path());
     // Second segment restarting its chain from a wrong value.
     let mut bad = Seg::new(b.crc ^ 1);
     bad.meta(&META);
