@@ -304,6 +304,31 @@ fn write_dir_layout_and_round_trip() {
     let bad = HardState { commit: 111, ..hs };
     assert!(write_dir(&d.path().join("w3"), &META, s, &bad, &ents).is_err());
     assert!(!d.path().join("w3").exists() && !d.path().join("w3.tmp").exists());
+    // A record etcd 3.4/3.5 could not read back is refused, and no
+    // temporary directory is left behind.
+    let big = vec![entry(101, 3, &vec![7u8; MAX_RECORD_BYTES as usize])];
+    let hs = HardState { commit: 101, ..hs };
+    let s = snap(100, 3);
+    let e = write_dir(&d.path().join("w4"), &META, s, &hs, &big).unwrap_err();
+    assert!(matches!(e.problem(), Some(Problem::Invalid(_))), "{e}");
+    assert!(!d.path().join("w4").exists() && !d.path().join("w4.tmp").exists());
+}
+
+#[test]
+fn oversized_length_field_is_an_error_without_allocation() {
+    let d = tempfile::tempdir().unwrap();
+    let mut s = Seg::new(0);
+    s.meta(&META).snap(0, 0);
+    let at = s.bytes.len();
+    s.bytes.extend_from_slice(&(MAX_RECORD_BYTES).to_le_bytes());
+    s.bytes.extend_from_slice(&[1u8; 64]);
+    s.save(d.path(), 0, 0);
+    let e = read_dir(d.path(), zero()).unwrap_err();
+    assert_eq!(e.problem(), Some(&Problem::TooLarge(MAX_RECORD_BYTES)));
+    assert!(
+        e.to_string().contains(&format!("record at offset {at}")),
+        "{e}"
+    );
 }
 
 /// A small deterministic generator (xorshift64*), so the property tests

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::frame::{crc32c_update, frame, MAX_RECORD_BYTES};
+use super::frame::{crc32c_update, encode_frame_len, frame, MAX_RECORD_BYTES};
 use super::{
     segment_name, Error, Problem, WalSnapshot, CRC_TYPE, ENTRY_TYPE, METADATA_TYPE, SNAPSHOT_TYPE,
     STATE_TYPE,
@@ -38,7 +38,9 @@ impl Encoder {
             data,
         };
         let body = rec.encode_to_vec();
-        if body.len() as u64 + 8 >= MAX_RECORD_BYTES {
+        let (_, pad) = encode_frame_len(body.len() as u64);
+        // The reader's limit: etcd 3.4/3.5 refuse length + padding >= 10 MiB.
+        if body.len() as u64 + pad >= MAX_RECORD_BYTES {
             return Err(Error::Wal {
                 dir: self.path.clone(),
                 problem: Problem::Invalid(format!(
