@@ -11,6 +11,9 @@
 //!   them (meta keys, revision keys), for 3.4, 3.5 and 3.6.
 //! - [`wal`]: etcd's write-ahead log (`member/wal/*.wal`): record framing,
 //!   CRC chain, segments.
+//! - [`raftpb`]: the protobuf messages of the WAL and snap files
+//!   (raftpb, walpb, snappb, etcdserverpb.Metadata), byte-identical to
+//!   gogoproto's encoding.
 //! - [`snap`]: etcd's raft snapshot files (`member/snap/*.snap`, snappb) and
 //!   the v2 store JSON they carry (membership, cluster version).
 //!
@@ -19,6 +22,7 @@
 //! dependencies, so offline tools link it cheaply.
 
 pub mod bbolt;
+pub mod raftpb;
 pub mod schema;
 pub mod snap;
 pub mod wal;
