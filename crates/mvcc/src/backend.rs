@@ -24,6 +24,28 @@ pub(crate) const LEASE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::n
 /// AlarmMember, as etcd keys its "alarm" bucket), values empty.
 pub(crate) const ALARM_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alarm");
 
+/// etcd's auth buckets, kept row for row (etcd's keys and values) so that
+/// nothing is lost when data comes from etcd; this crate does not read them.
+pub(crate) const AUTH_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("auth");
+pub(crate) const AUTH_USERS_TABLE: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("authUsers");
+pub(crate) const AUTH_ROLES_TABLE: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("authRoles");
+
+/// A table of byte keys and values.
+pub(crate) type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// The tables whose rows this crate stores without reading them, by image
+/// table: lease, alarm and the auth tables. Defragmentation copies them
+/// whole; images carry them row for row.
+pub(crate) const OPAQUE_TABLES: [(crate::image::Table, BytesTable); 5] = [
+    (crate::image::Table::Lease, LEASE_TABLE),
+    (crate::image::Table::Alarm, ALARM_TABLE),
+    (crate::image::Table::Auth, AUTH_TABLE),
+    (crate::image::Table::AuthUsers, AUTH_USERS_TABLE),
+    (crate::image::Table::AuthRoles, AUTH_ROLES_TABLE),
+];
+
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 pub(crate) const CONSISTENT_INDEX_KEY: &str = "consistent_index";
 pub(crate) const TERM_KEY: &str = "term";

@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::backend::{ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE};
+use crate::backend::{KEY_TABLE, META_TABLE, OPAQUE_TABLES};
 use crate::error::Context;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -44,9 +44,6 @@ const COPY_CHUNK_ROWS: usize = 20_000;
 const COPY_CHUNK_BYTES: usize = 32 << 20;
 /// Copies started over because of a concurrent compaction, at most.
 const COPY_ATTEMPTS_MAX: usize = 3;
-
-/// The byte tables other than "key", copied whole at the switch-over.
-const SMALL_TABLES: [TableDefinition<&[u8], &[u8]>; 2] = [LEASE_TABLE, ALARM_TABLE];
 
 /// What a defragmentation did.
 #[derive(Clone, Debug)]
@@ -257,7 +254,8 @@ fn replace_small_tables(source: &ReadTransaction, txn: &redb::WriteTransaction) 
                 .context("copy meta row")?;
         }
     }
-    for table in SMALL_TABLES {
+    // The byte tables other than "key" are small: copied whole at the switch-over.
+    for (_, table) in OPAQUE_TABLES {
         txn.delete_table(table).context("clear copied table")?;
         let mut to = txn.open_table(table).context("open copied table")?;
         let from = match source.open_table(table) {

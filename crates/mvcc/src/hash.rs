@@ -15,7 +15,9 @@ use crate::{Error, Result, Revision, Store};
 
 /// CRC-32C, table-driven (no crate for it is in this build's dependency set;
 /// the checked value of "123456789" is in the tests).
-pub(crate) struct Crc32c(u32);
+/// CRC-32C (Castagnoli), Go's `crc32.MakeTable(crc32.Castagnoli)`: etcd's
+/// hash of rows and buckets.
+pub struct Crc32c(u32);
 
 const fn crc32c_table() -> [u32; 256] {
     let mut table = [0u32; 256];
@@ -40,11 +42,12 @@ const fn crc32c_table() -> [u32; 256] {
 static CRC32C_TABLE: [u32; 256] = crc32c_table();
 
 impl Crc32c {
-    pub(crate) fn new() -> Crc32c {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Crc32c {
         Crc32c(!0)
     }
 
-    pub(crate) fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         let mut c = self.0;
         for b in bytes {
             c = CRC32C_TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
@@ -52,7 +55,7 @@ impl Crc32c {
         self.0 = c;
     }
 
-    pub(crate) fn finish(&self) -> u32 {
+    pub fn finish(&self) -> u32 {
         !self.0
     }
 }

@@ -14,7 +14,9 @@
 //!           └──────────┴─────────────┴───────────────┴─────┴───────┘
 //!           table 1 = "meta" (key: UTF-8 name), 2 = "key" (key: revision),
 //!           3 = "lease" (key: lease ID, 8 bytes BE; since format version 2),
-//!           4 = "alarm" (key: opaque, value empty; since format version 3)
+//!           4 = "alarm" (key: opaque, value empty; since format version 3),
+//!           5 = "auth", 6 = "authUsers", 7 = "authRoles" (etcd's rows,
+//!           opaque here; since format version 4)
 //!  end      ┌──────┬────────┬──────┬──────────┬─────────┬──────┬─────────┐
 //!           │ 0xFF │ cindex │ term │ revision │ compact │ keys │ records │
 //!           │      │ u64    │ u64  │ i64      │ i64     │ u64  │ u64     │
@@ -52,10 +54,11 @@
 //!
 //! # Left out, with room kept
 //!
-//! - Tables still to come (auth, members): each will get a table id
-//!   here; a new table is a format version bump, so that an older build
-//!   refuses the image rather than drop the table. Readers accept older
-//!   versions (version 1 had no lease table, version 2 no alarm table).
+//! - Tables still to come (members): each will get a table id here; a new
+//!   table is a format version bump, so that an older build refuses the
+//!   image rather than drop the table. Readers accept older versions
+//!   (version 1 had no lease table, version 2 no alarm table, version 3 no
+//!   auth tables).
 //! - Compression: the stream can be wrapped by the transport.
 
 use std::io::{Read, Write};
@@ -63,9 +66,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::backend::{
-    self, IndexBuilder, Restored, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE,
-};
+use crate::backend::{self, IndexBuilder, Restored, KEY_TABLE, META_TABLE, OPAQUE_TABLES};
 use crate::error::Context;
 use crate::hash::Crc32c;
 use crate::revision::decode_rev_key;
@@ -73,17 +74,65 @@ use crate::store::Store;
 use crate::{Error, Result};
 
 /// The image format this build writes and reads.
-pub const IMAGE_FORMAT_VERSION: u32 = 3;
+pub const IMAGE_FORMAT_VERSION: u32 = 4;
 /// The oldest image format this build reads.
 const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
 /// The first bytes of every image.
 pub const IMAGE_MAGIC: [u8; 8] = *b"ETCDRSIM";
-const TABLE_META: u8 = 1;
-const TABLE_KEY: u8 = 2;
-const TABLE_LEASE: u8 = 3;
-const TABLE_ALARM: u8 = 4;
 const END: u8 = 0xFF;
+
+/// The tables of an image, by their id in the record's first byte; records
+/// come in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Table {
+    /// Named values (UTF-8 names; integers big-endian).
+    Meta = 1,
+    /// Every change, by revision key; values are mvccpb.KeyValue.
+    Key = 2,
+    /// leasepb.Lease by lease ID (8 bytes, big-endian).
+    Lease = 3,
+    /// Active alarms (AlarmMember), values empty.
+    Alarm = 4,
+    /// etcd's auth buckets, row for row.
+    Auth = 5,
+    AuthUsers = 6,
+    AuthRoles = 7,
+}
+
+impl Table {
+    /// Every table, in image order.
+    pub const ALL: [Table; 7] = [
+        Table::Meta,
+        Table::Key,
+        Table::Lease,
+        Table::Alarm,
+        Table::Auth,
+        Table::AuthUsers,
+        Table::AuthRoles,
+    ];
+
+    /// The table's name (etcd's bucket name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Key => "key",
+            Table::Lease => "lease",
+            Table::Alarm => "alarm",
+            Table::Auth => "auth",
+            Table::AuthUsers => "authUsers",
+            Table::AuthRoles => "authRoles",
+        }
+    }
+
+    fn from_id(id: u8) -> Result<Table> {
+        Table::ALL
+            .into_iter()
+            .find(|t| *t as u8 == id)
+            .ok_or_else(|| unknown_table(id))
+    }
+}
 /// Bytes of the end record's fields between the tag and the checksum.
 const END_FIELDS_LEN: usize = 6 * 8;
 /// Bytes a writer buffers before handing them to its output.
@@ -244,6 +293,18 @@ impl ImageSource {
         })
     }
 
+    /// The backend layout version the source records, and whether this
+    /// build reads it (a newer build's backend is refused before anything
+    /// writes to it).
+    pub fn schema_version(&self) -> Result<(Option<u64>, bool)> {
+        let meta = self.txn.open_table(META_TABLE).context("open meta table")?;
+        let version = backend::read_meta_u64(&meta, backend::SCHEMA_VERSION_KEY)?;
+        Ok((
+            version,
+            version.is_none_or(|v| v <= backend::SCHEMA_VERSION),
+        ))
+    }
+
     /// Writes the image to `out`, streaming row by row.
     pub fn write_to(&self, out: &mut dyn Write) -> Result<ImageInfo> {
         self.write_rows(out, None)
@@ -284,59 +345,114 @@ impl ImageSource {
         Ok(info)
     }
 
-    /// Calls `f` with every row, in image order.
-    fn for_each_row(&self, f: &mut RowVisitor<'_>) -> Result<()> {
-        let meta = self.txn.open_table(META_TABLE).context("open meta table")?;
-        for entry in meta.iter().context("scan meta table")? {
-            let (name, value) = entry.context("scan meta table")?;
-            f(TABLE_META, name.value().as_bytes(), value.value())?;
+    /// Calls `f` with every row, in image order (tables in [`Table::ALL`]
+    /// order, rows in key order): the rows an image of this source holds.
+    pub fn for_each_row(&self, f: &mut RowVisitor<'_>) -> Result<()> {
+        for table in Table::ALL {
+            self.for_each_row_of(table, f)?;
         }
-        let keys = self.txn.open_table(KEY_TABLE).context("open key table")?;
-        for entry in keys.iter().context("scan key table")? {
-            let (key, value) = entry.context("scan key table")?;
-            f(TABLE_KEY, key.value(), value.value())?;
-        }
-        match self.txn.open_table(LEASE_TABLE) {
-            Ok(leases) => {
-                for entry in leases.iter().context("scan lease table")? {
-                    let (key, value) = entry.context("scan lease table")?;
-                    f(TABLE_LEASE, key.value(), value.value())?;
+        Ok(())
+    }
+
+    /// Calls `f` with every row of one table, in key order (nothing for a
+    /// table an older backend lacks).
+    pub fn for_each_row_of(&self, table: Table, f: &mut RowVisitor<'_>) -> Result<()> {
+        match table {
+            Table::Meta => {
+                let meta = self.txn.open_table(META_TABLE).context("open meta table")?;
+                for entry in meta.iter().context("scan meta table")? {
+                    let (name, value) = entry.context("scan meta table")?;
+                    f(Table::Meta, name.value().as_bytes(), value.value())?;
                 }
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e).context("open lease table"),
-        }
-        match self.txn.open_table(ALARM_TABLE) {
-            Ok(alarms) => {
-                for entry in alarms.iter().context("scan alarm table")? {
-                    let (key, value) = entry.context("scan alarm table")?;
-                    f(TABLE_ALARM, key.value(), value.value())?;
+            Table::Key => {
+                let keys = self.txn.open_table(KEY_TABLE).context("open key table")?;
+                for entry in keys.iter().context("scan key table")? {
+                    let (key, value) = entry.context("scan key table")?;
+                    f(Table::Key, key.value(), value.value())?;
                 }
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e).context("open alarm table"),
+            other => {
+                let Some((_, definition)) = OPAQUE_TABLES.into_iter().find(|(t, _)| *t == other)
+                else {
+                    return Err(unknown_table(other as u8));
+                };
+                let rows = match self.txn.open_table(definition) {
+                    Ok(rows) => rows,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                    Err(e) => return Err(e).context("open table"),
+                };
+                for entry in rows.iter().context("scan table")? {
+                    let (key, value) = entry.context("scan table")?;
+                    f(other, key.value(), value.value())?;
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// Called with each row: (table id, key, value).
-type RowVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
+/// Writes an image from rows that come from elsewhere (etcd's bbolt
+/// buckets, converted by the caller), checking them as a reader would:
+/// rows in image order, meta encodings, a schema version.
+pub struct ImageWriter<'a> {
+    sink: Sink<'a>,
+    summary: Summary,
+}
+
+impl<'a> ImageWriter<'a> {
+    /// Starts an image on `out` (the header is written at once).
+    pub fn new(out: &'a mut dyn Write) -> Result<ImageWriter<'a>> {
+        let mut sink = Sink::new(out);
+        sink.put(&IMAGE_MAGIC)?;
+        sink.put(&IMAGE_FORMAT_VERSION.to_be_bytes())?;
+        Ok(ImageWriter {
+            sink,
+            summary: Summary::default(),
+        })
+    }
+
+    /// Adds one row; rows must come in image order.
+    pub fn row(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.summary.observe(table, key, value)?;
+        self.sink.record(table, key, value)
+    }
+
+    /// Writes the end record and the checksum.
+    pub fn finish(mut self) -> Result<ImageInfo> {
+        let mut info = self.summary.info()?;
+        self.sink.end(&info, self.summary.records)?;
+        info.bytes = self.sink.bytes;
+        Ok(info)
+    }
+}
+
+/// The meta row that names the backend layout an image holds, for
+/// [`ImageWriter`] users: the first meta row every image needs.
+pub fn schema_version_row() -> (&'static str, [u8; 8]) {
+    (
+        backend::SCHEMA_VERSION_KEY,
+        backend::SCHEMA_VERSION.to_be_bytes(),
+    )
+}
+
+/// Called with each row: (table, key, value).
+pub type RowVisitor<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<()> + 'a;
 
 /// The hash and row count of [`ImageStatus`], fed the rows in order.
 #[derive(Default)]
 struct StatusHash {
     crc: Option<Crc32c>,
-    table: Option<u8>,
+    table: Option<Table>,
     rows: u64,
 }
 
 impl StatusHash {
-    fn add(&mut self, table: u8, key: &[u8], value: &[u8]) {
+    fn add(&mut self, table: Table, key: &[u8], value: &[u8]) {
         let crc = self.crc.get_or_insert_with(Crc32c::new);
         if self.table != Some(table) {
             self.table = Some(table);
-            crc.update(table_name(table).as_bytes());
+            crc.update(table.name().as_bytes());
         }
         crc.update(key);
         crc.update(value);
@@ -352,16 +468,6 @@ impl StatusHash {
     }
 }
 
-fn table_name(table: u8) -> &'static str {
-    match table {
-        TABLE_META => "meta",
-        TABLE_KEY => "key",
-        TABLE_LEASE => "lease",
-        TABLE_ALARM => "alarm",
-        _ => "",
-    }
-}
-
 /// Writes the records of `input` into emptied tables of `txn` and rebuilds
 /// the key index; the caller commits. Also returns the storage version the
 /// image records.
@@ -371,32 +477,33 @@ fn fill(
 ) -> Result<(Restored, ImageInfo, Option<String>)> {
     txn.delete_table(META_TABLE).context("clear meta table")?;
     txn.delete_table(KEY_TABLE).context("clear key table")?;
-    txn.delete_table(LEASE_TABLE).context("clear lease table")?;
-    txn.delete_table(ALARM_TABLE).context("clear alarm table")?;
     let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
     let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
-    let mut leases = txn.open_table(LEASE_TABLE).context("open lease table")?;
-    let mut alarms = txn.open_table(ALARM_TABLE).context("open alarm table")?;
+    let mut opaque = Vec::with_capacity(OPAQUE_TABLES.len());
+    for (id, definition) in OPAQUE_TABLES {
+        txn.delete_table(definition).context("clear table")?;
+        opaque.push((id, txn.open_table(definition).context("open table")?));
+    }
     let mut reader = ImageReader::open(input)?;
     let mut builder = IndexBuilder::default();
     while let Some(table) = reader.next()? {
         let (key, value) = (reader.key.as_slice(), reader.value.as_slice());
         match table {
-            TABLE_META => {
+            Table::Meta => {
                 let name = meta_name(key)?;
                 meta.insert(name, value).context("restore meta table")?;
             }
-            TABLE_KEY => {
+            Table::Key => {
                 builder.add(key, value)?;
                 keys.insert(key, value).context("restore key table")?;
             }
-            TABLE_LEASE => {
-                leases.insert(key, value).context("restore lease table")?;
+            other => {
+                let (_, rows) = opaque
+                    .iter_mut()
+                    .find(|(id, _)| *id == other)
+                    .ok_or_else(|| unknown_table(other as u8))?;
+                rows.insert(key, value).context("restore table")?;
             }
-            TABLE_ALARM => {
-                alarms.insert(key, value).context("restore alarm table")?;
-            }
-            other => return Err(unknown_table(other)),
         }
     }
     let info = reader.finish()?;
@@ -431,7 +538,7 @@ fn unknown_table(table: u8) -> Error {
 struct Summary {
     records: u64,
     keys: u64,
-    table: u8,
+    table: Option<Table>,
     previous_key: Vec<u8>,
     last_main: Option<i64>,
     schema_version: Option<u64>,
@@ -442,31 +549,32 @@ struct Summary {
 }
 
 impl Summary {
-    fn observe(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<()> {
-        if table < self.table || (table == self.table && key <= self.previous_key.as_slice()) {
+    fn observe(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        let current = Some(table);
+        if current < self.table || (current == self.table && key <= self.previous_key.as_slice()) {
             return Err(Error::Corrupt(format!(
-                "image record {} (table {table}) out of order",
-                self.records
+                "image record {} (table {}) out of order",
+                self.records,
+                table.name()
             )));
         }
-        self.table = table;
+        self.table = current;
         self.previous_key.clear();
         self.previous_key.extend_from_slice(key);
         self.records += 1;
         match table {
-            TABLE_META => self.observe_meta(meta_name(key)?, value),
-            TABLE_KEY => {
+            Table::Meta => self.observe_meta(meta_name(key)?, value),
+            Table::Key => {
                 let (rev, _) = decode_rev_key(key)?;
                 self.last_main = Some(rev.main);
                 self.keys += 1;
                 Ok(())
             }
-            TABLE_LEASE if key.len() == 8 => Ok(()),
-            TABLE_LEASE => Err(Error::Corrupt(format!(
+            Table::Lease if key.len() == 8 => Ok(()),
+            Table::Lease => Err(Error::Corrupt(format!(
                 "image lease key {key:02x?} is not 8 bytes"
             ))),
-            TABLE_ALARM => Ok(()),
-            other => Err(unknown_table(other)),
+            Table::Alarm | Table::Auth | Table::AuthUsers | Table::AuthRoles => Ok(()),
         }
     }
 
@@ -547,13 +655,13 @@ impl<'a> Sink<'a> {
         self.out.write_all(bytes).map_err(write_error)
     }
 
-    fn record(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<()> {
+    fn record(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         let len = |bytes: &[u8]| {
             u32::try_from(bytes.len())
                 .map_err(|_| Error::Corrupt(format!("row of {} bytes is too large", bytes.len())))
         };
         let (key_len, value_len) = (len(key)?, len(value)?);
-        self.put(&[table])?;
+        self.put(&[table as u8])?;
         self.put(&key_len.to_be_bytes())?;
         self.put(&value_len.to_be_bytes())?;
         self.put(key)?;
@@ -638,7 +746,7 @@ impl<'a> ImageReader<'a> {
 
     /// Reads the next record into `key` and `value` and returns its table,
     /// or reads and checks the end record and returns `None`.
-    fn next(&mut self) -> Result<Option<u8>> {
+    fn next(&mut self) -> Result<Option<Table>> {
         if self.info.is_some() {
             return Ok(None);
         }
@@ -660,8 +768,9 @@ impl<'a> ImageReader<'a> {
         self.key = key;
         self.value = value;
         read?;
-        self.summary.observe(tag[0], &self.key, &self.value)?;
-        Ok(Some(tag[0]))
+        let table = Table::from_id(tag[0])?;
+        self.summary.observe(table, &self.key, &self.value)?;
+        Ok(Some(table))
     }
 
     /// The summary of an image read to its end.

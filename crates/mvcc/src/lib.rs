@@ -98,10 +98,10 @@ mod txn_tests;
 pub use batch::WriteBatch;
 pub use defrag::DefragReport;
 pub use error::{Error, Result};
-pub use hash::KvHash;
+pub use hash::{Crc32c, KvHash};
 pub use image::{
-    image_info, image_status, ImageInfo, ImageSource, ImageStatus, IMAGE_FORMAT_VERSION,
-    IMAGE_MAGIC,
+    image_info, image_status, schema_version_row, ImageInfo, ImageSource, ImageStatus, ImageWriter,
+    RowVisitor, Table, IMAGE_FORMAT_VERSION, IMAGE_MAGIC,
 };
 pub use key_index::KeyIndex;
 pub use revision::Revision;

@@ -114,8 +114,9 @@ impl Store {
         let (restored, compact_rev, consistent, storage_version) = {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
-            txn.open_table(LEASE_TABLE).context("open lease table")?;
-            txn.open_table(ALARM_TABLE).context("open alarm table")?;
+            for (_, table) in backend::OPAQUE_TABLES {
+                txn.open_table(table).context("create table")?;
+            }
             match backend::read_meta_u64(&meta, backend::SCHEMA_VERSION_KEY)? {
                 Some(backend::SCHEMA_VERSION) => {}
                 Some(other) => {

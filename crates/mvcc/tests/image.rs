@@ -278,7 +278,10 @@ fn documented_format_restores_and_is_what_the_writer_writes() {
         b"lease seven".to_vec(),
     ));
     records.push((TABLE_ALARM, b"an alarm".to_vec(), Vec::new()));
-    let bytes = encode(3, &records, &documented_end(-1, 9));
+    // etcd's auth rows travel as they are (format version 4).
+    records.push((TABLE_AUTH, b"authEnabled".to_vec(), vec![1]));
+    records.push((TABLE_AUTH_ROLES, b"root".to_vec(), b"role row".to_vec()));
+    let bytes = encode(4, &records, &documented_end(-1, 11));
     let info = image_info(&mut bytes.as_slice()).unwrap();
     assert_eq!(info.bytes, bytes.len() as u64);
 
@@ -298,6 +301,19 @@ fn documented_format_restores_and_is_what_the_writer_writes() {
     assert_eq!(dst.leases().unwrap(), vec![(7, b"lease seven".to_vec())]);
     assert_eq!(dst.alarms().unwrap(), vec![b"an alarm".to_vec()]);
     assert_eq!(image(&dst).0, bytes);
+    // ... and survive a defragmentation.
+    dst.defragment().unwrap();
+    assert_eq!(image(&dst).0, bytes);
+
+    // Format version 3 (no auth tables) still restores.
+    let v3: Vec<_> = records
+        .iter()
+        .filter(|r| r.0 < TABLE_AUTH)
+        .cloned()
+        .collect();
+    let bytes = encode(3, &v3, &documented_end(-1, 9));
+    dst.restore_image(&mut bytes.as_slice()).unwrap();
+    assert_eq!(dst.alarms().unwrap(), vec![b"an alarm".to_vec()]);
 
     // Format version 1 (no lease table) still restores, and empties the lease table.
     let mut v1 = vec![

@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod interchange;
 pub mod leases;
 pub mod limits;
 pub mod logging;
@@ -57,9 +58,30 @@ use crate::config::{parse_url, Config};
 /// Our own build version, shown by `etcd --version`.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Refuses a data dir that is not ours to open: etcd's (until the
+/// conversion at start is built), a newer build's, or one we cannot tell.
+fn check_data_dir(cfg: &Config) -> Result<()> {
+    let wal_dir = cfg.wal_dir();
+    match interchange::datadir::inspect(&cfg.data_dir, Some(&wal_dir))
+        .with_context(|| format!("cannot start on data dir {}", cfg.data_dir.display()))?
+    {
+        interchange::datadir::Kind::Fresh | interchange::datadir::Kind::Ours => Ok(()),
+        interchange::datadir::Kind::Etcd { evidence } => bail!(
+            "data dir {} was written by etcd ({} is etcd's); this build cannot start on an \
+             etcd member's data dir yet and has left it as it is: take a snapshot of the etcd \
+             member (etcdctl snapshot save) and restore it with etcdutl snapshot restore",
+            cfg.data_dir.display(),
+            evidence.display()
+        ),
+    }
+}
+
 /// Starts the member and serves until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let cfg = Arc::new(cfg);
+    // Before anything (auto-TLS fixtures, the lock file, the WAL) touches
+    // the data dir: refuse one we cannot read, leaving it as it is.
+    check_data_dir(&cfg)?;
     // https metrics listeners use the client TLS settings, as in etcd.
     let client_tls = if cfg
         .listen_client_urls

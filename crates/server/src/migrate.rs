@@ -113,6 +113,11 @@ pub fn migrate(opts: &MigrateOptions) -> Result<Migrated, MigrateError> {
         let e = crate::snapshot_file::go_io_error("open", &db, &e);
         return Err(MigrateError::Failed(e));
     }
+    offline::refuse_foreign(
+        &opts.data_dir,
+        "migrating an etcd data dir is etcd's own etcdutl's job",
+    )
+    .map_err(MigrateError::Failed)?;
     let _lock = offline::lock_member(&opts.data_dir).map_err(MigrateError::Failed)?;
     let wal_version = wal_minimal_version(&opts.data_dir)?;
     let store = offline::open_backend(&db).map_err(MigrateError::Failed)?;

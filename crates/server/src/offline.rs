@@ -26,6 +26,20 @@ pub fn backend_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("snap").join("db")
 }
 
+/// Refuses, before anything is created or locked there, a data dir that
+/// is not ours: etcd's (`tool` names what to use instead), a newer
+/// build's, or one whose files nobody wrote.
+pub fn refuse_foreign(data_dir: &Path, tool: &str) -> Result<()> {
+    match crate::interchange::datadir::inspect(data_dir, None)? {
+        crate::interchange::datadir::Kind::Etcd { evidence } => bail!(
+            "data dir {} was written by etcd ({} is etcd's): {tool}; the dir is left as it is",
+            data_dir.display(),
+            evidence.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Takes the member's lock, failing at once if a server holds it.
 pub fn lock_member(data_dir: &Path) -> Result<File> {
     crate::bootstrap::lock_dir(&data_dir.join("member"))
@@ -60,6 +74,7 @@ pub fn open_backend(path: &Path) -> Result<mvcc::Store> {
 pub fn defrag(data_dir: &Path) -> Result<mvcc::DefragReport> {
     let path = backend_path(data_dir);
     require_file(&path)?;
+    refuse_foreign(data_dir, "defragment it with etcd's own etcdutl")?;
     let _lock = lock_member(data_dir)?;
     let started = Instant::now();
     let store = open_backend(&path)?;
@@ -93,9 +108,9 @@ pub fn defrag(data_dir: &Path) -> Result<mvcc::DefragReport> {
 
 /// etcd's HashKV of a backend file at `rev` (0: the latest revision), as
 /// `etcdutl hashkv` computes it. The file may be a member's backend (a
-/// stopped member's `member/snap/db`, or a copy) or a snapshot file as
-/// `etcdctl snapshot save` writes it (restored into a temporary backend
-/// first; etcd's snapshots are backend files, ours are images).
+/// stopped member's `member/snap/db`, or a copy), etcd's bbolt backend or
+/// a snapshot of it, or one of our older image snapshots (etcd's bbolt
+/// files and images are restored into a temporary backend first).
 pub fn hash_kv(path: &Path, rev: i64) -> Result<mvcc::KvHash> {
     require_file(path)?;
     let mut file = SnapshotFile::open(path)?;
@@ -111,7 +126,16 @@ pub fn hash_kv(path: &Path, rev: i64) -> Result<mvcc::KvHash> {
                 crate::snapshot_file::restore_backend(&mut file, &scratch.path().join("db"))?;
             Ok(store.hash_kv_v3_6(rev)?)
         }
-        Format::Bbolt | Format::Unknown => Err(file.unsupported()),
+        Format::Bbolt => {
+            let db = file.bbolt()?;
+            let scratch = tempfile::tempdir().context("create a temporary directory")?;
+            let store = mvcc::Store::open(&scratch.path().join("db"), Default::default())
+                .context("open a temporary backend")?;
+            crate::snapshot_file::restore_bbolt(&db, &store)
+                .with_context(|| format!("read the bbolt file {}", path.display()))?;
+            Ok(store.hash_kv_v3_6(rev)?)
+        }
+        Format::Unknown => Err(file.unsupported()),
     }
 }
 

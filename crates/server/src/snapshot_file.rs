@@ -18,12 +18,13 @@
 //! only zeros follow.
 //!
 //! A snapshot file may also be a raw copy of a member's `member/snap/db`
-//! (etcd restores those with `--skip-hash-check`), and one day etcd's own
-//! bbolt files: [`detect_format`] tells them apart by their first bytes, so
-//! a converter slots in as one more [`Format`].
+//! (etcd restores those with `--skip-hash-check`), or etcd's own bbolt
+//! file (what the real `etcdctl snapshot save` downloads, and what ours
+//! serves: see `grpc/snapshot.rs`): [`detect_format`] tells them apart by
+//! their first bytes; bbolt files are converted by `interchange::backend`.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -189,16 +190,19 @@ impl SnapshotFile {
         ))
     }
 
-    /// The error for a file that is neither our image nor our backend.
+    /// The error for a file of no format we know (etcd's words).
     pub fn unsupported(&self) -> anyhow::Error {
-        match self.format {
-            Format::Bbolt => anyhow::anyhow!(
-                "{}: an etcd (bbolt) snapshot; this etcd keeps its data in another format, and \
-                 converting etcd's snapshots is not supported yet",
-                self.path.display()
-            ),
-            _ => anyhow::anyhow!("invalid database"),
-        }
+        anyhow::anyhow!("invalid database")
+    }
+
+    /// Opens the bytes before the digest as a bbolt file.
+    pub fn bbolt(&self) -> Result<etcdfmt::bbolt::Db> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| go_io_error("open", &self.path, &e))?;
+        etcdfmt::bbolt::Db::open_with_len(file, self.data_len())
+            .with_context(|| format!("read the bbolt file {}", self.path.display()))
     }
 }
 
@@ -243,7 +247,19 @@ pub fn status(path: &Path) -> Result<Status> {
                 .with_context(|| format!("read the backend file {}", path.display()))?;
             (status, file.len)
         }
-        Format::Bbolt | Format::Unknown => return Err(file.unsupported()),
+        Format::Bbolt => {
+            let db = file.bbolt()?;
+            let s = crate::interchange::backend::bbolt_status(&db)
+                .with_context(|| format!("read the snapshot {}", path.display()))?;
+            return Ok(Status {
+                hash: s.hash,
+                revision: s.revision,
+                total_key: s.total_keys,
+                total_size: s.total_size,
+                version: s.version.unwrap_or_default(),
+            });
+        }
+        Format::Unknown => return Err(file.unsupported()),
     };
     Ok(Status {
         hash: status.hash,
@@ -293,8 +309,46 @@ pub fn restore_backend(file: &mut SnapshotFile, db_path: &Path) -> Result<mvcc::
             drop(out);
             open_store(db_path)
         }
-        Format::Bbolt | Format::Unknown => Err(file.unsupported()),
+        Format::Bbolt => {
+            let db = file.bbolt()?;
+            let path = file.path().to_path_buf();
+            let store = open_store(db_path)?;
+            restore_bbolt(&db, &store)
+                .with_context(|| format!("restore the snapshot {}", path.display()))?;
+            Ok(store)
+        }
+        Format::Unknown => Err(file.unsupported()),
     }
+}
+
+/// Converts an etcd backend file into `store`: the conversion writes our
+/// image into a pipe on one thread while the store restores from it on
+/// this one, so nothing the size of the database is buffered.
+pub fn restore_bbolt(
+    db: &etcdfmt::bbolt::Db,
+    store: &mvcc::Store,
+) -> Result<crate::interchange::backend::Imported> {
+    let (reader, writer) = std::io::pipe().context("create a pipe")?;
+    std::thread::scope(|scope| {
+        let converter = scope.spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(256 << 10, writer);
+            let imported = crate::interchange::backend::import(db, &mut out)?;
+            out.flush().context("write the converted image")?;
+            Ok::<_, anyhow::Error>(imported)
+        });
+        let mut input = BufReader::with_capacity(256 << 10, reader);
+        let restored = store.restore_image(&mut input);
+        // A failed restore stops reading: dropping the pipe's reading end
+        // ends the converter with a write error rather than a block.
+        drop(input);
+        let imported = converter
+            .join()
+            .map_err(|_| anyhow::anyhow!("the bbolt converter panicked"))?;
+        // The converter's error names the cause; the restore's is its echo.
+        let imported = imported?;
+        restored.context("restore the converted image")?;
+        Ok(imported)
+    })
 }
 
 fn open_store(db_path: &Path) -> Result<mvcc::Store> {

@@ -80,6 +80,7 @@
 //! * Failpoints at the durability steps come later, behind a `failpoints` feature.
 
 mod error;
+mod identify;
 mod record;
 mod replay;
 mod segment;
@@ -89,6 +90,7 @@ mod wal;
 use raft::eraftpb::{Entry, HardState};
 
 pub use crate::error::{Error, Result};
+pub use crate::identify::{identify_segment, identify_snapshot, Identity, IDENTIFY_HEAD_BYTES};
 pub use crate::snapshotter::Snapshotter;
 pub use crate::wal::{Wal, DEFAULT_SEGMENT_SIZE_BYTES};
 

@@ -28,8 +28,8 @@ use crate::{Error, Result};
 
 const SNAP_SUFFIX: &str = ".snap";
 const BROKEN_SUFFIX: &str = ".broken";
-const MAGIC: [u8; 4] = *b"ERSS";
-const FORMAT_VERSION: u32 = 1;
+pub(crate) const MAGIC: [u8; 4] = *b"ERSS";
+pub(crate) const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 20;
 
 /// Saves and loads raft snapshots in one directory.

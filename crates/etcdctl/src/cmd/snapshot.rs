@@ -1,5 +1,8 @@
 //! `snapshot save <file>`: the member's backend streamed into `<file>.part`,
-//! checked, synced, then renamed to `<file>`.
+//! checked, synced, then renamed to `<file>`. `snapshot status` and
+//! `snapshot restore` work as etcdctl 3.5 keeps them for scripts written
+//! for 3.4: a deprecation notice, then `etcdutl`'s command (our `etcdutl`,
+//! found beside this binary or on `PATH`, runs with the same arguments).
 //!
 //! - Exactly one endpoint: a snapshot is one member's database.
 //! - The stream ends with the SHA-256 of everything before it, the whole
@@ -41,6 +44,21 @@ pub struct SnapshotArgs {
 pub enum SnapshotCommand {
     /// Stores an etcd node backend snapshot to a given file
     Save(SaveArgs),
+    /// [deprecated] Gets backend snapshot status of a given file
+    Status(OfflineArgs),
+    /// Restores an etcd member snapshot to an etcd directory
+    Restore(OfflineArgs),
+}
+
+/// The arguments of a command `etcdutl` runs, passed on as they are.
+#[derive(Args, Debug)]
+pub struct OfflineArgs {
+    #[arg(
+        value_name = "filename",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +71,31 @@ pub struct SaveArgs {
 pub async fn run(ctx: &Ctx, a: SnapshotArgs) -> CtlResult {
     match a.command {
         SnapshotCommand::Save(s) => save(ctx, s).await,
+        SnapshotCommand::Status(a) => offline(ctx, "status", a),
+        SnapshotCommand::Restore(a) => offline(ctx, "restore", a),
+    }
+}
+
+/// `etcdutl snapshot <command>` with the same arguments, after etcdctl
+/// 3.5's notice; its output is etcdutl's and so is its exit code.
+fn offline(ctx: &Ctx, command: &str, a: OfflineArgs) -> CtlResult {
+    eprintln!("Deprecated: Use `etcdutl snapshot {command}` instead.\n");
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("etcdutl"))
+        .filter(|p| p.is_file());
+    let etcdutl = beside.unwrap_or_else(|| std::path::PathBuf::from("etcdutl"));
+    let status = std::process::Command::new(&etcdutl)
+        .arg("snapshot")
+        .arg(command)
+        .args(&a.args)
+        .arg(format!("--write-out={}", ctx.global.write_out))
+        .status()
+        .map_err(|e| CtlError::error(format!("cannot run {}: {e}", etcdutl.display())))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(CtlError::exit(u8::try_from(code).unwrap_or(1))),
+        None => Err(CtlError::exit(1)),
     }
 }
 

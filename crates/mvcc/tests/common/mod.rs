@@ -174,6 +174,8 @@ pub const TABLE_META: u8 = 1;
 pub const TABLE_KEY: u8 = 2;
 pub const TABLE_LEASE: u8 = 3;
 pub const TABLE_ALARM: u8 = 4;
+pub const TABLE_AUTH: u8 = 5;
+pub const TABLE_AUTH_ROLES: u8 = 7;
 
 pub fn rev_key(main: i64, sub: i64, tombstone: bool) -> Vec<u8> {
     let mut key = main.to_be_bytes().to_vec();

@@ -172,7 +172,8 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        super::snapshot::stream(&self.server.store).map(Response::new)
+        let cluster = crate::interchange::backend::EtcdCluster::of(&self.server.cluster);
+        super::snapshot::stream(&self.server.store, cluster).map(Response::new)
     }
     /// Only the leader moves leadership (etcdctl finds it among the endpoints).
     /// etcd's response carries no header.

@@ -1,22 +1,27 @@
-//! `Maintenance.Snapshot`: the backend image streamed as etcd streams its
-//! database file.
+//! `Maintenance.Snapshot`: what etcd streams, a bbolt file with etcd's
+//! buckets and the SHA-256 of it, laid out from our backend as it streams.
 //!
 //! ```text
 //!  handler ── Store::image_source() (one redb read txn: the point in time)
-//!     │
-//!     └─▶ blocking thread: size pass ─▶ write pass into ChunkWriter
+//!     │       + the cluster view (members, removed, version, downgrade job)
+//!     └─▶ blocking thread: layout pass (bbolt::Plan) ─▶ write pass into ChunkWriter
 //!                                          │ 32 KiB blobs, remaining_bytes
 //!                                          ▼ bounded channel (CHUNKS_IN_FLIGHT)
-//!          tonic pulls responses ◀──────────── … then zero padding to 512,
-//!                                              then the SHA-256 as the last blob
+//!          tonic pulls responses ◀──────────── … then the SHA-256 as the last blob
 //! ```
+//!
+//! - The file is what `interchange::backend::BboltRows` yields: etcd's
+//!   buckets and encodings, so the real `etcdutl`/`etcdctl snapshot
+//!   restore` and status read it; its size is a multiple of the page size,
+//!   so etcdctl's `size % 512 == 32` rule holds without padding.
 //!
 //! - Writes go on meanwhile: the read transaction holds its pages, the
 //!   applier never waits for it.
 //! - Memory is bounded by the channel, whatever the database size; a client
 //!   that reads slowly holds the writer thread, not the server.
-//! - The total is known before the first chunk (a pass over the rows that
-//!   writes nothing), so every response carries `remaining_bytes`.
+//! - The total is known before the first chunk (the layout pass reads every
+//!   row and keeps one key per page), so every response carries
+//!   `remaining_bytes`.
 //! - A client that goes away ends the write pass at its next chunk and
 //!   releases the read transaction; a backend error ends the stream with
 //!   the error's status, as etcd returns its read error.
@@ -30,7 +35,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::snapshot_file::{humanize_bytes, padding_bytes, STORAGE_VERSION};
+use crate::interchange::backend::{BboltRows, EtcdCluster};
+use crate::snapshot_file::{humanize_bytes, STORAGE_VERSION};
 
 /// etcd's `snapshotSendBufferSize`: more than one OS page per message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
@@ -40,13 +46,14 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 pub type SnapshotStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-/// Starts streaming a snapshot of `store` as of now.
-pub fn stream(store: &mvcc::Store) -> Result<SnapshotStream, Status> {
+/// Starts streaming a snapshot of `store` as of now, with `cluster` as
+/// its membership buckets.
+pub fn stream(store: &mvcc::Store, cluster: EtcdCluster) -> Result<SnapshotStream, Status> {
     let source = store.image_source().map_err(crate::status::mvcc_status)?;
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let error_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = send_image(&source, tx) {
+        if let Err(e) = send_bbolt(&source, &cluster, tx) {
             match e {
                 SendError::ClientGone => {
                     tracing::warn!("snapshot stream closed by the client before its end");
@@ -67,13 +74,19 @@ enum SendError {
     Backend(mvcc::Error),
 }
 
-/// Writes the image, its padding and its digest into `tx` as responses.
-fn send_image(
+fn backend_error(e: impl std::fmt::Display) -> SendError {
+    SendError::Backend(mvcc::Error::Corrupt(format!("{e:#}")))
+}
+
+/// Writes the bbolt file and its digest into `tx` as responses.
+fn send_bbolt(
     source: &mvcc::ImageSource,
+    cluster: &EtcdCluster,
     tx: mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) -> Result<(), SendError> {
-    let image_bytes = source.size().map_err(SendError::Backend)?;
-    let total = image_bytes + padding_bytes(image_bytes);
+    let mut rows = BboltRows::new(source, cluster);
+    let plan = rows.plan().map_err(backend_error)?;
+    let total = plan.file_bytes();
     let start = Instant::now();
     tracing::info!(
         total_bytes = total,
@@ -89,21 +102,18 @@ fn send_image(
         sent: 0,
         gone: false,
     };
-    let written = source.write_to(&mut out);
+    let written = plan.write(&mut rows, &mut out);
     if out.gone {
         return Err(SendError::ClientGone);
     }
-    let info = written.map_err(SendError::Backend)?;
-    if info.bytes != image_bytes {
-        return Err(SendError::Backend(mvcc::Error::Corrupt(format!(
-            "the snapshot image was {image_bytes} bytes when sized and {} when written",
-            info.bytes
-        ))));
+    written.map_err(backend_error)?;
+    if out.sent + out.buf.len() as u64 != total {
+        return Err(backend_error(format!(
+            "the snapshot was {total} bytes when laid out and {} when written",
+            out.sent + out.buf.len() as u64
+        )));
     }
-    let padding = vec![0u8; padding_bytes(image_bytes) as usize];
-    out.write_all(&padding)
-        .and_then(|()| out.send_buffered())
-        .map_err(|_| SendError::ClientGone)?;
+    out.send_buffered().map_err(|_| SendError::ClientGone)?;
     let sha = std::mem::take(&mut out.sha).finalize();
     tracing::info!(
         total_bytes = total,
@@ -173,7 +183,7 @@ impl Write for ChunkWriter {
         Ok(n)
     }
 
-    /// Sends nothing: a partial chunk goes out only after the padding
+    /// Sends nothing: a partial chunk goes out only at the end
     /// (`send_buffered`), so every chunk but the last is 32 KiB.
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())

@@ -225,14 +225,22 @@ pub fn tail(text: &str, n: usize) -> String {
 /// One GET over a raw HTTP/1.1 connection; the whole response (head and body),
 /// or None if the server could not be reached or did not answer in time.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_request(port, "GET", path, "")
+}
+
+/// One request with a body (the gateway's JSON) over a raw HTTP/1.1 connection.
+pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .ok()?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     // A read timeout ends the read; what arrived until then is the answer.
