@@ -34,6 +34,8 @@ struct Filled {
     /// Status after the refusal.
     db_size: i64,
     db_size_in_use: i64,
+    /// The backend file's length (redb's for us, bbolt's for etcd).
+    file_bytes: u64,
     elapsed: Duration,
 }
 
@@ -42,6 +44,7 @@ struct Filled {
 fn fill(kind: Kind, quota: u64, value_bytes: usize) -> Filled {
     let server = EtcdProcess::start(kind, &["--quota-backend-bytes", &quota.to_string()]);
     let url = server.client_url();
+    let file = server.data_dir().join("member/snap/db");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
     let filled = runtime.block_on(async move {
@@ -90,6 +93,7 @@ fn fill(kind: Kind, quota: u64, value_bytes: usize) -> Filled {
             held: puts * value_bytes as u64,
             db_size: status.db_size(),
             db_size_in_use: status.raft_used_db_size(),
+            file_bytes: std::fs::metadata(&file).map_or(0, |m| m.len()),
             elapsed,
         }
     });
