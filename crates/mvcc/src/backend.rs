@@ -8,6 +8,7 @@ use prost::Message;
 use redb::{ReadableTable, TableDefinition};
 
 use crate::error::Context;
+use crate::footprint;
 use crate::index::KeyTree;
 use crate::revision::{decode_rev_key, RevKey};
 use crate::{Error, Result, Revision};
@@ -129,8 +130,9 @@ pub(crate) struct Restored {
     pub(crate) tree: KeyTree,
     /// The highest main revision stored.
     pub(crate) last_rev: Option<i64>,
-    /// Key and value bytes in the "key" table.
-    pub(crate) stored_bytes: u64,
+    /// What bbolt would use to hold the "key" table's rows
+    /// ([`crate::footprint`]).
+    pub(crate) footprint: u64,
 }
 
 /// Rebuilds the key index from every change in the "key" table.
@@ -151,7 +153,7 @@ where
 pub(crate) struct IndexBuilder {
     tree: KeyTree,
     previous: Option<Revision>,
-    stored_bytes: u64,
+    footprint: u64,
 }
 
 impl IndexBuilder {
@@ -162,7 +164,7 @@ impl IndexBuilder {
             return Err(Error::Corrupt(format!("revision {rev} out of order")));
         }
         self.previous = Some(rev);
-        self.stored_bytes += (key.len() + value.len()) as u64;
+        self.footprint += footprint::row((key.len() + value.len()) as u64);
         let kv = decode_kv(rev, value)?;
         self.tree
             .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
@@ -173,7 +175,7 @@ impl IndexBuilder {
         Restored {
             tree: self.tree,
             last_rev: self.previous.map(|rev| rev.main),
-            stored_bytes: self.stored_bytes,
+            footprint: self.footprint,
         }
     }
 }
@@ -193,7 +195,7 @@ pub(crate) fn finish_compaction(
     };
     tracing::info!(revision = at, "resuming interrupted compaction");
     let keep = restored.tree.compact(at);
-    restored.stored_bytes -= compact_key_table(keys, at, &keep)?.bytes;
+    restored.footprint -= compact_key_table(keys, at, &keep)?.footprint;
     write_meta_u64(meta, FINISHED_COMPACT_KEY, at as u64)?;
     Ok(at)
 }
@@ -206,14 +208,14 @@ pub(crate) fn current_revision(restored: &Restored, compact_rev: i64) -> i64 {
 }
 
 /// Deletes from the "key" table every revision `<= at` that is not in
-/// `keep`. Returns the key and value bytes deleted.
+/// `keep`. Returns what it deleted.
 pub(crate) fn compact_key_table(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     at: i64,
     keep: &HashSet<Revision>,
 ) -> Result<Compacted> {
     let end = RevKey::new(Revision::new(at.saturating_add(1), 0), false);
-    let mut deleted_bytes = 0u64;
+    let mut deleted_footprint = 0u64;
     let mut deleted_rows = 0u64;
     let mut bad_key = None;
     table
@@ -221,7 +223,7 @@ pub(crate) fn compact_key_table(
             Ok((rev, _)) => {
                 let stays = keep.contains(&rev);
                 if !stays {
-                    deleted_bytes += (key.len() + value.len()) as u64;
+                    deleted_footprint += footprint::row((key.len() + value.len()) as u64);
                     deleted_rows += 1;
                 }
                 stays
@@ -235,7 +237,7 @@ pub(crate) fn compact_key_table(
     match bad_key {
         Some(e) => Err(e),
         None => Ok(Compacted {
-            bytes: deleted_bytes,
+            footprint: deleted_footprint,
             rows: deleted_rows,
         }),
     }
@@ -243,8 +245,8 @@ pub(crate) fn compact_key_table(
 
 /// What a compaction removed from the "key" table.
 pub(crate) struct Compacted {
-    /// Key and value bytes.
-    pub(crate) bytes: u64,
+    /// The rows' footprint ([`crate::footprint`]).
+    pub(crate) footprint: u64,
     /// Rows (revisions).
     pub(crate) rows: u64,
 }

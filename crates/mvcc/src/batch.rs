@@ -25,6 +25,7 @@ use redb::{Durability, WriteTransaction};
 
 use crate::backend::{self, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::error::Context;
+use crate::footprint;
 use crate::index::{KeyRange, KeyTree};
 use crate::range::{self, header, View};
 use crate::revision::{RevKey, REV_KEY_LEN};
@@ -56,10 +57,10 @@ pub struct WriteBatch<'s> {
     consistent: Option<(u64, u64)>,
     staged: Vec<Staged>,
     values: Vec<u8>,
-    /// Key and value bytes added to the "key" table.
-    added_bytes: u64,
-    /// Key and value bytes compaction removed.
-    removed_bytes: u64,
+    /// Footprint of the rows added to the "key" table ([`crate::footprint`]).
+    added_footprint: u64,
+    /// Footprint of the rows compaction removed.
+    removed_footprint: u64,
     /// Rows (revisions) compaction removed.
     removed_rows: u64,
     /// The key index holds changes that are not committed.
@@ -95,8 +96,8 @@ impl<'s> WriteBatch<'s> {
             consistent: None,
             staged: Vec::new(),
             values: Vec::new(),
-            added_bytes: 0,
-            removed_bytes: 0,
+            added_footprint: 0,
+            removed_footprint: 0,
             removed_rows: 0,
             dirty: false,
             broken: false,
@@ -268,10 +269,8 @@ impl<'s> WriteBatch<'s> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = version;
         }
-        let stored = &self.store.stored_bytes;
-        stored.fetch_add(self.added_bytes, Ordering::Relaxed);
-        let removed = self.removed_bytes.min(stored.load(Ordering::Relaxed));
-        stored.fetch_sub(removed, Ordering::Relaxed);
+        self.store
+            .change_footprint(self.added_footprint, self.removed_footprint);
         self.store
             .compacted_rows
             .fetch_add(self.removed_rows, Ordering::Relaxed);
@@ -468,7 +467,7 @@ impl<'s> WriteBatch<'s> {
         kv.encode_raw(&mut self.values);
         let end = self.values.len();
         let key_len = REV_KEY_LEN + usize::from(tombstone);
-        self.added_bytes += (key_len + end - start) as u64;
+        self.added_footprint += footprint::row((key_len + end - start) as u64);
         self.staged.push(Staged {
             rev,
             tombstone,
@@ -506,7 +505,7 @@ impl<'s> WriteBatch<'s> {
             backend::write_meta_u64(&mut meta, backend::SCHEDULED_COMPACT_KEY, at as u64)?;
             let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
             let compacted = backend::compact_key_table(&mut keys, at, &keep)?;
-            self.removed_bytes += compacted.bytes;
+            self.removed_footprint += compacted.footprint;
             self.removed_rows += compacted.rows;
             backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
             tracing::info!(revision = at, kept = keep.len(), "compacted backend");

@@ -143,6 +143,7 @@ impl Store {
         }
         self.replace_db(copy);
         self.refresh_file_size();
+        self.shrink_size_to_in_use();
         let writes_paused = paused_at.elapsed();
         drop(writer);
         drop(old);

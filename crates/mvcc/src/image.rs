@@ -214,8 +214,7 @@ impl Store {
             self.rewrites.fetch_add(1, Ordering::AcqRel);
             txn.commit().context("commit restore")?;
             *self.write_index() = restored.tree;
-            self.stored_bytes
-                .store(restored.stored_bytes, Ordering::Relaxed);
+            self.reset_footprint(restored.footprint, true);
             self.compact_rev
                 .store(info.compact_revision, Ordering::Release);
             self.published_rev.store(info.revision, Ordering::Release);

@@ -79,6 +79,7 @@ mod backend;
 mod batch;
 mod defrag;
 mod error;
+mod footprint;
 mod hash;
 pub mod image;
 pub mod index;

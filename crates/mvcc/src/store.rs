@@ -22,6 +22,7 @@ use redb::{ReadableDatabase, ReadableTableMetadata};
 use crate::backend::{self, ALARM_TABLE, KEY_TABLE, LEASE_TABLE, META_TABLE};
 use crate::batch::WriteBatch;
 use crate::error::Context;
+use crate::footprint;
 use crate::index::KeyTree;
 use crate::range::{self, View};
 use crate::{Error, Result, Revision};
@@ -82,11 +83,15 @@ pub struct Store {
     pub(crate) consistent: Mutex<(u64, u64)>,
     /// The storage version recorded in "meta" (None: not recorded).
     pub(crate) storage_version: Mutex<Option<String>>,
-    /// Key and value bytes in the "key" table (payload, no B-tree overhead).
-    pub(crate) stored_bytes: AtomicU64,
+    /// What bbolt would use to hold the "key" table's rows
+    /// ([`crate::footprint`]): with the empty backend's pages, `dbSizeInUse`.
+    rows_footprint: AtomicU64,
+    /// The highest `dbSizeInUse` since the store was opened or
+    /// defragmented: `dbSize`, which the quota charges.
+    size_high_water: AtomicU64,
     /// Rows (revisions) removed by compactions since the store was opened.
     pub(crate) compacted_rows: AtomicU64,
-    /// The backend file's size, read after each commit.
+    /// The backend file's length, read after each commit.
     file_size: AtomicU64,
     /// Set when an aborted batch could not reload the index: the in-memory
     /// state no longer matches the backend.
@@ -165,7 +170,8 @@ impl Store {
             compact_rev: AtomicI64::new(compact_rev),
             consistent: Mutex::new(consistent),
             storage_version: Mutex::new(storage_version),
-            stored_bytes: AtomicU64::new(restored.stored_bytes),
+            rows_footprint: AtomicU64::new(restored.footprint),
+            size_high_water: AtomicU64::new(0),
             compacted_rows: AtomicU64::new(0),
             file_size: AtomicU64::new(std::fs::metadata(path).map_or(0, |m| m.len())),
             poisoned: AtomicBool::new(false),
@@ -202,7 +208,7 @@ impl Store {
         let _writer = self.lock_writer();
         let mut txn = self.db().begin_write().context("begin rebase")?;
         txn.set_quick_repair(self.opts.quick_repair);
-        let mut removed_bytes = 0;
+        let mut removed_footprint = 0;
         {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
             backend::write_meta_u64(&mut meta, backend::CONSISTENT_INDEX_KEY, index)?;
@@ -211,7 +217,7 @@ impl Store {
                 let keep = self.read_index().keep(at);
                 backend::write_meta_u64(&mut meta, backend::SCHEDULED_COMPACT_KEY, at as u64)?;
                 let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
-                removed_bytes = backend::compact_key_table(&mut keys, at, &keep)?.bytes;
+                removed_footprint = backend::compact_key_table(&mut keys, at, &keep)?.footprint;
                 backend::write_meta_u64(&mut meta, backend::FINISHED_COMPACT_KEY, at as u64)?;
             }
         }
@@ -224,11 +230,7 @@ impl Store {
             self.write_index().compact(at);
             self.compact_rev.store(at, Ordering::Release);
             self.published_rev.store(at, Ordering::Release);
-            let stored = &self.stored_bytes;
-            stored.fetch_sub(
-                removed_bytes.min(stored.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            self.change_footprint(0, removed_footprint);
         }
         *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) = (index, term);
         tracing::info!(
@@ -404,9 +406,48 @@ impl Store {
         Ok(out)
     }
 
-    /// Size of the backend file, as of the last commit (no system call).
+    /// etcd's `dbSize`, which the quota charges: the highest
+    /// [`Store::db_size_in_use_bytes`] since the store was opened or
+    /// defragmented (see [`crate::footprint`]). A compaction does not lower
+    /// it, a defragmentation does.
     pub fn db_size_bytes(&self) -> u64 {
+        self.size_high_water
+            .load(Ordering::Relaxed)
+            .max(self.db_size_in_use_bytes())
+    }
+
+    /// etcd's `dbSizeInUse`: what bbolt would use to hold the rows stored
+    /// now (see [`crate::footprint`]); goes down with a compaction.
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        footprint::EMPTY_BACKEND + self.rows_footprint.load(Ordering::Relaxed)
+    }
+
+    /// Length of the backend file (redb's), as of the last commit: more
+    /// than [`Store::db_size_bytes`], redb grows it by doubling.
+    pub fn db_file_bytes(&self) -> u64 {
         self.file_size.load(Ordering::Relaxed)
+    }
+
+    /// Records a commit's rows: `added` and `removed` footprints. Called
+    /// with the writer lock held.
+    pub(crate) fn change_footprint(&self, added: u64, removed: u64) {
+        let rows = self.rows_footprint.load(Ordering::Relaxed);
+        let rows = (rows + added).saturating_sub(removed);
+        self.rows_footprint.store(rows, Ordering::Relaxed);
+        self.size_high_water
+            .fetch_max(footprint::EMPTY_BACKEND + rows, Ordering::Relaxed);
+    }
+
+    /// Sets the rows' footprint after a rescan of the "key" table; with
+    /// `shrink`, the size too (a new backend: an image restored).
+    pub(crate) fn reset_footprint(&self, rows: u64, shrink: bool) {
+        self.rows_footprint.store(rows, Ordering::Relaxed);
+        let size = footprint::EMPTY_BACKEND + rows;
+        if shrink {
+            self.size_high_water.store(size, Ordering::Relaxed);
+        } else {
+            self.size_high_water.fetch_max(size, Ordering::Relaxed);
+        }
     }
 
     /// Reads the backend file's size again (after a commit, a defragmentation).
@@ -416,12 +457,10 @@ impl Store {
         }
     }
 
-    /// Bytes of keys and values in the "key" table, at most the file size.
-    /// An estimate of the space in use: B-tree overhead is not counted.
-    pub fn db_size_in_use_bytes(&self) -> u64 {
-        self.stored_bytes
-            .load(Ordering::Relaxed)
-            .min(self.db_size_bytes())
+    /// After a defragmentation: the size comes down to what is in use.
+    pub(crate) fn shrink_size_to_in_use(&self) {
+        self.size_high_water
+            .store(self.db_size_in_use_bytes(), Ordering::Relaxed);
     }
 
     /// Number of keys in the index (live or with history).
@@ -489,8 +528,7 @@ impl Store {
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
             *self.write_index() = restored.tree;
-            self.stored_bytes
-                .store(restored.stored_bytes, Ordering::Relaxed);
+            self.reset_footprint(restored.footprint, false);
             self.compact_rev.store(compact_rev, Ordering::Release);
             Ok(())
         })();

@@ -1,8 +1,10 @@
 //! The backend quota (`--quota-backend-bytes`), as etcd charges it: a
 //! request that adds data is refused with "database space exceeded" when the
-//! backend file plus the request's estimated cost would reach the quota, and
-//! the member raises the cluster-wide NOSPACE alarm. Deletes, reads and
-//! compactions cost nothing and always pass.
+//! backend size (`dbSize`: what bbolt would occupy for the same rows, see
+//! `mvcc::Store::db_size_bytes`, not redb's file, which grows by doubling)
+//! plus the request's estimated cost would reach the quota, and the member
+//! raises the cluster-wide NOSPACE alarm. Deletes, reads and compactions
+//! cost nothing and always pass.
 
 use api::etcdserverpb::{request_op, PutRequest, TxnRequest};
 

@@ -391,7 +391,7 @@ fn corpus(d: &mut Differential) {
 const ALARM_WRITERS: [&str; 4] = ["simple", "json", "fields", "table"];
 
 /// A backend quota both servers pass at start and one large put exceeds
-/// (our empty backend is about 1 MB, etcd's 20 kB).
+/// (an empty backend: 16 KiB for us, 20 kB for etcd).
 const SMALL_QUOTA: &str = "--quota-backend-bytes=1500000";
 
 /// The NOSPACE alarm: raised by a put over the quota, then seen by every
