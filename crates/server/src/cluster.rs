@@ -83,6 +83,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// The cluster data of a raft snapshot for a view built elsewhere (an
+    /// etcd data dir being converted): members, removed IDs and version.
+    pub fn snapshot_data(
+        members: Vec<Member>,
+        removed: Vec<u64>,
+        cluster_version: Option<String>,
+    ) -> Vec<u8> {
+        let cluster = Cluster::new(0, 0);
+        {
+            let mut s = cluster.write();
+            s.members = members;
+            s.members.sort_by_key(|m| m.id);
+            s.removed = removed.into_iter().collect();
+            s.version = cluster_version.filter(|v| !v.is_empty());
+        }
+        cluster.snapshot()
+    }
+
     /// The state to put in a raft snapshot taken at the applied index.
     pub fn snapshot(&self) -> Vec<u8> {
         let s = self.read();

@@ -58,21 +58,34 @@ use crate::config::{parse_url, Config};
 /// Our own build version, shown by `etcd --version`.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Refuses a data dir that is not ours to open: etcd's (until the
-/// conversion at start is built), a newer build's, or one we cannot tell.
+/// Makes the data dir ours before anything else touches it: finishes a
+/// conversion a crash interrupted, converts a stopped etcd member's dir
+/// (keeping the original), and refuses a dir of a newer build or one we
+/// cannot tell, leaving it as it is.
 fn check_data_dir(cfg: &Config) -> Result<()> {
+    use interchange::datadir::{inspect, Kind};
     let wal_dir = cfg.wal_dir();
-    match interchange::datadir::inspect(&cfg.data_dir, Some(&wal_dir))
-        .with_context(|| format!("cannot start on data dir {}", cfg.data_dir.display()))?
-    {
-        interchange::datadir::Kind::Fresh | interchange::datadir::Kind::Ours => Ok(()),
-        interchange::datadir::Kind::Etcd { evidence } => bail!(
-            "data dir {} was written by etcd ({} is etcd's); this build cannot start on an \
-             etcd member's data dir yet and has left it as it is: take a snapshot of the etcd \
-             member (etcdctl snapshot save) and restore it with etcdutl snapshot restore",
-            cfg.data_dir.display(),
-            evidence.display()
-        ),
+    let refuse = || format!("cannot start on data dir {}", cfg.data_dir.display());
+    interchange::staging::resume(&cfg.data_dir).with_context(refuse)?;
+    match inspect(&cfg.data_dir, Some(&wal_dir)).with_context(refuse)? {
+        Kind::Fresh | Kind::Ours => Ok(()),
+        Kind::Etcd { evidence } => {
+            tracing::info!(
+                data_dir = %cfg.data_dir.display(),
+                evidence = %evidence.display(),
+                "found a stopped etcd member's data dir; converting it"
+            );
+            interchange::from_etcd::convert(&cfg.data_dir, &wal_dir).with_context(|| {
+                format!(
+                    "cannot convert the etcd data dir {} (it is left as it was)",
+                    cfg.data_dir.display()
+                )
+            })?;
+            match inspect(&cfg.data_dir, Some(&wal_dir)).with_context(refuse)? {
+                Kind::Ours => Ok(()),
+                other => bail!("the converted data dir reads as {other:?}"),
+            }
+        }
     }
 }
 

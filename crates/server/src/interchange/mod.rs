@@ -31,3 +31,6 @@
 
 pub mod backend;
 pub mod datadir;
+pub mod entries;
+pub mod from_etcd;
+pub mod staging;
