@@ -163,20 +163,37 @@ fn read(member: &Path) -> Result<Source> {
     })
 }
 
-/// etcd holds an exclusive flock on its WAL files while it runs.
+/// etcd locks its WAL files while it runs: with an exclusive fcntl
+/// (open file description) lock on Linux, or flock where those are
+/// missing. A shared lock of either kind fails then; both are released
+/// when the file is closed, and reading for them changes nothing.
 fn refuse_if_running(wal_dir: &Path) -> Result<()> {
+    use rustix::fs::{fcntl_lock, FlockOperation};
     for segment in etcdfmt::wal::list_segments(wal_dir).context("read etcd's WAL")? {
-        let file = std::fs::File::open(&segment.path)
-            .with_context(|| format!("cannot open {}", segment.path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "{} is locked: etcd is still running on this data dir; stop it first",
-                segment.path.display()
-            ),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", segment.path.display()))
+        let path = &segment.path;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let locked = match fcntl_lock(&file, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => false,
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => true,
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot lock {}", path.display()))
             }
+        };
+        let locked = locked
+            || match file.try_lock_shared() {
+                Ok(()) => false,
+                Err(std::fs::TryLockError::WouldBlock) => true,
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            };
+        if locked {
+            bail!(
+                "{} is locked: etcd is still running on this data dir; stop it first",
+                path.display()
+            );
         }
     }
     Ok(())

@@ -426,6 +426,8 @@ struct Member {
 
 /// N of our members on loopback, their peer traffic through a [`Network`].
 pub struct Cluster {
+    /// Which `etcd` the members run (ours unless a test says otherwise).
+    kind: Kind,
     label: String,
     token: String,
     members: Vec<Member>,
@@ -442,8 +444,13 @@ impl Cluster {
     /// Starts `n` members with `extra_args` and waits until every member's
     /// /health is true (bounded); `label` names the test in the cluster token.
     pub fn start(label: &str, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_of(Kind::Ours, label, n, extra_args)
+    }
+
+    /// [`Cluster::start`] with members running the `etcd` of `kind`.
+    pub fn start_of(kind: Kind, label: &str, n: usize, extra_args: &[&str]) -> Cluster {
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Cluster::spawn_all(label, n, extra_args);
+            let mut cluster = Cluster::spawn_all(kind, label, n, extra_args);
             match cluster.wait_all_healthy(CLUSTER_START_TIMEOUT) {
                 Ok(()) => {
                     cluster.learn_ids();
@@ -466,7 +473,7 @@ impl Cluster {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn spawn_all(label: &str, n: usize, extra_args: &[&str]) -> Cluster {
+    fn spawn_all(kind: Kind, label: &str, n: usize, extra_args: &[&str]) -> Cluster {
         let dir = temp_dir();
         let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let net = Network::start(peer_ports.clone());
@@ -491,6 +498,7 @@ impl Cluster {
             .build()
             .expect("harness runtime");
         let mut cluster = Cluster {
+            kind,
             label: label.to_string(),
             token,
             members,
@@ -591,6 +599,12 @@ impl Cluster {
         args
     }
 
+    /// The `etcd` that members started from now on run (a stopped member
+    /// restarted by another implementation on its own data dir).
+    pub fn set_kind(&mut self, kind: Kind) {
+        self.kind = kind;
+    }
+
     /// Replaces the extra flags members get from their next start on.
     pub fn set_extra_args(&mut self, extra_args: &[&str]) {
         self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
@@ -611,7 +625,7 @@ impl Cluster {
             .open(&m.log_path)
             .expect("open the member's log");
         let log_err = log.try_clone().expect("clone the log handle");
-        let bin = Kind::Ours.etcd_bin();
+        let bin = self.kind.etcd_bin();
         let child = Command::new(&bin)
             .args(&args)
             .stdin(Stdio::null())

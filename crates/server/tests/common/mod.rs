@@ -150,7 +150,7 @@ pub fn run(bin: &std::path::Path, args: &[&str]) -> Output {
 
 /// Runs `command` to its end, feeding it `stdin` (or nothing) and reading
 /// what it prints; panics, killing it, if it takes longer than `timeout`.
-fn run_bounded(
+pub fn run_bounded(
     mut command: Command,
     stdin: Option<&[u8]>,
     timeout: Duration,
@@ -293,6 +293,12 @@ impl EtcdProcess {
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The `etcd` the next start runs: another implementation on the same
+    /// data dir, ports and flags.
+    pub fn set_kind(&mut self, kind: Kind) {
+        self.kind = kind;
     }
 
     /// `127.0.0.1:<client port>`, as given to etcdctl's `--endpoints`.
