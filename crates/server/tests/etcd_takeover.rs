@@ -304,11 +304,14 @@ fn kill_9_during_the_conversion_leaves_the_original_or_the_conversion() {
     eprintln!("kill -9 outcomes: {outcomes:?}");
 }
 
+/// What is wrong with a copy of a member dir, and how to make it so.
+type Damage = (&'static str, fn(&Path));
+
 #[test]
 fn what_cannot_be_read_is_refused_and_left_as_it_was() {
     let (source, _) = stopped_etcd_member();
     let scratch = temp_dir();
-    let damage: [(&str, fn(&Path)); 3] = [
+    let damage: [Damage; 3] = [
         ("a truncated backend", |member| {
             let db = member.join("snap/db");
             let len = std::fs::metadata(&db).unwrap().len();
