@@ -135,6 +135,8 @@ impl Table {
 }
 /// Bytes of the end record's fields between the tag and the checksum.
 const END_FIELDS_LEN: usize = 6 * 8;
+/// Key and value bytes per transaction of [`Store::load_image`].
+pub const LOAD_CHUNK_BYTES: usize = 32 << 20;
 /// Bytes a writer buffers before handing them to its output.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
@@ -180,6 +182,32 @@ impl Store {
         })
     }
 
+    /// Makes a committed image the store's state for readers.
+    fn install(&self, restored: Restored, info: &ImageInfo, storage_version: Option<String>) {
+        let _gate = self
+            .compaction_gate
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        self.install_gated(restored, info, storage_version);
+    }
+
+    /// [`Store::install`] with the readers' gate held.
+    fn install_gated(&self, restored: Restored, info: &ImageInfo, storage_version: Option<String>) {
+        self.rewrites.fetch_add(1, Ordering::AcqRel);
+        *self.write_index() = restored.tree;
+        self.reset_footprint(restored.footprint, true);
+        self.compact_rev
+            .store(info.compact_revision, Ordering::Release);
+        self.published_rev.store(info.revision, Ordering::Release);
+        self.refresh_file_size();
+        *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) =
+            (info.consistent_index, info.consistent_term);
+        *self
+            .storage_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = storage_version;
+    }
+
     /// Replaces the whole content of the store with the image read from
     /// `input`, in one durable write transaction that commits only if the
     /// image is whole (checksum, summary, schema version); otherwise the
@@ -211,20 +239,8 @@ impl Store {
                 .compaction_gate
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            self.rewrites.fetch_add(1, Ordering::AcqRel);
             txn.commit().context("commit restore")?;
-            *self.write_index() = restored.tree;
-            self.reset_footprint(restored.footprint, true);
-            self.compact_rev
-                .store(info.compact_revision, Ordering::Release);
-            self.published_rev.store(info.revision, Ordering::Release);
-            self.refresh_file_size();
-            *self.consistent.lock().unwrap_or_else(|e| e.into_inner()) =
-                (info.consistent_index, info.consistent_term);
-            *self
-                .storage_version
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = storage_version;
+            self.install_gated(restored, &info, storage_version);
         }
         tracing::info!(
             bytes = info.bytes,
@@ -233,6 +249,50 @@ impl Store {
             consistent_index = info.consistent_index,
             "restored backend image"
         );
+        Ok(info)
+    }
+}
+
+impl Store {
+    /// Fills the store from an image in transactions of
+    /// [`LOAD_CHUNK_BYTES`], so memory stays bounded whatever the image's
+    /// size (one transaction holds its dirty pages in memory until it
+    /// commits). Unlike [`Store::restore_image`], a failure leaves the store
+    /// partly filled: for a new backend that is thrown away if this fails
+    /// (a conversion of etcd's data), never for a live one.
+    pub fn load_image(&self, input: &mut dyn Read) -> Result<ImageInfo> {
+        self.check_poisoned()?;
+        let _writer = self.lock_writer();
+        let mut reader = ImageReader::open(input)?;
+        let mut builder = IndexBuilder::default();
+        let mut first = true;
+        let (restored, info, storage_version) = loop {
+            let txn = self.db().begin_write().context("begin load")?;
+            if std::mem::take(&mut first) {
+                clear_tables(&txn)?;
+            }
+            let mut tables = Tables::open(&txn)?;
+            let mut bytes = 0usize;
+            let mut end = false;
+            while bytes < LOAD_CHUNK_BYTES {
+                let Some(table) = reader.next()? else {
+                    end = true;
+                    break;
+                };
+                bytes += reader.key.len() + reader.value.len();
+                tables.insert(table, &reader.key, &reader.value, &mut builder)?;
+            }
+            if end {
+                let info = reader.finish()?;
+                let finished = tables.finish(builder, info)?;
+                drop(tables);
+                txn.commit().context("commit load")?;
+                break finished;
+            }
+            drop(tables);
+            txn.commit().context("commit load")?;
+        };
+        self.install(restored, &info, storage_version);
         Ok(info)
     }
 }
@@ -474,50 +534,97 @@ fn fill(
     txn: &WriteTransaction,
     input: &mut dyn Read,
 ) -> Result<(Restored, ImageInfo, Option<String>)> {
-    txn.delete_table(META_TABLE).context("clear meta table")?;
-    txn.delete_table(KEY_TABLE).context("clear key table")?;
-    let mut meta = txn.open_table(META_TABLE).context("open meta table")?;
-    let mut keys = txn.open_table(KEY_TABLE).context("open key table")?;
-    let mut opaque = Vec::with_capacity(OPAQUE_TABLES.len());
-    for (id, definition) in OPAQUE_TABLES {
-        txn.delete_table(definition).context("clear table")?;
-        opaque.push((id, txn.open_table(definition).context("open table")?));
-    }
+    clear_tables(txn)?;
+    let mut tables = Tables::open(txn)?;
     let mut reader = ImageReader::open(input)?;
     let mut builder = IndexBuilder::default();
     while let Some(table) = reader.next()? {
-        let (key, value) = (reader.key.as_slice(), reader.value.as_slice());
+        tables.insert(table, &reader.key, &reader.value, &mut builder)?;
+    }
+    let info = reader.finish()?;
+    tables.finish(builder, info)
+}
+
+fn clear_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.delete_table(META_TABLE).context("clear meta table")?;
+    txn.delete_table(KEY_TABLE).context("clear key table")?;
+    for (_, definition) in OPAQUE_TABLES {
+        txn.delete_table(definition).context("clear table")?;
+    }
+    Ok(())
+}
+
+/// The tables of one write transaction an image is written into.
+struct Tables<'t> {
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    keys: redb::Table<'t, &'static [u8], &'static [u8]>,
+    opaque: Vec<(Table, redb::Table<'t, &'static [u8], &'static [u8]>)>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>> {
+        let mut opaque = Vec::with_capacity(OPAQUE_TABLES.len());
+        for (id, definition) in OPAQUE_TABLES {
+            opaque.push((id, txn.open_table(definition).context("open table")?));
+        }
+        Ok(Tables {
+            meta: txn.open_table(META_TABLE).context("open meta table")?,
+            keys: txn.open_table(KEY_TABLE).context("open key table")?,
+            opaque,
+        })
+    }
+
+    fn insert(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+        builder: &mut IndexBuilder,
+    ) -> Result<()> {
         match table {
             Table::Meta => {
                 let name = meta_name(key)?;
-                meta.insert(name, value).context("restore meta table")?;
+                self.meta
+                    .insert(name, value)
+                    .context("restore meta table")?;
             }
             Table::Key => {
                 builder.add(key, value)?;
-                keys.insert(key, value).context("restore key table")?;
+                self.keys.insert(key, value).context("restore key table")?;
             }
             other => {
-                let (_, rows) = opaque
+                let (_, rows) = self
+                    .opaque
                     .iter_mut()
                     .find(|(id, _)| *id == other)
                     .ok_or_else(|| unknown_table(other as u8))?;
                 rows.insert(key, value).context("restore table")?;
             }
         }
+        Ok(())
     }
-    let info = reader.finish()?;
-    let mut restored = builder.finish();
-    let compact_rev = backend::finish_compaction(&mut meta, &mut keys, &mut restored)?;
-    let revision = backend::current_revision(&restored, compact_rev);
-    if (revision, compact_rev) != (info.revision, info.compact_revision) {
-        return Err(Error::Corrupt(format!(
-            "image restores to revision {revision} compacted at {compact_rev}, \
-             its end record says {} compacted at {}",
-            info.revision, info.compact_revision
-        )));
+
+    /// Finishes an interrupted compaction, checks the result against the
+    /// image's end record and reads the storage version.
+    fn finish(
+        &mut self,
+        builder: IndexBuilder,
+        info: ImageInfo,
+    ) -> Result<(Restored, ImageInfo, Option<String>)> {
+        let mut restored = builder.finish();
+        let compact_rev =
+            backend::finish_compaction(&mut self.meta, &mut self.keys, &mut restored)?;
+        let revision = backend::current_revision(&restored, compact_rev);
+        if (revision, compact_rev) != (info.revision, info.compact_revision) {
+            return Err(Error::Corrupt(format!(
+                "image restores to revision {revision} compacted at {compact_rev}, \
+                 its end record says {} compacted at {}",
+                info.revision, info.compact_revision
+            )));
+        }
+        let storage_version = backend::read_storage_version(&self.meta)?;
+        Ok((restored, info, storage_version))
     }
-    let storage_version = backend::read_storage_version(&meta)?;
-    Ok((restored, info, storage_version))
 }
 
 fn meta_name(bytes: &[u8]) -> Result<&str> {
@@ -773,8 +880,9 @@ impl<'a> ImageReader<'a> {
     }
 
     /// The summary of an image read to its end.
-    fn finish(self) -> Result<ImageInfo> {
+    fn finish(&self) -> Result<ImageInfo> {
         self.info
+            .clone()
             .ok_or_else(|| Error::Corrupt("image not read to its end".into()))
     }
 

@@ -321,9 +321,10 @@ pub fn restore_backend(file: &mut SnapshotFile, db_path: &Path) -> Result<mvcc::
     }
 }
 
-/// Converts an etcd backend file into `store`: the conversion writes our
-/// image into a pipe on one thread while the store restores from it on
-/// this one, so nothing the size of the database is buffered.
+/// Converts an etcd backend file into `store`, a new backend (it is left
+/// partly filled if this fails): the conversion writes our image into a
+/// pipe on one thread while the store loads it in bounded transactions on
+/// this one, so nothing the size of the database is held in memory.
 pub fn restore_bbolt(
     db: &etcdfmt::bbolt::Db,
     store: &mvcc::Store,
@@ -337,7 +338,7 @@ pub fn restore_bbolt(
             Ok::<_, anyhow::Error>(imported)
         });
         let mut input = BufReader::with_capacity(256 << 10, reader);
-        let restored = store.restore_image(&mut input);
+        let restored = store.load_image(&mut input);
         // A failed restore stops reading: dropping the pipe's reading end
         // ends the converter with a write error rather than a block.
         drop(input);

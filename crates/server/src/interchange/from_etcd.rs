@@ -22,9 +22,11 @@
 //! writes at or below the backend's consistent index are skipped, exactly
 //! as etcd replays its own log.
 //!
-//! Nothing is written before everything has been read and checked: a file
-//! we cannot read stops the conversion with the dir untouched. A running
-//! etcd is recognised by the lock it holds on its WAL files.
+//! The WAL and the snapshot are read and checked before anything is
+//! written; the backend is checked as it is converted, into the staging
+//! dir, which is removed if anything fails: a file we cannot read stops the
+//! conversion with the dir as it was. A running etcd is recognised by the
+//! lock it holds on its WAL files.
 //!
 //! Left out: `--wal-dir` outside the member dir (refused), and the v2 keys
 //! of etcd's v2 store (etcd 3.4 and 3.5 keep them only for the v2 API,
@@ -60,12 +62,14 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
     }
     let source = read(&member)?;
     let stage = Stage::begin(data_dir, KEPT_DIR)?;
-    let written = write(&source, &stage.dir());
-    if let Err(e) = written {
-        // The original is untouched; the half-built dir goes.
-        let _ = std::fs::remove_dir_all(stage.dir());
-        return Err(e);
-    }
+    let backend = match write(&source, &stage.dir()) {
+        Ok(backend) => backend,
+        Err(e) => {
+            // The original is untouched; the half-built dir goes.
+            let _ = std::fs::remove_dir_all(stage.dir());
+            return Err(e);
+        }
+    };
     let kept = stage.kept_dir();
     stage.commit()?;
     tracing::info!(
@@ -74,8 +78,8 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
         cluster_id = %format!("{:x}", source.metadata.cluster_id),
         snapshot_index = source.snapshot_index,
         entries = source.entries.len(),
-        consistent_index = source.backend.info.consistent_index,
-        revision = source.backend.info.revision,
+        consistent_index = backend.consistent_index,
+        revision = backend.revision,
         dropped_v2_requests = source.translated.v2_dropped,
         original = %kept.display(),
         took = ?started.elapsed(),
@@ -90,17 +94,12 @@ struct Source {
     snapshot_index: u64,
     snapshot_term: u64,
     conf_state: ConfState,
-    /// Our cluster data at the snapshot (None: no snapshot yet).
-    cluster_data: Option<Vec<u8>>,
+    /// The newest snapshot (None: etcd has taken none yet).
+    snapshot: Option<raftpb::Snapshot>,
     hard_state: raft::eraftpb::HardState,
     entries: Vec<raft::eraftpb::Entry>,
     translated: Translated,
     db: etcdfmt::bbolt::Db,
-    backend: BackendSummary,
-}
-
-struct BackendSummary {
-    info: mvcc::ImageInfo,
 }
 
 fn read(member: &Path) -> Result<Source> {
@@ -117,28 +116,21 @@ fn read(member: &Path) -> Result<Source> {
         },
         None => etcdfmt::wal::WalSnapshot::default(),
     };
-    let wal = etcdfmt::wal::read_dir(&wal_dir, from.clone()).context("read etcd's WAL")?;
+    let mut wal = etcdfmt::wal::read_dir(&wal_dir, from.clone()).context("read etcd's WAL")?;
     let mut translated = Translated::default();
-    let entries = wal
-        .entries
-        .iter()
-        .map(|e| entries::from_etcd(e, &mut translated))
+    // Consumed as translated: one copy of the log's data at a time.
+    let entries = std::mem::take(&mut wal.entries)
+        .into_iter()
+        .map(|e| entries::from_etcd(&e, &mut translated))
         .collect::<Result<Vec<_>>>()
         .context("translate etcd's log")?;
     let db_path = snap_dir.join("db");
     let db = etcdfmt::bbolt::Db::open(&db_path)
         .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
-    // The whole backend is read (and checked) once before anything is written.
-    let (info, backend_cluster) = {
-        let mut sink = std::io::sink();
-        let imported = super::backend::import(&db, &mut sink)
-            .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
-        (imported.info, imported.cluster)
-    };
-    let cluster_data = match &newest {
-        Some(s) => Some(cluster_data_from_v2(s, &backend_cluster)?),
-        None => None,
-    };
+    if let Some(s) = &newest {
+        // Checked now; built again once the backend's cluster rows are read.
+        cluster_data_from_v2(s, &Default::default())?;
+    }
     let conf_state = newest
         .as_ref()
         .map(|s| conf_state(&s.metadata.conf_state))
@@ -154,12 +146,11 @@ fn read(member: &Path) -> Result<Source> {
         snapshot_index: from.index,
         snapshot_term: from.term,
         conf_state,
-        cluster_data,
+        snapshot: newest,
         hard_state,
         entries,
         translated,
         db,
-        backend: BackendSummary { info },
     })
 }
 
@@ -256,18 +247,21 @@ fn cluster_data_from_v2(
     ))
 }
 
-fn write(source: &Source, dir: &Path) -> Result<()> {
+/// Writes our member dir into `dir`; returns what the backend holds.
+fn write(source: &Source, dir: &Path) -> Result<mvcc::ImageInfo> {
     let snap_dir = dir.join("snap");
     std::fs::create_dir_all(&snap_dir)
         .with_context(|| format!("cannot create {}", snap_dir.display()))?;
     let store = mvcc::Store::open(&snap_dir.join("db"), mvcc::StoreOptions::default())
         .context("create the backend")?;
-    crate::snapshot_file::restore_bbolt(&source.db, &store).context("convert etcd's backend")?;
+    let imported = crate::snapshot_file::restore_bbolt(&source.db, &store)
+        .context("convert etcd's backend")?;
     drop(store);
 
-    if let Some(data) = &source.cluster_data {
+    if let Some(etcd_snapshot) = &source.snapshot {
+        let data = cluster_data_from_v2(etcd_snapshot, &imported.cluster)?;
         let mut snapshot = Snapshot {
-            data: data.clone().into(),
+            data: data.into(),
             ..Default::default()
         };
         let meta = snapshot.mut_metadata();
@@ -295,5 +289,5 @@ fn write(source: &Source, dir: &Path) -> Result<()> {
     // Synced here, and again with the whole dir before the swap.
     log.save(Some(&source.hard_state), &source.entries)
         .context("write the entries to the WAL")?;
-    Ok(())
+    Ok(imported.info)
 }
