@@ -1,0 +1,431 @@
+//! The way back to the real etcd: `etcdutl migrate --target-version 3.5`
+//! turns a stopped member's data dir into etcd 3.5's files, and etcd 3.5.1
+//! starts on it as the same member.
+//!
+//! - One member, then a 3-member cluster: our etcd, a workload (puts,
+//!   deletes, a txn, a lease with 2 keys, a compaction), the documented
+//!   procedure (downgrade enable 3.5 through the gateway, wait for cluster
+//!   version 3.5.0, stop), our `etcdutl migrate` on each dir, the real etcd
+//!   3.5.1 on the same dirs and flags: same member and cluster IDs, member
+//!   list, keys (with their revisions and leases), revision, HashKV and
+//!   compaction mark, and writes go on. The original is kept as
+//!   `member.etcd-rs-original`; a second migrate leaves the etcd dir alone.
+//! - Refusals leave every file byte for byte as it was: no downgrade
+//!   (cluster version 3.6), `--target-version 3.4`, a running member, a
+//!   held lock.
+//! - `etcdutl migrate` killed with SIGKILL at several points leaves either
+//!   our untouched dir (our etcd starts on it and cleans up) or the whole
+//!   conversion (etcd 3.5.1 starts on it); never one in between.
+
+mod common;
+mod snapshot_support;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use snapshot_support::{workload, Layout, Member};
+
+/// Bound on the waits for a cluster version, a snapshot file, a follower.
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+const KEPT: &str = "member.etcd-rs-original";
+
+fn ctl() -> Etcdctl {
+    Etcdctl::reference(Kind::Ref35)
+}
+
+fn ok(ctl: &Etcdctl, endpoint: &str, args: &[&str]) -> String {
+    let out = ctl.run(endpoint, args, None);
+    assert_eq!(out.code, 0, "etcdctl {args:?}: {out:?}");
+    out.stdout
+}
+
+fn json(ctl: &Etcdctl, endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let text = ok(ctl, endpoint, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}: {text}"))
+}
+
+/// The workload, then a txn; returns the lease ID (hex).
+fn write_keys(endpoint: &str) -> String {
+    let ctl = ctl();
+    let lease = workload(&ctl, endpoint);
+    let txn = b"value(\"k1\") = \"v1b\"\n\nput k1 txn-success\ndel k3\nput k6 v6\n\nput never never\n\n";
+    let out = ctl.run(endpoint, &["txn"], Some(txn));
+    assert!(out.code == 0 && out.stdout.starts_with("SUCCESS"), "txn: {out:?}");
+    lease
+}
+
+/// What a member serves, compared before and after the conversion.
+#[derive(Debug, PartialEq)]
+struct Served {
+    cluster_id: u64,
+    member_id: u64,
+    /// (ID, name, peer URLs, client URLs), sorted.
+    members: Vec<(u64, String, String, String)>,
+    kvs: serde_json::Value,
+    revision: i64,
+    /// HashKV at `revision`: (hash, compact revision).
+    hash: (u64, i64),
+}
+
+fn served(endpoint: &str) -> Served {
+    let ctl = ctl();
+    let status = json(&ctl, endpoint, &["endpoint", "status", "-w", "json"]);
+    let header = &status[0]["Status"]["header"];
+    let revision = header["revision"].as_i64().expect("revision");
+    let list = json(&ctl, endpoint, &["member", "list", "-w", "json"]);
+    let mut members: Vec<_> = list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["ID"].as_u64().expect("ID"),
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["peerURLs"].to_string(),
+                m["clientURLs"].to_string(),
+            )
+        })
+        .collect();
+    members.sort();
+    let get = json(&ctl, endpoint, &["get", "", "--prefix", "-w", "json"]);
+    Served {
+        cluster_id: header["cluster_id"].as_u64().expect("cluster_id"),
+        member_id: header["member_id"].as_u64().expect("member_id"),
+        members,
+        kvs: get["kvs"].clone(),
+        revision,
+        hash: hash_kv(endpoint, revision),
+    }
+}
+
+/// HashKV at `rev`: (hash, compact revision) (etcd 3.5 has no hash_revision).
+fn hash_kv(endpoint: &str, rev: i64) -> (u64, i64) {
+    let rev = format!("--rev={rev}");
+    let out = json(&ctl(), endpoint, &["endpoint", "hashkv", &rev, "-w", "json"]);
+    let h = &out[0]["HashKV"];
+    (
+        h["hash"].as_u64().expect("hash"),
+        h["compact_revision"].as_i64().unwrap_or(0),
+    )
+}
+
+/// Starts the downgrade to 3.5 through the gateway and waits until every
+/// member reports cluster version 3.5.0 and has written a raft snapshot.
+fn downgrade_to_3_5(members: &[Member], data_dirs: &[PathBuf]) {
+    let answer = http_request(
+        members[0].client_port,
+        "POST",
+        "/v3/maintenance/downgrade",
+        r#"{"action":"ENABLE","version":"3.5"}"#,
+    )
+    .expect("downgrade enable");
+    assert!(answer.starts_with("HTTP/1.1 200"), "downgrade enable: {answer}");
+    for (m, dir) in members.iter().zip(data_dirs) {
+        wait_for(&format!("cluster version 3.5.0 on {}", m.url()), || {
+            http_get(m.client_port, "/version").is_some_and(|v| v.contains(r#""etcdcluster":"3.5.0""#))
+        });
+        wait_for(&format!("a raft snapshot in {}", dir.display()), || {
+            snap_files(dir) > 0
+        });
+    }
+}
+
+fn snap_files(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("member/snap"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "no {what} after {WAIT:?}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// SIGTERM, then a bounded wait for the exit.
+fn stop(member: &mut Member) {
+    let Some(mut child) = member.child.take() else {
+        return;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} did not stop after SIGTERM", member.kind.label());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn migrate(data_dir: &Path, target: &str) -> Output {
+    let dir = data_dir.display().to_string();
+    run(
+        &etcdutl(),
+        &["migrate", "--data-dir", &dir, "--target-version", target],
+    )
+}
+
+/// Every file under `dir` with a hash of its bytes.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").filter_map(Result::ok) {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.insert(path.clone(), 0);
+                stack.push(path);
+            } else {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&path).expect("read file").hash(&mut h);
+                out.insert(path, h.finish());
+            }
+        }
+    }
+    out
+}
+
+/// A cluster of `n` of our members on loopback with the workload written,
+/// downgraded to 3.5, recorded (per member) and stopped.
+struct Prepared {
+    _dir: tempfile::TempDir,
+    layout: Layout,
+    data_dirs: Vec<PathBuf>,
+    lease: String,
+    before: Vec<Served>,
+}
+
+fn prepare(n: usize, label: &str) -> Prepared {
+    let dir = temp_dir();
+    let layout = Layout::new(n, &format!("migrate-back-{label}-{}", std::process::id()));
+    let data_dirs: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("m{i}.etcd"))).collect();
+    let mut members: Vec<Member> = (0..n)
+        .map(|i| layout.spawn(Kind::Ours, i, &data_dirs[i]))
+        .collect();
+    for m in &mut members {
+        m.wait_healthy();
+    }
+    let lease = write_keys(&members[0].url());
+    downgrade_to_3_5(&members, &data_dirs);
+    let before: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
+    for m in &mut members {
+        stop(m);
+    }
+    Prepared {
+        _dir: dir,
+        layout,
+        data_dirs,
+        lease,
+        before,
+    }
+}
+
+/// Starts etcd 3.5.1 on every dir and checks it serves what ours did.
+fn check_etcd_serves(p: &Prepared) -> Vec<Member> {
+    let mut members: Vec<Member> = (0..p.data_dirs.len())
+        .map(|i| p.layout.spawn(Kind::Ref35, i, &p.data_dirs[i]))
+        .collect();
+    for m in &mut members {
+        m.wait_healthy();
+    }
+    for (i, m) in members.iter().enumerate() {
+        let mut after = served(&m.url());
+        // A follower may still be applying what the new leader committed.
+        let deadline = Instant::now() + WAIT;
+        while after.revision < p.before[i].revision && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+            after = served(&m.url());
+        }
+        let before = &p.before[i];
+        after.hash = hash_kv(&m.url(), before.revision);
+        assert_eq!(after, *before, "member {i} under etcd 3.5.1");
+        let ttl = ok(&ctl(), &m.url(), &["lease", "timetolive", &p.lease, "--keys"]);
+        assert!(ttl.contains("attached keys([lk1 lk2])"), "lease: {ttl}");
+    }
+    // Writes go on, and every member agrees on them.
+    let url = members[0].url();
+    ok(&ctl(), &url, &["put", "after", "migrate"]);
+    let rev = served(&url).revision;
+    assert_eq!(rev, p.before[0].revision + 1);
+    let want = hash_kv(&url, rev);
+    for m in &members[1..] {
+        wait_for(&format!("revision {rev} on {}", m.url()), || {
+            served(&m.url()).revision >= rev
+        });
+        assert_eq!(hash_kv(&m.url(), rev), want, "{}", m.url());
+    }
+    members
+}
+
+fn assert_migrated(out: &Output, data_dir: &Path) {
+    assert_eq!(out.code, 0, "migrate {}: {out:?}", data_dir.display());
+    assert!(data_dir.join(KEPT).join("wal").is_dir(), "{KEPT} kept");
+    assert!(!data_dir.join("member.converting").exists());
+}
+
+#[test]
+fn one_member_goes_back_to_etcd_3_5() {
+    let p = prepare(1, "one");
+    let d = &p.data_dirs[0];
+    let out = migrate(d, "3.5");
+    assert_migrated(&out, d);
+    eprintln!("migrate: {}", out.stderr.trim());
+    // A second migrate leaves etcd's dir alone, with a clear message.
+    let converted = tree(d);
+    let again = migrate(d, "3.5");
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("already in etcd's format"), "{again:?}");
+    assert_eq!(tree(d), converted);
+    let mut members = check_etcd_serves(&p);
+    for m in &mut members {
+        stop(m);
+    }
+}
+
+#[test]
+fn three_members_go_back_to_etcd_3_5() {
+    let p = prepare(3, "three");
+    for d in &p.data_dirs {
+        assert_migrated(&migrate(d, "3.5"), d);
+    }
+    let ids: Vec<u64> = p.before.iter().map(|s| s.member_id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(p.before.iter().all(|s| s.members == p.before[0].members));
+    let mut members = check_etcd_serves(&p);
+    for m in &mut members {
+        stop(m);
+    }
+}
+
+#[test]
+fn refusals_leave_the_dir_as_it_was() {
+    let dir = temp_dir();
+    let layout = Layout::new(1, &format!("migrate-back-refuse-{}", std::process::id()));
+    let d = dir.path().join("m0.etcd");
+    let mut m = layout.spawn(Kind::Ours, 0, &d);
+    m.wait_healthy();
+    write_keys(&m.url());
+
+    // A running member: its lock.
+    let out = migrate(&d, "3.5");
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("in use"), "{out:?}");
+    stop(&mut m);
+
+    let before = tree(&d);
+    // No downgrade: the cluster version is 3.6.
+    let out = migrate(&d, "3.5");
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("WAL contains newer entries")
+            && out.stderr.contains("downgrade enable 3.5"),
+        "{out:?}"
+    );
+    assert_eq!(tree(&d), before, "after the refusal without a downgrade");
+    // etcd 3.4: refused (our cluster version never goes below 3.5).
+    let out = migrate(&d, "3.4");
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(r#"target version "3.4" not supported"#), "{out:?}");
+    assert_eq!(tree(&d), before, "after --target-version 3.4");
+    // A lock held by someone else.
+    let lock = std::fs::File::open(d.join("member/lock")).expect("open the lock");
+    lock.try_lock().expect("take the lock");
+    let out = migrate(&d, "3.5");
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("in use"), "{out:?}");
+    drop(lock);
+    assert_eq!(tree(&d), before, "after the held lock");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .args(["-a", &from.display().to_string(), &to.display().to_string()])
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
+
+/// Runs `etcdutl migrate` on `data_dir` and SIGKILLs it after `delay`;
+/// true when it had finished by then.
+fn migrate_killed_after(data_dir: &Path, delay: Duration) -> bool {
+    let mut child = Command::new(etcdutl())
+        .args(["migrate", "--data-dir", &data_dir.display().to_string()])
+        .args(["--target-version", "3.5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run etcdutl");
+    std::thread::sleep(delay);
+    let finished = child.try_wait().ok().flatten().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    finished
+}
+
+#[test]
+fn a_killed_migrate_leaves_ours_or_etcds_never_half() {
+    let p = prepare(1, "kill");
+    let golden = &p.data_dirs[0];
+    // How long a whole run takes here.
+    let scratch = temp_dir();
+    let timed = scratch.path().join("timed.etcd");
+    copy_dir(golden, &timed);
+    let started = Instant::now();
+    assert_migrated(&migrate(&timed, "3.5"), &timed);
+    let whole = started.elapsed();
+    eprintln!("a whole migrate took {whole:?}");
+
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let whole_ms = whole.as_millis() as u64;
+    let delays: Vec<u64> = [0u64, 1, 2, 5, 10, 20, 35, 50, 65, 80, 95]
+        .iter()
+        .map(|pct| 1 + whole_ms * pct / 100)
+        .collect();
+    for (n, delay) in delays.iter().enumerate() {
+        let d = scratch.path().join(format!("k{n}.etcd"));
+        copy_dir(golden, &d);
+        let finished = migrate_killed_after(&d, Duration::from_millis(*delay));
+        let member = d.join("member").is_dir();
+        let staging = d.join("member.converting").exists();
+        let kept = d.join(KEPT).exists();
+        let outcome = match (member, staging, kept) {
+            (true, false, true) => "converted",
+            (true, _, false) => "ours",
+            // Killed between the renames: the new dir is whole and marked;
+            // the next migrate (or our etcd) finishes the swap.
+            _ => {
+                let out = migrate(&d, "3.5");
+                assert_eq!(out.code, 0, "finishing after a kill at {delay} ms: {out:?}");
+                "finished by the next migrate"
+            }
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        eprintln!("killed after {delay} ms (finished: {finished}): {outcome}");
+        let kind = if outcome == "ours" { Kind::Ours } else { Kind::Ref35 };
+        let mut m = p.layout.spawn(kind, 0, &d);
+        m.wait_healthy();
+        let kvs = json(&ctl(), &m.url(), &["get", "", "--prefix", "-w", "json"])["kvs"].clone();
+        assert_eq!(kvs, p.before[0].kvs, "{} on the dir killed at {delay} ms", kind.label());
+        stop(&mut m);
+        if outcome == "ours" {
+            assert!(!d.join("member.converting").exists(), "our etcd cleaned up");
+            assert!(!d.join(KEPT).exists());
+        }
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}
