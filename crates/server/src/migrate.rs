@@ -252,8 +252,15 @@ fn plan(
 /// [`storage_version::detect`] of a backend file opened read-only.
 fn detect_read_only(db: &Path) -> Result<MajorMinor, MigrateError> {
     let failed = |e: anyhow::Error| MigrateError::Failed(e);
-    let source = mvcc::ImageSource::open_file(db)
-        .map_err(|e| failed(anyhow!(e).context(format!("cannot read {}", db.display()))))?;
+    let source = mvcc::ImageSource::open_file(db).map_err(|e| {
+        let hint = if e.to_string().contains("repair") {
+            " (the backend was not closed cleanly: a crash, or a copy of a running member; \
+             start etcd-rs on this dir once and stop it, then migrate)"
+        } else {
+            ""
+        };
+        failed(anyhow!(e).context(format!("cannot read {}{hint}", db.display())))
+    })?;
     let (mut recorded, mut term) = (None, 0u64);
     source
         .for_each_row_of(mvcc::Table::Meta, &mut |_, key, value| {
