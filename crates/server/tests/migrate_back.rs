@@ -53,9 +53,13 @@ fn json(ctl: &Etcdctl, endpoint: &str, args: &[&str]) -> serde_json::Value {
 fn write_keys(endpoint: &str) -> String {
     let ctl = ctl();
     let lease = workload(&ctl, endpoint);
-    let txn = b"value(\"k1\") = \"v1b\"\n\nput k1 txn-success\ndel k3\nput k6 v6\n\nput never never\n\n";
+    let txn =
+        b"value(\"k1\") = \"v1b\"\n\nput k1 txn-success\ndel k3\nput k6 v6\n\nput never never\n\n";
     let out = ctl.run(endpoint, &["txn"], Some(txn));
-    assert!(out.code == 0 && out.stdout.starts_with("SUCCESS"), "txn: {out:?}");
+    assert!(
+        out.code == 0 && out.stdout.starts_with("SUCCESS"),
+        "txn: {out:?}"
+    );
     lease
 }
 
@@ -106,7 +110,11 @@ fn served(endpoint: &str) -> Served {
 /// HashKV at `rev`: (hash, compact revision) (etcd 3.5 has no hash_revision).
 fn hash_kv(endpoint: &str, rev: i64) -> (u64, i64) {
     let rev = format!("--rev={rev}");
-    let out = json(&ctl(), endpoint, &["endpoint", "hashkv", &rev, "-w", "json"]);
+    let out = json(
+        &ctl(),
+        endpoint,
+        &["endpoint", "hashkv", &rev, "-w", "json"],
+    );
     let h = &out[0]["HashKV"];
     (
         h["hash"].as_u64().expect("hash"),
@@ -124,10 +132,14 @@ fn downgrade_to_3_5(members: &[Member], data_dirs: &[PathBuf]) {
         r#"{"action":"ENABLE","version":"3.5"}"#,
     )
     .expect("downgrade enable");
-    assert!(answer.starts_with("HTTP/1.1 200"), "downgrade enable: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "downgrade enable: {answer}"
+    );
     for (m, dir) in members.iter().zip(data_dirs) {
         wait_for(&format!("cluster version 3.5.0 on {}", m.url()), || {
-            http_get(m.client_port, "/version").is_some_and(|v| v.contains(r#""etcdcluster":"3.5.0""#))
+            http_get(m.client_port, "/version")
+                .is_some_and(|v| v.contains(r#""etcdcluster":"3.5.0""#))
         });
         wait_for(&format!("a raft snapshot in {}", dir.display()), || {
             snap_files(dir) > 0
@@ -185,7 +197,10 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir").filter_map(Result::ok) {
+        for entry in std::fs::read_dir(&d)
+            .expect("read dir")
+            .filter_map(Result::ok)
+        {
             let path = entry.path();
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 out.insert(path.clone(), 0);
@@ -221,7 +236,11 @@ fn write_bulk(endpoint: &str) {
         }
         txn.push('\n');
         let out = ctl().run(endpoint, &["txn"], Some(txn.as_bytes()));
-        assert!(out.code == 0 && out.stdout.starts_with("SUCCESS"), "bulk txn: {}", out.stderr);
+        assert!(
+            out.code == 0 && out.stdout.starts_with("SUCCESS"),
+            "bulk txn: {}",
+            out.stderr
+        );
     }
 }
 
@@ -232,7 +251,9 @@ fn prepare(n: usize, label: &str) -> Prepared {
 fn prepare_with(n: usize, label: &str, bulk: bool) -> Prepared {
     let dir = temp_dir();
     let layout = Layout::new(n, &format!("migrate-back-{label}-{}", std::process::id()));
-    let data_dirs: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("m{i}.etcd"))).collect();
+    let data_dirs: Vec<PathBuf> = (0..n)
+        .map(|i| dir.path().join(format!("m{i}.etcd")))
+        .collect();
     let mut members: Vec<Member> = (0..n)
         .map(|i| layout.spawn(Kind::Ours, i, &data_dirs[i]))
         .collect();
@@ -276,7 +297,11 @@ fn check_etcd_serves(p: &Prepared) -> Vec<Member> {
         let before = &p.before[i];
         after.hash = hash_kv(&m.url(), before.revision);
         assert_eq!(after, *before, "member {i} under etcd 3.5.1");
-        let ttl = ok(&ctl(), &m.url(), &["lease", "timetolive", &p.lease, "--keys"]);
+        let ttl = ok(
+            &ctl(),
+            &m.url(),
+            &["lease", "timetolive", &p.lease, "--keys"],
+        );
         // etcd lists the attached keys in map order.
         assert!(
             ttl.contains("attached keys([lk1 lk2])") || ttl.contains("attached keys([lk2 lk1])"),
@@ -315,7 +340,10 @@ fn one_member_goes_back_to_etcd_3_5() {
     let converted = tree(d);
     let again = migrate(d, "3.5");
     assert_ne!(again.code, 0);
-    assert!(again.stderr.contains("already in etcd's format"), "{again:?}");
+    assert!(
+        again.stderr.contains("already in etcd's format"),
+        "{again:?}"
+    );
     assert_eq!(tree(d), converted);
     let mut members = check_etcd_serves(&p);
     for m in &mut members {
@@ -366,7 +394,10 @@ fn refusals_leave_the_dir_as_it_was() {
     // etcd 3.4: refused (our cluster version never goes below 3.5).
     let out = migrate(&d, "3.4");
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains(r#"target version "3.4" not supported"#), "{out:?}");
+    assert!(
+        out.stderr.contains(r#"target version "3.4" not supported"#),
+        "{out:?}"
+    );
     assert_eq!(tree(&d), before, "after --target-version 3.4");
     // A lock held by someone else.
     let lock = std::fs::File::open(d.join("member/lock")).expect("open the lock");
@@ -453,9 +484,11 @@ fn a_killed_migrate_leaves_ours_or_etcds_never_half() {
         .map(|pct| Kill::After(Duration::from_micros(whole_us * pct / 100)))
         .collect();
     kills.extend(
-        [0u64, 200, 500, 1_000, 2_000, 4_000, 7_000, 10_000, 15_000, 25_000, 40_000]
-            .iter()
-            .map(|us| Kill::AfterStaging(Duration::from_micros(*us))),
+        [
+            0u64, 200, 500, 1_000, 2_000, 4_000, 7_000, 10_000, 15_000, 25_000, 40_000,
+        ]
+        .iter()
+        .map(|us| Kill::AfterStaging(Duration::from_micros(*us))),
     );
     for (n, delay) in kills.iter().enumerate() {
         let d = scratch.path().join(format!("k{n}.etcd"));
@@ -483,7 +516,12 @@ fn a_killed_migrate_leaves_ours_or_etcds_never_half() {
         let mut m = p.layout.spawn(kind, 0, &d);
         m.wait_healthy();
         let kvs = json(&ctl(), &m.url(), &["get", "", "--prefix", "-w", "json"])["kvs"].clone();
-        assert_eq!(kvs, p.before[0].kvs, "{} on the dir killed at {delay:?}", kind.label());
+        assert_eq!(
+            kvs,
+            p.before[0].kvs,
+            "{} on the dir killed at {delay:?}",
+            kind.label()
+        );
         stop(&mut m);
         if ours {
             assert!(!d.join("member.converting").exists(), "our etcd cleaned up");

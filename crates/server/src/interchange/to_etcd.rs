@@ -192,8 +192,7 @@ fn read(
     let last_index = state.entries.last().map_or(snap_index, |e| e.index);
     let (at_ci, at_end) = {
         // Replaying logs what the server logs when it applies; not here.
-        let _quiet =
-            tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+        let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
         let at_ci = Cluster::new(metadata.cluster_id, 0);
         let at_end = Cluster::new(metadata.cluster_id, 0);
         if snapshot.is_some() {
