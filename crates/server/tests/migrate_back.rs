@@ -286,6 +286,7 @@ fn check_etcd_serves(p: &Prepared) -> Vec<Member> {
     for m in &mut members {
         m.wait_healthy();
     }
+    show_start_log(&members[0]);
     for (i, m) in members.iter().enumerate() {
         let mut after = served(&m.url());
         // A follower may still be applying what the new leader committed.
@@ -321,6 +322,29 @@ fn check_etcd_serves(p: &Prepared) -> Vec<Member> {
         assert_eq!(hash_kv(&m.url(), rev), want, "{}", m.url());
     }
     members
+}
+
+/// What etcd logged at start about membership, versions and the replay
+/// (printed with --nocapture).
+fn show_start_log(m: &Member) {
+    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+    for line in log.lines().filter(|l| {
+        [
+            "member",
+            "cluster version",
+            "downgrade",
+            "snapshot",
+            "applied",
+            "consistent",
+        ]
+        .iter()
+        .any(|n| l.contains(n))
+    }) {
+        eprintln!(
+            "  etcd 3.5.1: {}",
+            line.chars().take(300).collect::<String>()
+        );
+    }
 }
 
 fn assert_migrated(out: &Output, data_dir: &Path) {
@@ -529,4 +553,145 @@ fn a_killed_migrate_leaves_ours_or_etcds_never_half() {
         }
     }
     eprintln!("outcomes: {outcomes:?}");
+}
+
+/// A member whose log was never cut by a snapshot (a data dir of ours
+/// written by hand: the founding conf change, the member's attributes,
+/// cluster version 3.5.0, a put): etcd 3.5.1 starts from a WAL holding the
+/// whole log from index 1 and no snap file, rebuilding its v2 store by
+/// replaying it.
+#[test]
+fn a_member_without_a_snapshot_goes_back_from_its_whole_log() {
+    use api::etcdserverpb::{
+        Attributes, ClusterMemberAttrSetRequest, ClusterVersionSetRequest, InternalRaftRequest,
+        Member as PbMember, PutRequest, WalMetadata,
+    };
+    use prost::Message;
+    use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState};
+
+    let dir = temp_dir();
+    let layout = Layout::new(1, "migrate-back-no-snapshot");
+    let data_dir = dir.path().join("m0.etcd");
+    let member = data_dir.join("member");
+    std::fs::create_dir_all(member.join("snap")).unwrap();
+    let (id, cluster_id) = (0x1234_5678_9abc_def0u64, 0x0fed_cba9_8765_4321u64);
+    let (_, peer, _, client_port) = layout.members[0].clone();
+    let client = format!("http://127.0.0.1:{client_port}");
+
+    let normal = |index: u64, req: InternalRaftRequest| {
+        let mut e = Entry {
+            term: 2,
+            index,
+            data: req.encode_to_vec().into(),
+            ..Default::default()
+        };
+        e.set_entry_type(EntryType::EntryNormal);
+        e
+    };
+    let mut cc = ConfChange {
+        id: 0,
+        node_id: id,
+        context: PbMember {
+            id,
+            name: "m0".into(),
+            peer_ur_ls: vec![peer.clone()],
+            client_ur_ls: vec![],
+            is_learner: false,
+        }
+        .encode_to_vec()
+        .into(),
+        ..Default::default()
+    };
+    cc.set_change_type(ConfChangeType::AddNode);
+    let mut founding = Entry {
+        term: 1,
+        index: 1,
+        data: protobuf::Message::write_to_bytes(&cc).unwrap().into(),
+        ..Default::default()
+    };
+    founding.set_entry_type(EntryType::EntryConfChange);
+    let mut empty = Entry {
+        term: 2,
+        index: 2,
+        ..Default::default()
+    };
+    empty.set_entry_type(EntryType::EntryNormal);
+    let put = PutRequest {
+        key: b"fixture".to_vec(),
+        value: b"whole-log".to_vec(),
+        ..Default::default()
+    };
+    let entries = vec![
+        founding,
+        empty,
+        normal(
+            3,
+            InternalRaftRequest {
+                id: 3,
+                cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
+                    member_id: id,
+                    member_attributes: Some(Attributes {
+                        name: "m0".into(),
+                        client_urls: vec![client.clone()],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            },
+        ),
+        normal(
+            4,
+            InternalRaftRequest {
+                id: 4,
+                cluster_version_set: Some(ClusterVersionSetRequest {
+                    ver: "3.5.0".into(),
+                }),
+                ..Default::default()
+            },
+        ),
+        normal(
+            5,
+            InternalRaftRequest {
+                id: 5,
+                put: Some(put.clone()),
+                ..Default::default()
+            },
+        ),
+    ];
+    let metadata = WalMetadata {
+        node_id: id,
+        cluster_id,
+    }
+    .encode_to_vec();
+    let mut log = wal::Wal::create(&member.join("wal"), &metadata).unwrap();
+    let hs = HardState {
+        term: 2,
+        vote: id,
+        commit: 5,
+        ..Default::default()
+    };
+    log.save(Some(&hs), &entries).unwrap();
+    drop(log);
+    let store = mvcc::Store::open(&member.join("snap/db"), mvcc::StoreOptions::default()).unwrap();
+    let mut wb = store.write_batch().unwrap();
+    wb.put(&put).unwrap();
+    wb.set_consistent_index(5, 2);
+    wb.commit(true).unwrap();
+    drop(store);
+
+    let out = migrate(&data_dir, "3.5");
+    assert_migrated(&out, &data_dir);
+    assert_eq!(snap_files(&data_dir), 0, "no snap file without a snapshot");
+
+    let mut m = layout.spawn(Kind::Ref35, 0, &data_dir);
+    m.wait_healthy();
+    show_start_log(&m);
+    let s = served(&m.url());
+    assert_eq!((s.member_id, s.cluster_id, s.revision), (id, cluster_id, 2));
+    assert_eq!(s.members.len(), 1, "{:?}", s.members);
+    assert_eq!(s.members[0].1, "m0");
+    let got = ok(&ctl(), &m.url(), &["get", "fixture", "--print-value-only"]);
+    assert_eq!(got.trim(), "whole-log");
+    ok(&ctl(), &m.url(), &["put", "after", "migrate"]);
+    stop(&mut m);
 }
