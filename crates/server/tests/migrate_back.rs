@@ -520,17 +520,24 @@ fn a_killed_migrate_leaves_ours_or_etcds_never_half() {
         let finished = migrate_killed(&d, *delay);
         let member = d.join("member").is_dir();
         let staging = d.join("member.converting").exists();
+        // Written last into the staging dir: the new dir is whole.
+        let marked = d.join("member.converting/CONVERTED").exists();
         let kept = d.join(KEPT).exists();
-        let outcome = match (member, staging, kept) {
-            (true, false, true) => "converted",
-            (true, false, false) => "ours",
+        let outcome = match (member, staging && !marked, kept) {
+            (true, false, true) if !staging => "converted",
+            (true, false, false) if !staging => "ours",
             (true, true, false) => "ours, member.converting left",
-            // Killed between the renames: the new dir is whole and marked;
-            // the next migrate (or our etcd) finishes the swap.
+            // Killed after the new dir was marked whole (before or between
+            // the renames): the next migrate finishes the swap (so would
+            // our etcd, which then converts it back into ours).
             _ => {
                 let out = migrate(&d, "3.5");
                 assert_eq!(out.code, 0, "finishing after a kill at {delay:?}: {out:?}");
-                "finished by the next migrate"
+                if marked {
+                    "marked whole, finished by the next migrate"
+                } else {
+                    "between the renames, finished by the next migrate"
+                }
             }
         };
         *outcomes.entry(outcome).or_default() += 1;
