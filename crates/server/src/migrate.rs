@@ -151,7 +151,11 @@ pub fn migrate(opts: &MigrateOptions) -> Result<Migrated, MigrateError> {
         "migrating an etcd data dir is etcd's own etcdutl's job".to_string()
     };
     offline::refuse_foreign(&opts.data_dir, &foreign).map_err(MigrateError::Failed)?;
+    // A lock file this run creates (no server ever ran here) goes again.
+    let lock_path = opts.data_dir.join("member").join("lock");
+    let created = (!lock_path.exists()).then_some(lock_path);
     let _lock = offline::lock_member(&opts.data_dir).map_err(MigrateError::Failed)?;
+    let _created = RemoveOnDrop(created);
     let log = read_log(&opts.data_dir)?;
     let wal_version = storage_version::wal_minimal_version(&log.state.entries)
         .map_err(|e| MigrateError::BadArgs(e.context("failed to read wal")))?;
@@ -247,6 +251,17 @@ fn plan(
         }
     }
     Ok(steps)
+}
+
+/// Removes a file when dropped (if it is still there).
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// [`storage_version::detect`] of a backend file opened read-only.

@@ -16,6 +16,9 @@
 //! - `etcdutl migrate` killed with SIGKILL at several points leaves either
 //!   our untouched dir (our etcd starts on it and cleans up) or the whole
 //!   conversion (etcd 3.5.1 starts on it); never one in between.
+//! - Hand-made dirs of ours: a member without a raft snapshot (etcd 3.5.1
+//!   replays its whole log), and a snapshot at cluster version 3.6.0 with
+//!   nothing after it (refused by the conversion's own version check).
 
 mod common;
 mod snapshot_support;
@@ -701,4 +704,72 @@ fn a_member_without_a_snapshot_goes_back_from_its_whole_log() {
     assert_eq!(got.trim(), "whole-log");
     ok(&ctl(), &m.url(), &["put", "after", "migrate"]);
     stop(&mut m);
+}
+
+/// A member whose newest raft snapshot holds cluster version 3.6.0 and whose
+/// log after it sets no version (etcd 3.6's WAL check passes): the
+/// conversion's own check refuses it, naming the downgrade, and leaves
+/// every file as it was.
+#[test]
+fn a_snapshot_at_cluster_version_3_6_is_refused() {
+    use api::etcdserverpb::{Member as PbMember, WalMetadata};
+    use prost::Message;
+    use raft::eraftpb::{HardState, Snapshot};
+
+    let dir = temp_dir();
+    let data_dir = dir.path().join("m0.etcd");
+    let member = data_dir.join("member");
+    std::fs::create_dir_all(member.join("snap")).unwrap();
+    let id = 0x42u64;
+    let data = server::cluster::Cluster::snapshot_data(
+        vec![PbMember {
+            id,
+            name: "m0".into(),
+            peer_ur_ls: vec!["http://127.0.0.1:2380".into()],
+            ..Default::default()
+        }],
+        vec![],
+        Some("3.6.0".into()),
+    );
+    let mut snapshot = Snapshot {
+        data: data.into(),
+        ..Default::default()
+    };
+    snapshot.mut_metadata().index = 5;
+    snapshot.mut_metadata().term = 2;
+    snapshot.mut_metadata().mut_conf_state().voters = vec![id];
+    wal::Snapshotter::new(&member.join("snap"))
+        .save(&snapshot)
+        .unwrap();
+    let metadata = WalMetadata {
+        node_id: id,
+        cluster_id: 7,
+    }
+    .encode_to_vec();
+    let mut log = wal::Wal::create(&member.join("wal"), &metadata).unwrap();
+    log.save_snapshot(wal::WalSnapshot { index: 5, term: 2 })
+        .unwrap();
+    let hs = HardState {
+        term: 2,
+        vote: id,
+        commit: 5,
+        ..Default::default()
+    };
+    log.save(Some(&hs), &[]).unwrap();
+    drop(log);
+    let store = mvcc::Store::open(&member.join("snap/db"), mvcc::StoreOptions::default()).unwrap();
+    let mut wb = store.write_batch().unwrap();
+    wb.set_consistent_index(5, 2);
+    wb.commit(true).unwrap();
+    drop(store);
+
+    let before = tree(&data_dir);
+    let out = migrate(&data_dir, "3.5");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("the cluster version is 3.6")
+            && out.stderr.contains("etcdctl downgrade enable 3.5"),
+        "{out:?}"
+    );
+    assert_eq!(tree(&data_dir), before);
 }
