@@ -318,13 +318,13 @@ impl Applier {
             }
             return Ok(None);
         };
-        let snapshot_due =
-            last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
-        crate::storage_version::follow_cluster_version(
+        let downgraded = crate::storage_version::follow_cluster_version(
             &self.store,
             &mut wb,
             self.cluster.cluster_version(),
         );
+        let snapshot_due = downgraded
+            || last_index.saturating_sub(self.last_snapshot_index) >= self.snapshot_count;
         wb.set_consistent_index(last_index, last_term);
         // etcd's backend commits are all durable: the durable ones are its
         // `backend_commit_duration_seconds`.

@@ -4,8 +4,13 @@
 //!
 //! ```text
 //!  target "X.Y" ── format, go-semver, ≥ 3.5 ──▶ (bad: exit 128)
-//!  data dir ── member/snap/db exists, member/lock free
+//!  data dir ── member/lock free ── a conversion a crash cut short: undone,
+//!              or finished if it was whole (staging::resume)
+//!          ── member/snap/db exists, ours (an etcd dir is refused), member/lock
 //!          ── WAL after the newest snapshot ──▶ the lowest version able to replay it
+//!  target 3.5 ── interchange::to_etcd: the dir becomes etcd 3.5's files
+//!              (original kept as member.etcd-rs-original); --force does not apply
+//!  target 3.6 ──
 //!  backend ── detect current (storage_version.rs)
 //!     current == target        "storage version up-to-date"
 //!     plan current → target    one step per minor, 3.5 ⇄ 3.6 only;
@@ -14,13 +19,16 @@
 //!  one durable backend commit
 //! ```
 //!
-//! What it changes in our format is only the storage version record: the
-//! backend's layout is one for every version (see `storage_version.rs`).
+//! Above 3.5, what it changes in our format is only the storage version
+//! record: the backend's layout is one for every version (see
+//! `storage_version.rs`). At 3.5 it writes etcd's own files (`to_etcd.rs`):
+//! the way back to the real etcd 3.5, after a downgrade to 3.5.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 
+use crate::interchange::to_etcd;
 use crate::offline;
 use crate::storage_version::{self, record_for, V3_5, V3_6};
 use crate::version::MajorMinor;
@@ -52,6 +60,10 @@ pub enum Migrated {
     Steps(Vec<MajorMinor>),
     /// No plan led to the target; it was recorded anyway (`--force`).
     Forced(MajorMinor),
+    /// The member dir was converted into etcd 3.5's files.
+    ToEtcd(Box<to_etcd::Converted>),
+    /// An interrupted conversion into etcd's files was finished.
+    Finished,
 }
 
 /// etcd's checks of `--target-version`, in its order and words.
@@ -108,18 +120,80 @@ pub fn go_parse_int(s: &str) -> Result<i64, String> {
 pub fn migrate(opts: &MigrateOptions) -> Result<Migrated, MigrateError> {
     let target =
         parse_target(&opts.target_version).map_err(|e| MigrateError::BadArgs(anyhow!(e)))?;
+    // A conversion a crash interrupted is finished or undone first, as the
+    // server does at start (never under a running member's feet).
+    refuse_if_running(&opts.data_dir).map_err(MigrateError::Failed)?;
+    let finished = crate::interchange::staging::resume(&opts.data_dir).map_err(|e| {
+        MigrateError::Failed(e.context("cannot finish or undo an interrupted conversion"))
+    })?;
+    if finished && target <= V3_5 && opts.data_dir.join(to_etcd::KEPT_DIR).is_dir() {
+        // The crash came after the new dir was whole: it is in place now.
+        tracing::info!(
+            data_dir = %opts.data_dir.display(),
+            original = %opts.data_dir.join(to_etcd::KEPT_DIR).display(),
+            "finished the conversion into etcd's files an earlier migrate began"
+        );
+        return Ok(Migrated::Finished);
+    }
     let db = offline::backend_path(&opts.data_dir);
     if let Err(e) = std::fs::metadata(&db) {
         let e = crate::snapshot_file::go_io_error("open", &db, &e);
         return Err(MigrateError::Failed(e));
     }
-    offline::refuse_foreign(
-        &opts.data_dir,
-        "migrating an etcd data dir is etcd's own etcdutl's job",
-    )
-    .map_err(MigrateError::Failed)?;
+    let kept = opts.data_dir.join(to_etcd::KEPT_DIR);
+    let foreign = if kept.exists() {
+        format!(
+            "it is already in etcd's format (converted by an earlier migrate; the etcd-rs \
+             original is kept as {}): migrating it further is etcd's own etcdutl's job",
+            kept.display()
+        )
+    } else {
+        "migrating an etcd data dir is etcd's own etcdutl's job".to_string()
+    };
+    offline::refuse_foreign(&opts.data_dir, &foreign).map_err(MigrateError::Failed)?;
+    // A lock file this run creates (no server ever ran here) goes again.
+    let lock_path = opts.data_dir.join("member").join("lock");
+    let created = (!lock_path.exists()).then_some(lock_path);
     let _lock = offline::lock_member(&opts.data_dir).map_err(MigrateError::Failed)?;
-    let wal_version = wal_minimal_version(&opts.data_dir)?;
+    let _created = RemoveOnDrop(created);
+    let log = read_log(&opts.data_dir)?;
+    let wal_version = storage_version::wal_minimal_version(&log.state.entries)
+        .map_err(|e| MigrateError::BadArgs(e.context("failed to read wal")))?;
+    if target <= V3_5 {
+        // etcd 3.5's own files, when etcd 3.6's checks pass (read-only:
+        // nothing is written before everything is read and checked).
+        let current = detect_read_only(&db)?;
+        let planned = if current == target {
+            tracing::info!(storage_version = %current.short(), "storage version up-to-date");
+            Ok(())
+        } else {
+            plan(current, target, wal_version).map(|_| ())
+        };
+        match planned {
+            Ok(()) => {
+                return to_etcd::convert(&opts.data_dir, target, wal_version, log)
+                    .map(|converted| Migrated::ToEtcd(Box::new(converted)))
+                    .map_err(MigrateError::Failed)
+            }
+            Err(e) if !opts.force => {
+                if wal_version.is_some_and(|needed| target < needed) {
+                    tracing::error!(
+                        "this member's log still sets cluster version {}: downgrade the running \
+                         cluster first (`etcdctl downgrade enable {}`, or POST \
+                         /v3/maintenance/downgrade {{\"action\":\"ENABLE\",\"version\":\"{}\"}}), \
+                         wait for cluster version {}.0, stop the members, then migrate",
+                        wal_version.map_or_else(String::new, |v| v.short()),
+                        target.short(),
+                        target.short(),
+                        target.short()
+                    );
+                }
+                return Err(MigrateError::Failed(anyhow!(e)));
+            }
+            // etcd's --force: the storage version record alone, below.
+            Err(_) => {}
+        }
+    }
     let store = offline::open_backend(&db).map_err(MigrateError::Failed)?;
 
     let current = storage_version::detect(&store).map_err(|e| {
@@ -179,9 +253,78 @@ fn plan(
     Ok(steps)
 }
 
-/// The lowest version able to replay the member's WAL from its newest
-/// snapshot on (etcd's `ReadWALVersion`), read without changing anything.
-fn wal_minimal_version(data_dir: &Path) -> Result<Option<MajorMinor>, MigrateError> {
+/// Removes a file when dropped (if it is still there).
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// [`storage_version::detect`] of a backend file opened read-only.
+fn detect_read_only(db: &Path) -> Result<MajorMinor, MigrateError> {
+    let failed = |e: anyhow::Error| MigrateError::Failed(e);
+    let source = mvcc::ImageSource::open_file(db).map_err(|e| {
+        let hint = if e.to_string().contains("repair") {
+            " (the backend was not closed cleanly: a crash, or a copy of a running member; \
+             start etcd-rs on this dir once and stop it, then migrate)"
+        } else {
+            ""
+        };
+        failed(anyhow!(e).context(format!("cannot read {}{hint}", db.display())))
+    })?;
+    let (mut recorded, mut term) = (None, 0u64);
+    source
+        .for_each_row_of(mvcc::Table::Meta, &mut |_, key, value| {
+            if key == etcdfmt::schema::META_STORAGE_VERSION.as_bytes() {
+                recorded = Some(String::from_utf8_lossy(value).into_owned());
+            } else if key == etcdfmt::schema::META_TERM.as_bytes() {
+                term = value.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            }
+            Ok(())
+        })
+        .map_err(|e| failed(anyhow!(e).context(format!("cannot read {}", db.display()))))?;
+    storage_version::detect_from(recorded, term).map_err(|e| {
+        tracing::error!(
+            "failed to detect storage version. Please make sure you are using data dir from etcd v3.5 and older"
+        );
+        failed(anyhow!(e))
+    })
+}
+
+/// A stopped member's raft log: its newest snapshot the WAL records (None:
+/// none yet) and the WAL from there on.
+pub struct Log {
+    pub snapshot: Option<raft::eraftpb::Snapshot>,
+    pub state: wal::ReadState,
+}
+
+/// Refuses a member a server (or another etcdutl) runs on, by its lock,
+/// without creating anything.
+fn refuse_if_running(data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join("member").join("lock");
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(());
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow!(
+            "data directory {} is in use by another etcd process (cannot lock {}): stop it first",
+            data_dir.join("member").display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow!(e).context(format!("cannot lock {}", path.display())))
+        }
+    }
+}
+
+/// The member's log from its newest snapshot on (etcd's `ReadWALVersion`
+/// reads the same), read without changing anything.
+pub(crate) fn read_log(data_dir: &Path) -> Result<Log, MigrateError> {
     let member = data_dir.join("member");
     let bad =
         |context: &str, e: anyhow::Error| MigrateError::BadArgs(e.context(context.to_string()));
@@ -198,10 +341,10 @@ fn wal_minimal_version(data_dir: &Path) -> Result<Option<MajorMinor>, MigrateErr
         .collect();
     positions.push(wal::WalSnapshot::default());
     let mut state = None;
-    for snap in positions {
+    for (i, snap) in positions.into_iter().enumerate() {
         match wal::Wal::read(&wal_dir, snap) {
             Ok(read) => {
-                state = Some(read);
+                state = Some((snapshots.get(i).cloned(), read));
                 break;
             }
             // A snapshot file the WAL does not record (the server sets
@@ -210,13 +353,13 @@ fn wal_minimal_version(data_dir: &Path) -> Result<Option<MajorMinor>, MigrateErr
             Err(e) => return Err(bad("failed to open wal", e.into())),
         }
     }
-    let Some(state) = state else {
+    let Some((snapshot, state)) = state else {
         return Err(bad(
             "failed to open wal",
             anyhow!("no snapshot recorded in {}", wal_dir.display()),
         ));
     };
-    storage_version::wal_minimal_version(&state.entries).map_err(|e| bad("failed to read wal", e))
+    Ok(Log { snapshot, state })
 }
 
 #[cfg(test)]

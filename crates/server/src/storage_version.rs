@@ -42,11 +42,16 @@ fn has_step(version: MajorMinor) -> bool {
 /// The version the backend holds (etcd's `DetectSchemaVersion`); Err is
 /// etcd's reason it cannot tell.
 pub fn detect(store: &mvcc::Store) -> Result<MajorMinor, String> {
-    if let Some(recorded) = store.storage_version() {
+    detect_from(store.storage_version(), store.consistent_index().1)
+}
+
+/// [`detect`] of a backend's `storageVersion` record and raft term, read
+/// by the caller (from a backend file opened read-only).
+pub fn detect_from(recorded: Option<String>, term: u64) -> Result<MajorMinor, String> {
+    if let Some(recorded) = recorded {
         return MajorMinor::of(&recorded)
             .ok_or_else(|| format!("storage version {recorded:?} does not parse"));
     }
-    let (_, term) = store.consistent_index();
     if term == 0 {
         return Err("missing term information".to_string());
     }
@@ -140,21 +145,28 @@ pub fn validate(store: &mvcc::Store) -> Result<()> {
 }
 
 /// Makes the backend's record follow the cluster version, in the batch
-/// that applies it (etcd's monitor `UpdateStorageVersion`).
+/// that applies it (etcd's monitor `UpdateStorageVersion`). Returns true
+/// when the record went down (a downgrade reached its target): the caller
+/// then takes a raft snapshot, so that the log after the newest snapshot
+/// holds no entry that needs the newer version and `etcdutl migrate
+/// --target-version` can go down to it.
 pub fn follow_cluster_version(
     store: &mvcc::Store,
     batch: &mut mvcc::WriteBatch<'_>,
     cluster_version: Option<MajorMinor>,
-) {
+) -> bool {
     let Some(cluster) = cluster_version else {
-        return;
+        return false;
     };
     let wanted = record_for(cluster);
-    if store.storage_version() == wanted {
-        return;
+    let recorded = store.storage_version();
+    if recorded == wanted {
+        return false;
     }
     batch.set_storage_version(wanted.as_deref());
     tracing::info!(new_storage_version = %cluster, "updated storage version");
+    let before = recorded.as_deref().and_then(MajorMinor::of);
+    before.is_some_and(|before| cluster < before)
 }
 
 #[cfg(test)]

@@ -267,11 +267,23 @@ fn import_cluster(db: &Db, cluster: &mut EtcdCluster) -> Result<()> {
 pub struct BboltRows<'a> {
     source: &'a ImageSource,
     cluster: &'a EtcdCluster,
+    /// `meta/storageVersion` carried over (etcd 3.6's record).
+    storage_version: bool,
 }
 
 impl<'a> BboltRows<'a> {
     pub fn new(source: &'a ImageSource, cluster: &'a EtcdCluster) -> BboltRows<'a> {
-        BboltRows { source, cluster }
+        BboltRows {
+            source,
+            cluster,
+            storage_version: true,
+        }
+    }
+
+    /// Leaves `meta/storageVersion` out, as etcd's `migrate` to 3.5 does.
+    pub fn without_storage_version(mut self) -> BboltRows<'a> {
+        self.storage_version = false;
+        self
     }
 
     /// Lays out the file (a pass over every row that writes nothing).
@@ -291,6 +303,9 @@ impl<'a> BboltRows<'a> {
         let mut rows = BTreeMap::new();
         self.source
             .for_each_row_of(Table::Meta, &mut |_, key, value| {
+                if !self.storage_version && key == schema::META_STORAGE_VERSION.as_bytes() {
+                    return Ok(());
+                }
                 if let Some((name, value)) = meta_to_etcd(key, value)? {
                     rows.insert(name, value);
                 }

@@ -23,14 +23,14 @@
 //! - Rows of `key`, `lease`, `alarm` and the auth buckets are byte for byte
 //!   etcd's, so HashKV is equal on both sides of a conversion.
 //!
-//! # Left out, with room kept
-//!
-//! - Converting a stopped etcd member's whole data dir at start and
-//!   `etcdutl migrate --target-version 3.5` back: `datadir::inspect` already
-//!   recognises such dirs (and refuses them, untouched, until then).
+//! Whole member dirs go both ways too: `from_etcd` converts a stopped etcd
+//! member's dir at start, `to_etcd` turns ours into etcd 3.5's files for
+//! `etcdutl migrate --target-version 3.5`; both build the new dir beside
+//! the old one and swap it in (`staging`), keeping the original.
 
 pub mod backend;
 pub mod datadir;
 pub mod entries;
 pub mod from_etcd;
 pub mod staging;
+pub mod to_etcd;
