@@ -13,50 +13,23 @@ use crate::error::Context;
 use crate::revision::decode_rev_key;
 use crate::{Error, Result, Revision, Store};
 
-/// CRC-32C, table-driven (no crate for it is in this build's dependency set;
-/// the checked value of "123456789" is in the tests).
 /// CRC-32C (Castagnoli), Go's `crc32.MakeTable(crc32.Castagnoli)`: etcd's
-/// hash of rows and buckets.
+/// hash of rows and buckets (the table is `etcdfmt`'s, shared with etcd's
+/// WAL; the checked value of "123456789" is in the tests).
 pub struct Crc32c(u32);
-
-const fn crc32c_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0x82F6_3B78 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static CRC32C_TABLE: [u32; 256] = crc32c_table();
 
 impl Crc32c {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Crc32c {
-        Crc32c(!0)
+        Crc32c(0)
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        let mut c = self.0;
-        for b in bytes {
-            c = CRC32C_TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
+        self.0 = etcdfmt::wal::crc32c_update(self.0, bytes);
     }
 
     pub fn finish(&self) -> u32 {
-        !self.0
+        self.0
     }
 }
 

@@ -554,11 +554,14 @@ fn clear_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// An open table of byte keys and values.
+type BytesRows<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
 /// The tables of one write transaction an image is written into.
 struct Tables<'t> {
     meta: redb::Table<'t, &'static str, &'static [u8]>,
-    keys: redb::Table<'t, &'static [u8], &'static [u8]>,
-    opaque: Vec<(Table, redb::Table<'t, &'static [u8], &'static [u8]>)>,
+    keys: BytesRows<'t>,
+    opaque: Vec<(Table, BytesRows<'t>)>,
 }
 
 impl<'t> Tables<'t> {
