@@ -169,10 +169,10 @@ fn sealed_but_inconsistent_images_are_refused() {
         (
             encode(
                 1,
-                &[good.clone(), vec![(7, b"x".to_vec(), vec![])]].concat(),
+                &[good.clone(), vec![(8, b"x".to_vec(), vec![])]].concat(),
                 &end(6, 2, 3),
             ),
-            "unknown table id 7",
+            "unknown table id 8",
         ),
         (
             encode(
