@@ -26,3 +26,6 @@ pub mod raftpb;
 pub mod schema;
 pub mod snap;
 pub mod wal;
+
+#[cfg(test)]
+mod test_rng;

@@ -22,35 +22,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sha2::{Digest, Sha256};
 use snapshot_support::{workload, CALL_TIMEOUT};
 
 /// Small, so that etcd has taken snapshots and holds entries after the last.
 const SNAPSHOT_COUNT: &str = "--snapshot-count=50";
 /// Keys written after the workload (more than two snapshots' worth).
 const MORE_KEYS: usize = 130;
-
-/// Every file under `dir`: relative path → SHA-256 of its bytes.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                let rel = path.strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, format!("{:x}", Sha256::digest(&bytes)));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
 
 fn more_keys(ctl: &Etcdctl, endpoint: &str) {
     for i in 0..MORE_KEYS {
@@ -215,14 +192,6 @@ fn our_etcd(data_dir: &Path, name: &str, client: u16, peer: u16) -> Command {
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     cmd
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .args(["-a", &from.display().to_string(), &to.display().to_string()])
-        .status()
-        .expect("cp");
-    assert!(status.success());
 }
 
 /// A stopped etcd 3.5.1 member with snapshots; its served data and process.

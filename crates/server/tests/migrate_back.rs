@@ -24,7 +24,6 @@ mod common;
 mod snapshot_support;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -193,29 +192,6 @@ fn migrate(data_dir: &Path, target: &str) -> Output {
         &etcdutl(),
         &["migrate", "--data-dir", &dir, "--target-version", target],
     )
-}
-
-/// Every file under `dir` with a hash of its bytes.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, u64> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)
-            .expect("read dir")
-            .filter_map(Result::ok)
-        {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                out.insert(path.clone(), 0);
-                stack.push(path);
-            } else {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::fs::read(&path).expect("read file").hash(&mut h);
-                out.insert(path, h.finish());
-            }
-        }
-    }
-    out
 }
 
 /// A cluster of `n` of our members on loopback with the workload written,
@@ -434,14 +410,6 @@ fn refusals_leave_the_dir_as_it_was() {
     assert!(out.stderr.contains("in use"), "{out:?}");
     drop(lock);
     assert_eq!(tree(&d), before, "after the held lock");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .args(["-a", &from.display().to_string(), &to.display().to_string()])
-        .status()
-        .expect("cp");
-    assert!(status.success());
 }
 
 /// When a kill lands.

@@ -22,24 +22,7 @@ impl RowSource for VecSource {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, max_len: u64) -> Vec<u8> {
-        let n = self.below(max_len + 1);
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use crate::test_rng::Rng;
 
 fn build(names: &[&[u8]], rows: Vec<Row>, page_size: u32) -> Vec<u8> {
     let mut src = VecSource(rows);

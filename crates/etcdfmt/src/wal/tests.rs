@@ -331,21 +331,7 @@ fn oversized_length_field_is_an_error_without_allocation() {
     );
 }
 
-/// A small deterministic generator (xorshift64*), so the property tests
-/// need no extra dependency and always run the same cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::test_rng::Rng;
 
 #[test]
 fn property_write_then_read_and_mutations_never_panic() {

@@ -133,31 +133,24 @@ impl Member {
     }
 
     pub fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.fail(&format!("exited with {status}"));
-            }
-            if http_get(self.client_port, "/health")
-                .is_some_and(|r| r.contains(r#""health":"true""#))
-            {
-                return;
-            }
-            if Instant::now() >= deadline {
-                self.fail("was not healthy in time");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until("was not healthy in time", |port| {
+            http_get(port, "/health").is_some_and(|r| r.contains(r#""health":"true""#))
+        });
     }
 
     /// Waits until the member serves a linearizable read through the
     /// gateway (`/health` is false while an alarm is active, and etcd 3.4
     /// has no `?exclude=`).
     pub fn wait_serving(&mut self) {
+        self.wait_until("did not serve reads in time", |port| {
+            http_request(port, "POST", "/v3/kv/range", r#"{"key":"AA=="}"#)
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("\"revision\""))
+        });
+    }
+
+    /// Polls `ready(client port)` until it holds (bounded); fails if the
+    /// process exits first.
+    fn wait_until(&mut self, failure: &str, ready: impl Fn(u16) -> bool) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let exited = self
@@ -167,17 +160,11 @@ impl Member {
             if let Some(status) = exited {
                 self.fail(&format!("exited with {status}"));
             }
-            let read = http_request(
-                self.client_port,
-                "POST",
-                "/v3/kv/range",
-                r#"{"key":"AA=="}"#,
-            );
-            if read.is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("\"revision\"")) {
+            if ready(self.client_port) {
                 return;
             }
             if Instant::now() >= deadline {
-                self.fail("did not serve reads in time");
+                self.fail(failure);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
