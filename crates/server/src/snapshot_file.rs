@@ -38,10 +38,6 @@ pub const SHA256_BYTES: u64 = 32;
 /// a snapshot's `version` and in `snapshot status`).
 pub const STORAGE_VERSION: &str = "3.6.0";
 
-/// bbolt's meta page: the magic `0xED0CDAED` (little-endian) follows the
-/// 16-byte page header.
-const BBOLT_MAGIC_OFFSET: usize = 16;
-const BBOLT_MAGIC: [u8; 4] = 0xED0C_DAEDu32.to_le_bytes();
 /// Bytes [`detect_format`] needs to decide.
 pub const FORMAT_HEAD_BYTES: usize = 20;
 
@@ -74,7 +70,7 @@ pub fn detect_format(head: &[u8]) -> Format {
         Format::Image
     } else if head.starts_with(&mvcc::BACKEND_FILE_MAGIC) {
         Format::Backend
-    } else if head.get(BBOLT_MAGIC_OFFSET..BBOLT_MAGIC_OFFSET + 4) == Some(&BBOLT_MAGIC) {
+    } else if etcdfmt::bbolt::looks_like_bbolt(head) {
         Format::Bbolt
     } else {
         Format::Unknown

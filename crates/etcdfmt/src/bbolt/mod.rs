@@ -63,6 +63,14 @@ mod tests;
 pub use reader::{CheckReport, Db, Entry};
 pub use writer::{write_file, Plan, RowSource};
 
+/// Whether `head` (a file's first bytes, at least 20) starts like a bbolt
+/// file: meta page 0's magic follows its 16-byte page header. A hint for
+/// telling files apart; [`Db::open`] checks the rest.
+pub fn looks_like_bbolt(head: &[u8]) -> bool {
+    head.get(page::PAGE_HEADER_BYTES..page::PAGE_HEADER_BYTES + 4)
+        == Some(&page::MAGIC.to_le_bytes()[..])
+}
+
 /// The result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

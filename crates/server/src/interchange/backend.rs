@@ -55,13 +55,7 @@ impl EtcdCluster {
         let members: Vec<MemberJson> = cluster
             .members()
             .into_iter()
-            .map(|m| MemberJson {
-                id: m.id,
-                peer_urls: m.peer_ur_ls,
-                is_learner: m.is_learner,
-                name: m.name,
-                client_urls: m.client_ur_ls,
-            })
+            .map(super::member_to_json)
             .collect();
         let mut conf_state = ConfStateJson::default();
         for m in &members {

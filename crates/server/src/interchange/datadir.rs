@@ -47,9 +47,6 @@ enum Owner {
 
 /// Bytes read from the head of each file.
 const HEAD_BYTES: usize = 64;
-/// bbolt's meta page magic, after the 16-byte page header.
-const BBOLT_MAGIC_OFFSET: usize = 16;
-const BBOLT_MAGIC: [u8; 4] = 0xED0C_DAEDu32.to_le_bytes();
 
 /// Inspects the data dir (`wal_dir`: `--wal-dir` if given). Reads only.
 pub fn inspect(data_dir: &Path, wal_dir: Option<&Path>) -> Result<Kind> {
@@ -71,7 +68,7 @@ pub fn inspect(data_dir: &Path, wal_dir: Option<&Path>) -> Result<Kind> {
         let head = || read_head(&path);
         let owner = match name.as_deref() {
             Some("db") => backend_owner(&path, &head()?)?,
-            Some(n) if n.ends_with(".snap.db") => snap_db_owner(&head()?),
+            Some(n) if n.ends_with(".snap.db") => backend_owner(&path, &head()?)?,
             Some(n) if n.ends_with(".snap") => snap_owner(&head()?),
             _ => continue,
         };
@@ -168,40 +165,29 @@ fn snap_owner(head: &[u8]) -> Owner {
     }
 }
 
-fn is_bbolt(head: &[u8]) -> bool {
-    head.get(BBOLT_MAGIC_OFFSET..BBOLT_MAGIC_OFFSET + 4) == Some(&BBOLT_MAGIC)
-}
-
-fn snap_db_owner(head: &[u8]) -> Owner {
-    if head.starts_with(&mvcc::IMAGE_MAGIC) {
-        Owner::Ours
-    } else if is_bbolt(head) {
-        Owner::Etcd
-    } else if silent(head) {
-        Owner::Silent
-    } else {
-        Owner::Unknown
-    }
-}
-
+/// A backend file or a received snapshot (`*.snap.db`): the one place
+/// that tells file formats apart decides.
 fn backend_owner(path: &Path, head: &[u8]) -> Result<Owner> {
-    if is_bbolt(head) {
-        return Ok(Owner::Etcd);
-    }
-    if silent(head) {
-        return Ok(Owner::Silent);
-    }
-    if !head.starts_with(&mvcc::BACKEND_FILE_MAGIC) {
-        return Ok(Owner::Unknown);
-    }
-    // A backend that needs repair (a crash) cannot be opened read-only; it
-    // is ours, and opening it for real repairs it.
+    use crate::snapshot_file::{detect_format, Format};
+    Ok(match detect_format(head) {
+        Format::Bbolt => Owner::Etcd,
+        Format::Image => Owner::Ours,
+        Format::Backend => backend_version(path),
+        Format::Unknown if silent(head) => Owner::Silent,
+        Format::Unknown => Owner::Unknown,
+    })
+}
+
+/// Our backend file: ours, unless its schema is a newer build's. A backend
+/// that needs repair (a crash) cannot be opened read-only; it is ours, and
+/// opening it for real repairs it.
+fn backend_version(path: &Path) -> Owner {
     let Ok(source) = mvcc::ImageSource::open_file(path) else {
-        return Ok(Owner::Ours);
+        return Owner::Ours;
     };
     match source.schema_version() {
-        Ok((Some(v), false)) => Ok(Owner::NewerOurs(format!("backend schema version {v}"))),
-        _ => Ok(Owner::Ours),
+        Ok((Some(v), false)) => Owner::NewerOurs(format!("backend schema version {v}")),
+        _ => Owner::Ours,
     }
 }
 
@@ -230,7 +216,7 @@ mod tests {
 
     fn bbolt_head() -> Vec<u8> {
         let mut b = vec![0u8; 64];
-        b[16..20].copy_from_slice(&BBOLT_MAGIC);
+        b[16..20].copy_from_slice(&0xED0C_DAEDu32.to_le_bytes());
         b
     }
 

@@ -163,13 +163,7 @@ fn member_attributes_path(path: &str) -> Option<u64> {
 
 fn member_from_json(context: &[u8]) -> Result<Member> {
     let m: MemberJson = serde_json::from_slice(context).context("member JSON")?;
-    Ok(Member {
-        id: m.id,
-        name: m.name,
-        peer_ur_ls: m.peer_urls,
-        client_ur_ls: m.client_urls,
-        is_learner: m.is_learner,
-    })
+    Ok(super::member_from_json(m))
 }
 
 fn conf_change_from_etcd(cc: &raftpb::ConfChange) -> Result<Translation> {
@@ -251,13 +245,7 @@ pub fn to_etcd(e: &Entry) -> Result<raftpb::Entry> {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                     let m = Member::decode(&cc.context[..])
                         .with_context(|| format!("entry {}: member", e.index))?;
-                    let json = MemberJson {
-                        id: m.id,
-                        peer_urls: m.peer_ur_ls,
-                        is_learner: m.is_learner,
-                        name: m.name,
-                        client_urls: m.client_ur_ls,
-                    };
+                    let json = super::member_to_json(m);
                     let kind = if cc.get_change_type() == ConfChangeType::AddNode {
                         EtcdCc::AddNode
                     } else {

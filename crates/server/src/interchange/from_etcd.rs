@@ -38,6 +38,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use api::etcdserverpb::{Member, WalMetadata};
 use etcdfmt::raftpb;
+use etcdfmt::snap::v2store::V2Membership;
 use prost::Message;
 use raft::eraftpb::{ConfState, Snapshot};
 
@@ -94,8 +95,9 @@ struct Source {
     snapshot_index: u64,
     snapshot_term: u64,
     conf_state: ConfState,
-    /// The newest snapshot (None: etcd has taken none yet).
-    snapshot: Option<raftpb::Snapshot>,
+    /// The membership of the newest snapshot's v2 store (None: etcd has
+    /// taken no snapshot yet).
+    membership: Option<V2Membership>,
     hard_state: raft::eraftpb::HardState,
     entries: Vec<raft::eraftpb::Entry>,
     translated: Translated,
@@ -127,10 +129,7 @@ fn read(member: &Path) -> Result<Source> {
     let db_path = snap_dir.join("db");
     let db = etcdfmt::bbolt::Db::open(&db_path)
         .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
-    if let Some(s) = &newest {
-        // Checked now; built again once the backend's cluster rows are read.
-        cluster_data_from_v2(s, &Default::default())?;
-    }
+    let membership = newest.as_ref().map(v2_membership).transpose()?;
     let conf_state = newest
         .as_ref()
         .map(|s| conf_state(&s.metadata.conf_state))
@@ -146,7 +145,7 @@ fn read(member: &Path) -> Result<Source> {
         snapshot_index: from.index,
         snapshot_term: from.term,
         conf_state,
-        snapshot: newest,
+        membership,
         hard_state,
         entries,
         translated,
@@ -215,36 +214,37 @@ fn conf_state(cs: &raftpb::ConfState) -> ConfState {
     }
 }
 
-/// Our cluster data at the snapshot: etcd 3.4 and 3.5 keep the membership
-/// in the v2 store the snapshot carries.
-fn cluster_data_from_v2(
-    snapshot: &raftpb::Snapshot,
-    backend: &super::backend::EtcdCluster,
-) -> Result<Vec<u8>> {
+/// The membership at the snapshot: etcd 3.4 and 3.5 keep it in the v2
+/// store the snapshot carries.
+fn v2_membership(snapshot: &raftpb::Snapshot) -> Result<V2Membership> {
     let data = snapshot.data.as_deref().unwrap_or_default();
-    let v2 = etcdfmt::snap::v2store::parse_v2_store(data).map_err(|e| {
+    etcdfmt::snap::v2store::parse_v2_store(data).map_err(|e| {
         anyhow::anyhow!(
             "etcd snapshot {}: its v2 store is unreadable: {e:?}",
             snapshot.metadata.index
         )
-    })?;
+    })
+}
+
+/// Our cluster data at the snapshot; the backend's `cluster` bucket gives
+/// the version when the v2 store has none.
+fn cluster_data(v2: &V2Membership, backend: &super::backend::EtcdCluster) -> Vec<u8> {
     let members = v2
         .members
-        .into_iter()
+        .iter()
         .map(|m| Member {
             id: m.id,
-            name: m.name,
-            peer_ur_ls: m.peer_urls,
-            client_ur_ls: m.client_urls,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: m.client_urls.clone(),
             is_learner: m.is_learner,
         })
         .collect();
     let version = v2
         .cluster_version
+        .clone()
         .or_else(|| backend.cluster_version.clone());
-    Ok(crate::cluster::Cluster::snapshot_data(
-        members, v2.removed, version,
-    ))
+    crate::cluster::Cluster::snapshot_data(members, v2.removed.clone(), version)
 }
 
 /// Writes our member dir into `dir`; returns what the backend holds.
@@ -258,8 +258,8 @@ fn write(source: &Source, dir: &Path) -> Result<mvcc::ImageInfo> {
         .context("convert etcd's backend")?;
     drop(store);
 
-    if let Some(etcd_snapshot) = &source.snapshot {
-        let data = cluster_data_from_v2(etcd_snapshot, &imported.cluster)?;
+    if let Some(membership) = &source.membership {
+        let data = cluster_data(membership, &imported.cluster);
         let mut snapshot = Snapshot {
             data: data.into(),
             ..Default::default()

@@ -34,3 +34,28 @@ pub mod entries;
 pub mod from_etcd;
 pub mod staging;
 pub mod to_etcd;
+
+use api::etcdserverpb::Member;
+use etcdfmt::schema::MemberJson;
+
+/// A member as etcd writes it (conf change contexts, the `members` bucket).
+pub fn member_to_json(m: Member) -> MemberJson {
+    MemberJson {
+        id: m.id,
+        peer_urls: m.peer_ur_ls,
+        is_learner: m.is_learner,
+        name: m.name,
+        client_urls: m.client_ur_ls,
+    }
+}
+
+/// A member of etcd's as ours.
+pub fn member_from_json(m: MemberJson) -> Member {
+    Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
