@@ -29,7 +29,7 @@ use prost::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
 };
-use raft::{RawNode, StateRole, Storage};
+use raft::{RawNode, StateRole, Storage, StorageError};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
@@ -595,9 +595,24 @@ impl RaftNode {
 
     /// Takes a raft snapshot at `index` (the backend is durable through it),
     /// then trims raft's in-memory log and releases the WAL behind it.
+    ///
+    /// The applier asks after applying `index`; a snapshot from the leader may
+    /// have been installed past it meanwhile (the applier had not reached that
+    /// batch yet). Then the log before `index` is gone, the installed snapshot
+    /// already covers it, and there is nothing to take.
     fn snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<()> {
         let store = self.raw.store();
-        let term = store.term(index).context("term of the snapshot index")?;
+        let term = match store.term(index) {
+            Ok(term) => term,
+            Err(raft::Error::Store(StorageError::Compacted)) => {
+                tracing::debug!(
+                    snapshot_index = index,
+                    "a newer snapshot from the leader covers this index; not taking one"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("term of the snapshot index"),
+        };
         let conf_state = store.initial_state().context("raft state")?.conf_state;
         let mut snap = Snapshot {
             data: data.into(),
