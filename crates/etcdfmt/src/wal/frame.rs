@@ -48,35 +48,13 @@ pub fn frame(out: &mut Vec<u8>, body: &[u8]) {
     out.resize(out.len() + pad as usize, 0);
 }
 
-const fn make_table() -> [u32; 256] {
-    // Castagnoli polynomial, reflected.
-    const POLY: u32 = 0x82f6_3b78;
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 == 1 { (c >> 1) ^ POLY } else { c >> 1 };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static TABLE: [u32; 256] = make_table();
-
 /// CRC-32C continued from `crc` over `data` (Go's `crc32.Update(crc,
 /// castagnoliTable, data)`: the running value is the finished checksum of
-/// everything so far, so it chains across calls).
+/// everything so far, so it chains across calls). The `crc32c` crate uses
+/// the CPU's CRC instruction where there is one: a table loop was a third
+/// of the time of converting a 1 GB etcd log.
 pub fn crc32c_update(crc: u32, data: &[u8]) -> u32 {
-    let mut c = !crc;
-    for &b in data {
-        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32c::crc32c_append(crc, data)
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use frame::{crc32c_update, MAX_RECORD_BYTES};
-pub use read::{read_dir, valid_snapshots};
+pub use read::{read_dir, read_dir_split, valid_snapshots};
 pub(crate) use write::sync_dir;
 pub use write::{write_dir, SEGMENT_SIZE_BYTES};
 
@@ -359,6 +359,9 @@ pub enum Problem {
         /// Entries kept so far.
         have: usize,
     },
+    /// An entry rewrites one a hard state had already committed.
+    #[error("entry {0} rewrites a committed entry")]
+    CommittedOverwritten(u64),
     /// The target of a write exists already.
     #[error("target exists")]
     TargetExists,

@@ -155,10 +155,10 @@ impl SegmentReader {
 /// Walks the records of `segs` in order: checks the CRC chain and hands
 /// every non-crc record to `visit` with its segment name and offset. A torn
 /// tail ends the walk in the last segment and is an error elsewhere.
-fn walk(
+fn walk<E: From<Error>>(
     segs: &[Segment],
-    mut visit: impl FnMut(&str, u64, WalRecord) -> Result<(), Error>,
-) -> Result<(), Error> {
+    mut visit: impl FnMut(&str, u64, WalRecord) -> Result<(), E>,
+) -> Result<(), E> {
     let mut crc = 0u32;
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
@@ -168,7 +168,7 @@ fn walk(
             match r.next(&mut crc)? {
                 Step::End => break,
                 Step::Torn(_) if last => return Ok(()),
-                Step::Torn(why) => return Err(r.err(Problem::TornNotLast(why))),
+                Step::Torn(why) => return Err(r.err(Problem::TornNotLast(why)).into()),
                 Step::Record(rec) if rec.r#type == CRC_TYPE => {
                     // The chain value so far must equal the recorded one;
                     // a fresh chain (0) accepts any, as etcd does when it
@@ -178,7 +178,8 @@ fn walk(
                             file: r.name.clone(),
                             offset: off,
                             problem: Problem::CrcMismatch,
-                        });
+                        }
+                        .into());
                     }
                     crc = rec.crc;
                 }
@@ -249,37 +250,49 @@ fn select_segments(dir: &Path, index: u64) -> Result<Vec<Segment>, Error> {
 /// with that index and another term is an error), unless `from` is the
 /// zero snapshot. Entries are kept in memory: the log after the last
 /// snapshot is bounded by etcd's `--snapshot-count` (10,000 entries by
-/// default, plus the 5,000 etcd keeps for slow followers), each entry by
-/// the request size limit.
+/// default in 3.5, 100,000 in 3.4, plus the 5,000 etcd keeps for slow
+/// followers), each entry by the request size limit. [`read_dir_split`]
+/// keeps only a tail.
 pub fn read_dir(wal_dir: &Path, from: WalSnapshot) -> Result<WalContents, Error> {
+    let index = from.index;
+    read_dir_split(wal_dir, from, index, |_| Ok::<(), Error>(()))
+}
+
+/// [`read_dir`] that keeps only the entries after `split_at` in memory:
+/// the entries from `from.index + 1` to `split_at` are handed to `below`
+/// instead, in index order, each once, and only in their final form (an
+/// entry overwritten later in the log is never handed out).
+///
+/// An entry is final once a hard state commits it (raft never rewrites a
+/// committed entry) or the log ends; until then it waits in a buffer, so
+/// memory is bounded by the uncommitted window, not by the log. An entry
+/// that rewrites one already committed is an error: the log contradicts
+/// itself.
+pub fn read_dir_split<E: From<Error>>(
+    wal_dir: &Path,
+    from: WalSnapshot,
+    split_at: u64,
+    mut below: impl FnMut(Entry) -> Result<(), E>,
+) -> Result<WalContents, E> {
     let segs = select_segments(wal_dir, from.index)?;
     let mut out = WalContents::default();
     let mut meta_seen = false;
     let mut matched = from.index == 0 && from.term == 0;
-    walk(&segs, |file, offset, rec| {
+    let mut log = LogView::new(from.index, split_at);
+    walk::<E>(&segs, |file, offset, rec| {
         match rec.r#type {
             ENTRY_TYPE => {
                 let e: Entry = decode(file, offset, "raftpb.Entry", rec.data.as_deref())?;
-                if e.index > from.index {
-                    let pos = e.index - from.index - 1;
-                    let have = out.entries.len();
-                    if pos > have as u64 {
-                        return Err(Error::Record {
-                            file: file.to_owned(),
-                            offset,
-                            problem: Problem::EntryGap {
-                                index: e.index,
-                                from: from.index,
-                                have,
-                            },
-                        });
-                    }
-                    out.entries.truncate(pos as usize);
-                    out.entries.push(e);
-                }
+                log.push(e, &mut out.entries)
+                    .map_err(|problem| Error::Record {
+                        file: file.to_owned(),
+                        offset,
+                        problem,
+                    })?;
             }
             STATE_TYPE => {
                 out.hard_state = decode(file, offset, "raftpb.HardState", rec.data.as_deref())?;
+                log.release(out.hard_state.commit, &mut below)?;
             }
             METADATA_TYPE => {
                 let raw = rec.data.unwrap_or_default();
@@ -289,7 +302,8 @@ pub fn read_dir(wal_dir: &Path, from: WalSnapshot) -> Result<WalContents, Error>
                             file: file.to_owned(),
                             offset,
                             problem: Problem::MetadataConflict,
-                        });
+                        }
+                        .into());
                     }
                 } else {
                     out.metadata = decode::<Metadata>(file, offset, "Metadata", Some(&raw))?;
@@ -309,7 +323,8 @@ pub fn read_dir(wal_dir: &Path, from: WalSnapshot) -> Result<WalContents, Error>
                                 term: from.term,
                                 found: s.term,
                             },
-                        });
+                        }
+                        .into());
                     }
                     matched = true;
                 }
@@ -320,7 +335,8 @@ pub fn read_dir(wal_dir: &Path, from: WalSnapshot) -> Result<WalContents, Error>
                     file: file.to_owned(),
                     offset,
                     problem: Problem::UnknownType(other),
-                })
+                }
+                .into())
             }
         }
         Ok(())
@@ -330,15 +346,90 @@ pub fn read_dir(wal_dir: &Path, from: WalSnapshot) -> Result<WalContents, Error>
         problem,
     };
     if !meta_seen {
-        return Err(wal_err(Problem::NoMetadata));
+        return Err(wal_err(Problem::NoMetadata).into());
     }
     if !matched {
         return Err(wal_err(Problem::SnapshotNotFound {
             index: from.index,
             term: from.term,
-        }));
+        })
+        .into());
     }
+    log.release(u64::MAX, &mut below)?;
     Ok(out)
+}
+
+/// The log as read so far, split at an index: entries up to the split wait
+/// in `pending` until they are final, entries after it are kept by the
+/// caller. Applies etcd's overwrite rule: an entry at index i replaces the
+/// one there and drops every entry after it.
+struct LogView {
+    from: u64,
+    split_at: u64,
+    /// The highest index in the log so far (`from` when none).
+    last: u64,
+    /// The highest index handed out as final.
+    released: u64,
+    pending: std::collections::VecDeque<Entry>,
+}
+
+impl LogView {
+    fn new(from: u64, split_at: u64) -> Self {
+        LogView {
+            from,
+            split_at,
+            last: from,
+            released: from,
+            pending: Default::default(),
+        }
+    }
+
+    fn push(&mut self, e: Entry, kept: &mut Vec<Entry>) -> Result<(), Problem> {
+        if e.index <= self.from {
+            return Ok(());
+        }
+        if e.index > self.last.saturating_add(1) {
+            return Err(Problem::EntryGap {
+                index: e.index,
+                from: self.from,
+                have: usize::try_from(self.last - self.from).unwrap_or(usize::MAX),
+            });
+        }
+        if e.index <= self.released {
+            return Err(Problem::CommittedOverwritten(e.index));
+        }
+        // Overwrite: drop what sits at or after e.index.
+        while self.pending.back().is_some_and(|p| p.index >= e.index) {
+            self.pending.pop_back();
+        }
+        let keep = e
+            .index
+            .saturating_sub(self.split_at.max(self.from))
+            .saturating_sub(1);
+        kept.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        self.last = e.index;
+        if e.index <= self.split_at {
+            self.pending.push_back(e);
+        } else {
+            kept.push(e);
+        }
+        Ok(())
+    }
+
+    /// Hands out the pending entries at or below `commit`.
+    fn release<E>(
+        &mut self,
+        commit: u64,
+        below: &mut impl FnMut(Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while self.pending.front().is_some_and(|p| p.index <= commit) {
+            if let Some(e) = self.pending.pop_front() {
+                self.released = e.index;
+                below(e)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// etcd's `ValidSnapshotEntries`: the snapshot records of every segment,
@@ -355,7 +446,7 @@ pub fn valid_snapshots(wal_dir: &Path) -> Result<Vec<WalSnapshot>, Error> {
     }
     let mut snaps = Vec::new();
     let mut state = HardState::default();
-    walk(&segs, |file, offset, rec| {
+    walk(&segs, |file, offset, rec| -> Result<(), Error> {
         match rec.r#type {
             SNAPSHOT_TYPE => {
                 let s: WalSnapshotPb = decode(file, offset, "walpb.Snapshot", rec.data.as_deref())?;

@@ -207,6 +207,58 @@ fn overwrite_rule_and_gaps() {
     assert!(matches!(e.problem(), Some(Problem::EntryGap { .. })), "{e}");
 }
 
+/// The split reader hands out only final entries below the split, in
+/// order, once each, and keeps the tail as `read_dir` would.
+#[test]
+fn split_read_hands_out_final_entries_and_keeps_the_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let mut a = Seg::new(0);
+    a.meta(&META).snap(0, 0);
+    for i in 1..=4 {
+        a.ent(&entry(i, 1, b"t1"));
+    }
+    a.state(1, 2);
+    // Uncommitted 3 and 4 are overwritten by a new leader, then more.
+    for i in 3..=8 {
+        a.ent(&entry(i, 2, b"t2"));
+    }
+    a.state(2, 6);
+    // The tail past the split is overwritten too.
+    a.ent(&entry(8, 3, b"t3")).ent(&entry(9, 3, b"t3"));
+    a.save(d.path(), 0, 0);
+    let whole = read_dir(d.path(), zero()).unwrap();
+    for split in 0..=10 {
+        let mut below = Vec::new();
+        let c = read_dir_split(d.path(), zero(), split, |e| {
+            below.push(e);
+            Ok::<(), Error>(())
+        })
+        .unwrap();
+        let n = split.min(9) as usize;
+        assert_eq!(below, whole.entries[..n], "split {split}");
+        assert_eq!(c.entries, whole.entries[n..], "split {split}");
+        assert_eq!(c.hard_state, whole.hard_state);
+    }
+    // Rewriting a committed entry is refused.
+    let d = tempfile::tempdir().unwrap();
+    let mut a = Seg::new(0);
+    a.meta(&META).snap(0, 0);
+    a.ent(&entry(1, 1, b"")).ent(&entry(2, 1, b"")).state(1, 2);
+    a.ent(&entry(2, 2, b""));
+    a.save(d.path(), 0, 0);
+    let e = read_dir_split(d.path(), zero(), 5, |_| Ok::<(), Error>(())).unwrap_err();
+    assert_eq!(e.problem(), Some(&Problem::CommittedOverwritten(2)));
+    // The callback's error stops the read and comes back as it was.
+    let e = read_dir_split(d.path(), zero(), 5, |_| {
+        Err(Error::Wal {
+            dir: "x".into(),
+            problem: Problem::NoSnapshot,
+        })
+    })
+    .unwrap_err();
+    assert_eq!(e.problem(), Some(&Problem::NoSnapshot));
+}
+
 #[test]
 fn snapshot_selection() {
     let d = tempfile::tempdir().unwrap();
