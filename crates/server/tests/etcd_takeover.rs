@@ -45,7 +45,8 @@ fn more_keys(ctl: &Etcdctl, endpoint: &str) {
 struct Served {
     kvs: serde_json::Value,
     revision: i64,
-    member_ids: Vec<u64>,
+    /// ID and whether a learner.
+    member_ids: Vec<(u64, bool)>,
     cluster_id: u64,
     hash: (u32, i64),
     leases: String,
@@ -58,11 +59,16 @@ fn served(ctl: &Etcdctl, endpoint: &str) -> Served {
     let revision = get["header"]["revision"].as_i64().unwrap();
     let list = ctl.run(endpoint, &["member", "list", "-w", "json"], None);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let mut member_ids: Vec<u64> = list["members"]
+    let mut member_ids: Vec<(u64, bool)> = list["members"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["ID"].as_u64().unwrap())
+        .map(|m| {
+            (
+                m["ID"].as_u64().unwrap(),
+                m["isLearner"].as_bool().unwrap_or(false),
+            )
+        })
         .collect();
     member_ids.sort_unstable();
     let hash = ctl.run(
@@ -100,7 +106,27 @@ fn one_member_of_etcd_35_and_34_is_taken_over() {
         let endpoint = process.endpoint();
         workload(&ctl, &endpoint);
         more_keys(&ctl, &endpoint);
+        // A membership change after etcd's last snapshot, then writes
+        // after it: the conversion folds it into our snapshot.
+        let learner_url = format!("http://127.0.0.1:{}", free_port());
+        let add = ctl.run(
+            &endpoint,
+            &[
+                "member",
+                "add",
+                "never-started",
+                &format!("--peer-urls={learner_url}"),
+                "--learner",
+            ],
+            None,
+        );
+        assert_eq!(add.code, 0, "{}: member add: {add:?}", kind.label());
+        for i in 0..3 {
+            let put = ctl.run(&endpoint, &["put", &format!("late/{i}"), "v"], None);
+            assert_eq!(put.code, 0, "{put:?}");
+        }
         let before = served(&ctl, &endpoint);
+        assert_eq!(before.member_ids.len(), 2, "{:?}", before.member_ids);
         process.terminate();
         let data = process.data_dir();
         let original = tree(&data.join("member"));
@@ -119,6 +145,23 @@ fn one_member_of_etcd_35_and_34_is_taken_over() {
             "{}",
             process.log_tail()
         );
+        // The applied log was folded into the snapshot, not carried.
+        let folded: u64 = log
+            .split("\"folded-entries\":")
+            .nth(1)
+            .and_then(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no folded-entries in the log: {:?}",
+                    log.lines()
+                        .filter(|l| l.contains("converted"))
+                        .collect::<Vec<_>>()
+                )
+            });
+        assert!(folded > 0, "{}: nothing folded", kind.label());
         assert_eq!(
             tree(&data.join("member.etcd-original")),
             original,

@@ -133,6 +133,32 @@ pub fn import(db: &Db, out: &mut dyn Write) -> Result<Imported> {
     Ok(Imported { info, cluster })
 }
 
+/// What an etcd backend says about the log before its rows are imported.
+#[derive(Clone, Debug, Default)]
+pub struct Peek {
+    /// `meta/consistent_index`: the last entry applied to this file (etcd
+    /// 3.4 moves it with key-value writes only, 3.5+ with every entry).
+    pub consistent_index: u64,
+    /// The membership buckets and `confState`.
+    pub cluster: EtcdCluster,
+}
+
+/// Reads the meta and membership buckets only (small, whatever the file's
+/// size), checked as [`import`] checks them.
+pub fn peek(db: &Db) -> Result<Peek> {
+    let mut cluster = EtcdCluster::default();
+    let meta = import_meta(db, &mut cluster)?;
+    import_cluster(db, &mut cluster)?;
+    let consistent_index = meta
+        .get(schema::META_CONSISTENT_INDEX)
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes);
+    Ok(Peek {
+        consistent_index,
+        cluster,
+    })
+}
+
 /// Called with a key and a value.
 type KeyValueFn<'a> = dyn FnMut(&[u8], &[u8]) -> bbolt::Result<()> + 'a;
 /// Called with a bucket, a key and a value (what [`RowSource`] yields).

@@ -4,23 +4,26 @@
 //!
 //! ```text
 //!  etcd's member dir                          ours (built in member.converting)
-//!  wal/*.wal  metadata (member, cluster ID) ─▶ wal/  metadata, snapshot marker,
-//!             hard state, entries after         hard state, entries (entries::from_etcd)
-//!             the newest snapshot
-//!  snap/*.snap newest one the WAL knows:  ─▶ snap/<term>-<index>.snap: the same index,
-//!             index, term, conf state,         term and conf state; cluster data from
-//!             v2 store (members, removed,      the v2 store (or the backend's members
-//!             cluster version)                 buckets when there is no snap file)
-//!  snap/db    bbolt (etcd's buckets)      ─▶ snap/db: our backend (backend::import),
-//!                                              consistent index kept
+//!  snap/db    bbolt (etcd's buckets):     ─▶ snap/db: our backend (backend::import),
+//!             consistent index C              consistent index kept
+//!  snap/*.snap newest one the WAL knows:      snap/<term>-<index>.snap at C: the
+//!             index S, conf state, v2 store ─▶ membership and conf state of etcd's
+//!             (members, removed, version)      snapshot with the entries S+1..C folded
+//!  wal/*.wal  entries S+1..C (applied)         in (conf changes, member updates,
+//!                                               attributes, versions)
+//!             entries after C (unapplied) ─▶ wal/: metadata, snapshot marker C,
+//!             metadata, hard state             hard state, entries after C
+//!                                               (entries::from_etcd)
 //!  then member → member.etcd-original (kept until the user deletes it),
 //!       member.converting → member          (staging.rs: crash-safe)
 //! ```
 //!
-//! After the swap the member restarts as from its own data: raft replays
-//! the entries after the snapshot, conf changes are applied again, and
-//! writes at or below the backend's consistent index are skipped, exactly
-//! as etcd replays its own log.
+//! The log is read as a stream ([`etcdfmt::wal::read_dir_split`]): the
+//! entries the backend has applied are folded one by one and dropped, so
+//! memory holds the unapplied tail only, however long a log etcd keeps
+//! between its snapshots. After the swap the member restarts as from its
+//! own data: raft replays the entries after C, exactly as etcd replays its
+//! own log.
 //!
 //! The WAL and the snapshot are read and checked before anything is
 //! written; the backend is checked as it is converted, into the staging
@@ -36,7 +39,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use api::etcdserverpb::{Member, WalMetadata};
+use api::etcdserverpb::{InternalRaftRequest, Member, WalMetadata};
 use etcdfmt::raftpb;
 use etcdfmt::snap::v2store::V2Membership;
 use prost::Message;
@@ -62,6 +65,7 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
         );
     }
     let source = read(&member)?;
+    let read_took = started.elapsed();
     let stage = Stage::begin(data_dir, KEPT_DIR)?;
     let backend = match write(&source, &stage.dir()) {
         Ok(backend) => backend,
@@ -78,11 +82,13 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
         member_id = %format!("{:x}", source.metadata.node_id),
         cluster_id = %format!("{:x}", source.metadata.cluster_id),
         snapshot_index = source.snapshot_index,
+        folded_entries = source.folded,
         entries = source.entries.len(),
         consistent_index = backend.consistent_index,
         revision = backend.revision,
         dropped_v2_requests = source.translated.v2_dropped,
         original = %kept.display(),
+        log_read_took = ?read_took,
         took = ?started.elapsed(),
         "converted an etcd data dir; the original files are kept until you delete them"
     );
@@ -92,18 +98,30 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
 /// Everything read from the etcd member dir, checked, before a byte is written.
 struct Source {
     metadata: raftpb::Metadata,
+    /// Where our raft snapshot goes: the last entry the backend has applied
+    /// (or etcd's snapshot, when the log holds nothing after it).
     snapshot_index: u64,
     snapshot_term: u64,
     conf_state: ConfState,
-    /// The membership of the newest snapshot's v2 store (None: etcd has
-    /// taken no snapshot yet).
-    membership: Option<V2Membership>,
+    /// Our cluster data at the snapshot (None: no snapshot, the log starts
+    /// at index 1 and bootstraps the membership itself).
+    cluster: Option<Vec<u8>>,
     hard_state: raft::eraftpb::HardState,
+    /// The entries after the snapshot: what the backend has not applied.
     entries: Vec<raft::eraftpb::Entry>,
+    /// Entries folded into the snapshot.
+    folded: u64,
     translated: Translated,
     db: etcdfmt::bbolt::Db,
 }
 
+/// Reads etcd's member dir as a stream. Our raft snapshot is taken where
+/// etcd's backend stands (its consistent index): the entries up to there
+/// are applied in the backend already, so only the membership they change
+/// is kept (folded into the snapshot's cluster data and conf state, as our
+/// applier would apply them) and only the tail after it is carried. Memory
+/// is bounded by the unapplied tail, not by the log etcd keeps between its
+/// snapshots (100,000 entries in 3.4).
 fn read(member: &Path) -> Result<Source> {
     let wal_dir = member.join("wal");
     let snap_dir = member.join("snap");
@@ -118,39 +136,142 @@ fn read(member: &Path) -> Result<Source> {
         },
         None => etcdfmt::wal::WalSnapshot::default(),
     };
-    let mut wal = etcdfmt::wal::read_dir(&wal_dir, from.clone()).context("read etcd's WAL")?;
-    let mut translated = Translated::default();
-    // Consumed as translated: one copy of the log's data at a time.
-    let entries = std::mem::take(&mut wal.entries)
-        .into_iter()
-        .map(|e| entries::from_etcd(&e, &mut translated))
-        .collect::<Result<Vec<_>>>()
-        .context("translate etcd's log")?;
     let db_path = snap_dir.join("db");
     let db = etcdfmt::bbolt::Db::open(&db_path)
         .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
-    let membership = newest.as_ref().map(v2_membership).transpose()?;
-    let conf_state = newest
-        .as_ref()
-        .map(|s| conf_state(&s.metadata.conf_state))
-        .unwrap_or_default();
+    let peek = super::backend::peek(&db)
+        .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
+
+    let mut fold = Fold::new(from.index, from.term);
+    if let Some(snapshot) = &newest {
+        let membership = v2_membership(snapshot)?;
+        fold.cluster
+            .restore(&cluster_data(&membership, &peek.cluster))
+            .map_err(anyhow::Error::msg)?;
+        fold.conf_state = conf_state(&snapshot.metadata.conf_state);
+    }
+    let mut translated = Translated::default();
+    // Folding applies entries to a cluster view of its own: its log lines
+    // (members publishing, versions set) are not news.
+    let wal =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            etcdfmt::wal::read_dir_split(&wal_dir, from, peek.consistent_index, |e| {
+                let ours = entries::from_etcd(&e, &mut translated)?;
+                fold.apply(&ours)
+            })
+        })
+        .context("read etcd's WAL")?;
+    let entries = wal
+        .entries
+        .iter()
+        .map(|e| entries::from_etcd(e, &mut translated))
+        .collect::<Result<Vec<_>>>()
+        .context("translate etcd's log")?;
+    let (snapshot_index, snapshot_term) = fold.last;
+    let cluster = (snapshot_index > 0).then(|| fold.cluster.snapshot());
+    // etcd's backend may have applied entries its last saved hard state
+    // does not commit yet (it applies while the hard state is written);
+    // applied means committed, and raft wants commit at or past the snapshot.
     let hard_state = raft::eraftpb::HardState {
-        term: wal.hard_state.term,
+        term: wal.hard_state.term.max(snapshot_term),
         vote: wal.hard_state.vote,
-        commit: wal.hard_state.commit,
+        commit: wal.hard_state.commit.max(snapshot_index),
         ..Default::default()
     };
     Ok(Source {
         metadata: wal.metadata,
-        snapshot_index: from.index,
-        snapshot_term: from.term,
-        conf_state,
-        membership,
+        snapshot_index,
+        snapshot_term,
+        conf_state: fold.conf_state,
+        cluster,
         hard_state,
         entries,
+        folded: fold.folded,
         translated,
         db,
     })
+}
+
+/// The cluster view and raft conf state at an index: those of etcd's
+/// snapshot, then each final entry after it applied as our applier applies
+/// it (conf changes that pass etcd's checks, member updates, published
+/// attributes, cluster versions, downgrade jobs).
+struct Fold {
+    cluster: crate::cluster::Cluster,
+    conf_state: ConfState,
+    /// Index and term of the last entry folded (etcd's snapshot at first).
+    last: (u64, u64),
+    folded: u64,
+}
+
+impl Fold {
+    fn new(index: u64, term: u64) -> Fold {
+        Fold {
+            cluster: crate::cluster::Cluster::new(0, 0),
+            conf_state: ConfState::default(),
+            last: (index, term),
+            folded: 0,
+        }
+    }
+
+    fn apply(&mut self, e: &raft::eraftpb::Entry) -> Result<()> {
+        use raft::eraftpb::{ConfChange, ConfChangeType, EntryType};
+        match e.get_entry_type() {
+            EntryType::EntryConfChange => {
+                let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data)
+                    .with_context(|| format!("conf change entry {} is unreadable", e.index))?;
+                if self.cluster.validate_conf_change(&cc).is_ok() {
+                    self.cluster.apply_conf_change(&cc);
+                    let cs = &mut self.conf_state;
+                    let id = cc.node_id;
+                    match cc.get_change_type() {
+                        ConfChangeType::AddNode => {
+                            cs.learners.retain(|&l| l != id);
+                            if !cs.voters.contains(&id) {
+                                cs.voters.push(id);
+                            }
+                        }
+                        ConfChangeType::AddLearnerNode => {
+                            if !cs.voters.contains(&id) && !cs.learners.contains(&id) {
+                                cs.learners.push(id);
+                            }
+                        }
+                        ConfChangeType::RemoveNode => {
+                            cs.voters.retain(|&v| v != id);
+                            cs.learners.retain(|&l| l != id);
+                        }
+                    }
+                }
+            }
+            EntryType::EntryNormal => {
+                // What does not decode is skipped, as the applier skips it.
+                if let Ok(req) = InternalRaftRequest::decode(&e.data[..]) {
+                    if let Some(r) = &req.cluster_member_attr_set {
+                        self.cluster.set_member_attributes(r);
+                    } else if let Some(r) = &req.cluster_version_set {
+                        self.cluster
+                            .set_version(&r.ver)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("entry {}: the cluster version", e.index))?;
+                    } else if let Some(r) = &req.downgrade_info_set {
+                        self.cluster.set_downgrade_info(r);
+                    } else if let Some(r) = &req.member_update {
+                        // Refused updates change nothing, as when applied.
+                        let _ = self.cluster.update_member(r.id, &r.peer_ur_ls);
+                    }
+                }
+            }
+            EntryType::EntryConfChangeV2 => {
+                bail!(
+                    "entry {} is a v2 conf change, which etcd does not write",
+                    e.index
+                )
+            }
+        }
+        self.last = (e.index, e.term);
+        self.folded += 1;
+        Ok(())
+    }
 }
 
 /// etcd locks its WAL files while it runs: with an exclusive fcntl
@@ -258,10 +379,9 @@ fn write(source: &Source, dir: &Path) -> Result<mvcc::ImageInfo> {
         .context("convert etcd's backend")?;
     drop(store);
 
-    if let Some(membership) = &source.membership {
-        let data = cluster_data(membership, &imported.cluster);
+    if let Some(data) = &source.cluster {
         let mut snapshot = Snapshot {
-            data: data.into(),
+            data: data.clone().into(),
             ..Default::default()
         };
         let meta = snapshot.mut_metadata();
