@@ -318,22 +318,31 @@ pub fn restore_backend(file: &mut SnapshotFile, db_path: &Path) -> Result<mvcc::
 }
 
 /// Converts an etcd backend file into `store`, a new backend (it is left
-/// partly filled if this fails): the conversion writes our image into a
-/// pipe on one thread while the store loads it in bounded transactions on
-/// this one, so nothing the size of the database is held in memory.
+/// partly filled if this fails): the conversion writes our image into an
+/// in-process pipe on one thread while the store loads it in bounded
+/// transactions on this one, so nothing the size of the database is held
+/// in memory.
 pub fn restore_bbolt(
     db: &etcdfmt::bbolt::Db,
     store: &mvcc::Store,
 ) -> Result<crate::interchange::backend::Imported> {
-    let (reader, writer) = std::io::pipe().context("create a pipe")?;
+    restore_bbolt_until(db, store, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`restore_bbolt`], given up (with an error) soon after `cancel` is set.
+pub fn restore_bbolt_until(
+    db: &etcdfmt::bbolt::Db,
+    store: &mvcc::Store,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<crate::interchange::backend::Imported> {
+    let (mut input, out) = crate::interchange::pipe::pipe();
+    let mut out = crate::interchange::pipe::Cancellable::new(out, cancel);
     std::thread::scope(|scope| {
         let converter = scope.spawn(move || {
-            let mut out = std::io::BufWriter::with_capacity(256 << 10, writer);
             let imported = crate::interchange::backend::import(db, &mut out)?;
             out.flush().context("write the converted image")?;
             Ok::<_, anyhow::Error>(imported)
         });
-        let mut input = BufReader::with_capacity(256 << 10, reader);
         let restored = store.load_image(&mut input);
         // A failed restore stops reading: dropping the pipe's reading end
         // ends the converter with a write error rather than a block.

@@ -568,11 +568,12 @@ impl<'d> Walker<'d> {
         }
         if header.overflow > 0 {
             let total = (u64::from(header.overflow) + 1) * ps; // last < hwm ≤ len / ps
-            let mut rest = vec![0u8; (total - ps) as usize];
-            read_exact_at(&db.file, &mut rest, offset + ps, || {
+                                                               // Read in place: a value of 50 kB copied once more cost a tenth
+                                                               // of a conversion's CPU.
+            buf.resize(total as usize, 0);
+            read_exact_at(&db.file, &mut buf[ps as usize..], offset + ps, || {
                 format!("read overflow of page {pgid}")
             })?;
-            buf.extend_from_slice(&rest);
         }
         Ok(buf)
     }

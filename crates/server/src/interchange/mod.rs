@@ -32,6 +32,7 @@ pub mod backend;
 pub mod datadir;
 pub mod entries;
 pub mod from_etcd;
+pub mod pipe;
 pub mod staging;
 pub mod to_etcd;
 
