@@ -98,6 +98,21 @@ fn served(ctl: &Etcdctl, endpoint: &str) -> Served {
     }
 }
 
+/// A readable snap file newer than any the WAL records (as a crash between
+/// writing a snap file and its WAL record leaves): etcd starts from an
+/// older one, and so must the conversion, which reads the newest first.
+fn add_a_snapshot_the_wal_does_not_know(snap_dir: &Path) {
+    let newest = etcdfmt::snap::snap_names(snap_dir)
+        .expect("list etcd's snap files")
+        .into_iter()
+        .next()
+        .expect("etcd took no snapshot");
+    let mut decoy =
+        etcdfmt::snap::read_snap_file(&snap_dir.join(newest)).expect("read etcd's snap file");
+    decoy.metadata.index += 1_000;
+    etcdfmt::snap::write_snap_file(snap_dir, &decoy).expect("write a snap file");
+}
+
 #[test]
 fn one_member_of_etcd_35_and_34_is_taken_over() {
     for kind in [Kind::Ref35, Kind::Ref34] {
@@ -129,12 +144,8 @@ fn one_member_of_etcd_35_and_34_is_taken_over() {
         assert_eq!(before.member_ids.len(), 2, "{:?}", before.member_ids);
         process.terminate();
         let data = process.data_dir();
+        add_a_snapshot_the_wal_does_not_know(&data.join("member/snap"));
         let original = tree(&data.join("member"));
-        assert!(
-            original.keys().any(|k| k.ends_with(".snap")),
-            "{}: etcd took no snapshot: {original:?}",
-            kind.label()
-        );
 
         process.set_kind(Kind::Ours);
         process.restart();

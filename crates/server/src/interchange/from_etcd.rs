@@ -21,25 +21,29 @@
 //! The log is read as a stream ([`etcdfmt::wal::read_dir_split`]): the
 //! entries the backend has applied are folded one by one and dropped, so
 //! memory holds the unapplied tail only, however long a log etcd keeps
-//! between its snapshots. After the swap the member restarts as from its
-//! own data: raft replays the entries after C, exactly as etcd replays its
-//! own log.
+//! between its snapshots. It is read once, from the newest readable snap
+//! file, and walked a second time only when etcd would have started from
+//! an older one. After the swap the member restarts as from its own data:
+//! raft replays the entries after C, exactly as etcd replays its own log.
 //!
-//! The WAL and the snapshot are read and checked before anything is
-//! written; the backend is checked as it is converted, into the staging
-//! dir, which is removed if anything fails: a file we cannot read stops the
-//! conversion with the dir as it was. A running etcd is recognised by the
-//! lock it holds on its WAL files.
+//! Before anything is written, no etcd may hold the WAL's locks and the
+//! backend's meta pages and its `meta` and membership buckets must read.
+//! Then the log is folded on one thread while the backend is converted on
+//! another (they read different files; each takes seconds per GB), into
+//! the staging dir, which is removed if either fails: a file we cannot
+//! read stops the conversion with the dir as it was. A running etcd is
+//! recognised by the lock it holds on its WAL files.
 //!
 //! Left out: `--wal-dir` outside the member dir (refused), and the v2 keys
 //! of etcd's v2 store (etcd 3.4 and 3.5 keep them only for the v2 API,
 //! which we do not serve; their count is logged).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use api::etcdserverpb::{InternalRaftRequest, Member, WalMetadata};
+use api::etcdserverpb::{Member, WalMetadata};
 use etcdfmt::raftpb;
 use etcdfmt::snap::v2store::V2Membership;
 use prost::Message;
@@ -64,11 +68,36 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
             member.join("wal").display()
         );
     }
-    let source = read(&member)?;
-    let read_took = started.elapsed();
+    let source = prepare(&member)?;
     let stage = Stage::begin(data_dir, KEPT_DIR)?;
-    let backend = match write(&source, &stage.dir()) {
-        Ok(backend) => backend,
+    // The log is folded while the backend converts: they read different
+    // files and take about as long as each other on a big member. A log
+    // that fails stops the conversion of the backend, which can take
+    // minutes; the log (bounded by etcd's snapshot count) is read to its
+    // end whatever the backend does.
+    let cancel = AtomicBool::new(false);
+    let built = std::thread::scope(|scope| {
+        let (member, source, cancel) = (&member, &source, &cancel);
+        let log = scope.spawn(move || {
+            let started = Instant::now();
+            let log = fold_log(member, source).map(|log| (log, started.elapsed()));
+            if log.is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            log
+        });
+        let backend = write_backend(&source.db, &stage.dir(), cancel);
+        let log = log
+            .join()
+            .map_err(|_| anyhow::anyhow!("the WAL reader panicked"))?;
+        // The log's error first: the backend's may be the echo of it.
+        let (log, log_took) = log?;
+        let backend = backend?;
+        write_log(&log, &stage.dir())?;
+        Ok::<_, anyhow::Error>((log, log_took, backend))
+    });
+    let (log, log_took, backend) = match built {
+        Ok(built) => built,
         Err(e) => {
             // The original is untouched; the half-built dir goes.
             let _ = std::fs::remove_dir_all(stage.dir());
@@ -79,24 +108,32 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
     stage.commit()?;
     tracing::info!(
         data_dir = %data_dir.display(),
-        member_id = %format!("{:x}", source.metadata.node_id),
-        cluster_id = %format!("{:x}", source.metadata.cluster_id),
-        snapshot_index = source.snapshot_index,
-        folded_entries = source.folded,
-        entries = source.entries.len(),
+        member_id = %format!("{:x}", log.metadata.node_id),
+        cluster_id = %format!("{:x}", log.metadata.cluster_id),
+        snapshot_index = log.snapshot_index,
+        folded_entries = log.folded,
+        entries = log.entries.len(),
         consistent_index = backend.consistent_index,
         revision = backend.revision,
-        dropped_v2_requests = source.translated.v2_dropped,
+        dropped_v2_requests = log.translated.v2_dropped,
         original = %kept.display(),
-        log_read_took = ?read_took,
+        log_read_took = ?log_took,
         took = ?started.elapsed(),
         "converted an etcd data dir; the original files are kept until you delete them"
     );
     Ok(())
 }
 
-/// Everything read from the etcd member dir, checked, before a byte is written.
+/// What is read and checked before a byte is written: etcd's backend
+/// (opened; its meta and membership buckets read) and that no etcd runs on
+/// the dir.
 struct Source {
+    db: etcdfmt::bbolt::Db,
+    peek: super::backend::Peek,
+}
+
+/// The log, folded up to the backend's consistent index.
+struct Log {
     metadata: raftpb::Metadata,
     /// Where our raft snapshot goes: the last entry the backend has applied
     /// (or etcd's snapshot, when the log holds nothing after it).
@@ -112,23 +149,68 @@ struct Source {
     /// Entries folded into the snapshot.
     folded: u64,
     translated: Translated,
-    db: etcdfmt::bbolt::Db,
 }
 
-/// Reads etcd's member dir as a stream. Our raft snapshot is taken where
-/// etcd's backend stands (its consistent index): the entries up to there
-/// are applied in the backend already, so only the membership they change
-/// is kept (folded into the snapshot's cluster data and conf state, as our
-/// applier would apply them) and only the tail after it is carried. Memory
-/// is bounded by the unapplied tail, not by the log etcd keeps between its
-/// snapshots (100,000 entries in 3.4).
-fn read(member: &Path) -> Result<Source> {
-    let wal_dir = member.join("wal");
+fn prepare(member: &Path) -> Result<Source> {
+    refuse_if_running(&member.join("wal"))?;
+    let db_path = member.join("snap").join("db");
+    let db = etcdfmt::bbolt::Db::open(&db_path)
+        .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
+    let peek = super::backend::peek(&db)
+        .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
+    Ok(Source { db, peek })
+}
+
+/// Reads etcd's log as a stream, from the snapshot etcd would start from:
+/// the newest readable snap file that the WAL records at or below its
+/// commit. That is nearly always the newest readable file, so the log is
+/// read once, from there, and the choice checked at the end; only when the
+/// check fails is the WAL walked for its valid snapshots first, as etcd
+/// does, and read again.
+fn fold_log(member: &Path, source: &Source) -> Result<Log> {
     let snap_dir = member.join("snap");
-    refuse_if_running(&wal_dir)?;
-    let valid = etcdfmt::wal::valid_snapshots(&wal_dir).context("read etcd's WAL")?;
+    let guess = etcdfmt::snap::snap_names(&snap_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|name| etcdfmt::snap::read_snap_file(&snap_dir.join(name)).ok());
+    if let Ok(folded) = fold_from(member, source, guess.as_ref()) {
+        let valid = |index: u64| index > 0 && index <= folded.wal_commit;
+        let as_etcd_would = match &guess {
+            Some(s) => valid(s.metadata.index),
+            None => !folded.wal_snapshots.iter().any(|s| valid(s.index)),
+        };
+        if as_etcd_would {
+            return Ok(folded.log);
+        }
+    }
+    let valid = etcdfmt::wal::valid_snapshots(&member.join("wal")).context("read etcd's WAL")?;
     let newest = newest_snapshot(&snap_dir, &valid)?;
-    let from = match &newest {
+    fold_from(member, source, newest.as_ref()).map(|folded| folded.log)
+}
+
+/// A log folded from a snapshot, with what tells whether etcd would have
+/// started from that snapshot.
+struct Folded {
+    log: Log,
+    /// The commit index of the last hard state in the WAL.
+    wal_commit: u64,
+    /// The snapshot records read.
+    wal_snapshots: Vec<etcdfmt::wal::WalSnapshot>,
+}
+
+/// Our raft snapshot is taken where etcd's backend stands (its consistent
+/// index): the entries up to there are applied in the backend already, so
+/// only the membership they change is kept (folded into the snapshot's
+/// cluster data and conf state, as our applier would apply them) and only
+/// the tail after it is carried. Memory is bounded by the unapplied tail,
+/// not by the log etcd keeps between its snapshots (100,000 entries in 3.4).
+fn fold_from(
+    member: &Path,
+    source: &Source,
+    snapshot: Option<&raftpb::Snapshot>,
+) -> Result<Folded> {
+    let wal_dir = member.join("wal");
+    let from = match snapshot {
         Some(s) => etcdfmt::wal::WalSnapshot {
             index: s.metadata.index,
             term: s.metadata.term,
@@ -136,17 +218,11 @@ fn read(member: &Path) -> Result<Source> {
         },
         None => etcdfmt::wal::WalSnapshot::default(),
     };
-    let db_path = snap_dir.join("db");
-    let db = etcdfmt::bbolt::Db::open(&db_path)
-        .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
-    let peek = super::backend::peek(&db)
-        .with_context(|| format!("read etcd's backend {}", db_path.display()))?;
-
     let mut fold = Fold::new(from.index, from.term);
-    if let Some(snapshot) = &newest {
+    if let Some(snapshot) = snapshot {
         let membership = v2_membership(snapshot)?;
         fold.cluster
-            .restore(&cluster_data(&membership, &peek.cluster))
+            .restore(&cluster_data(&membership, &source.peek.cluster))
             .map_err(anyhow::Error::msg)?;
         fold.conf_state = conf_state(&snapshot.metadata.conf_state);
     }
@@ -155,7 +231,7 @@ fn read(member: &Path) -> Result<Source> {
     // (members publishing, versions set) are not news.
     let wal =
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            etcdfmt::wal::read_dir_split(&wal_dir, from, peek.consistent_index, |e| {
+            etcdfmt::wal::read_dir_split(&wal_dir, from, source.peek.consistent_index, |e| {
                 let ours = entries::from_etcd(&e, &mut translated)?;
                 fold.apply(&ours)
             })
@@ -178,7 +254,7 @@ fn read(member: &Path) -> Result<Source> {
         commit: wal.hard_state.commit.max(snapshot_index),
         ..Default::default()
     };
-    Ok(Source {
+    let log = Log {
         metadata: wal.metadata,
         snapshot_index,
         snapshot_term,
@@ -188,7 +264,11 @@ fn read(member: &Path) -> Result<Source> {
         entries,
         folded: fold.folded,
         translated,
-        db,
+    };
+    Ok(Folded {
+        log,
+        wal_commit: wal.hard_state.commit,
+        wal_snapshots: wal.snapshots,
     })
 }
 
@@ -245,7 +325,7 @@ impl Fold {
             }
             EntryType::EntryNormal => {
                 // What does not decode is skipped, as the applier skips it.
-                if let Ok(req) = InternalRaftRequest::decode(&e.data[..]) {
+                if let Ok(req) = MembershipView::decode(&e.data[..]) {
                     if let Some(r) = &req.cluster_member_attr_set {
                         self.cluster.set_member_attributes(r);
                     } else if let Some(r) = &req.cluster_version_set {
@@ -272,6 +352,21 @@ impl Fold {
         self.folded += 1;
         Ok(())
     }
+}
+
+/// The fields of our `InternalRaftRequest` that the fold reads, with their
+/// tags: decoding only these skips a put's value rather than copying it
+/// (most of a log is puts, folded and dropped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct MembershipView {
+    #[prost(message, optional, tag = "1300")]
+    cluster_version_set: Option<api::etcdserverpb::ClusterVersionSetRequest>,
+    #[prost(message, optional, tag = "1301")]
+    cluster_member_attr_set: Option<api::etcdserverpb::ClusterMemberAttrSetRequest>,
+    #[prost(message, optional, tag = "1302")]
+    downgrade_info_set: Option<api::etcdserverpb::DowngradeInfoSetRequest>,
+    #[prost(message, optional, tag = "5000")]
+    member_update: Option<api::etcdserverpb::MemberUpdateRequest>,
 }
 
 /// etcd locks its WAL files while it runs: with an exclusive fcntl
@@ -368,46 +463,113 @@ fn cluster_data(v2: &V2Membership, backend: &super::backend::EtcdCluster) -> Vec
     crate::cluster::Cluster::snapshot_data(members, v2.removed.clone(), version)
 }
 
-/// Writes our member dir into `dir`; returns what the backend holds.
-fn write(source: &Source, dir: &Path) -> Result<mvcc::ImageInfo> {
+/// Converts etcd's backend into `<dir>/snap/db`; returns what it holds.
+fn write_backend(
+    db: &etcdfmt::bbolt::Db,
+    dir: &Path,
+    cancel: &AtomicBool,
+) -> Result<mvcc::ImageInfo> {
     let snap_dir = dir.join("snap");
     std::fs::create_dir_all(&snap_dir)
         .with_context(|| format!("cannot create {}", snap_dir.display()))?;
     let store = mvcc::Store::open(&snap_dir.join("db"), mvcc::StoreOptions::default())
         .context("create the backend")?;
-    let imported = crate::snapshot_file::restore_bbolt(&source.db, &store)
+    let imported = crate::snapshot_file::restore_bbolt_until(db, &store, cancel)
         .context("convert etcd's backend")?;
-    drop(store);
+    Ok(imported.info)
+}
 
-    if let Some(data) = &source.cluster {
+/// Writes our raft snapshot and WAL into `dir`.
+fn write_log(log: &Log, dir: &Path) -> Result<()> {
+    let snap_dir = dir.join("snap");
+    if let Some(data) = &log.cluster {
         let mut snapshot = Snapshot {
             data: data.clone().into(),
             ..Default::default()
         };
         let meta = snapshot.mut_metadata();
-        meta.index = source.snapshot_index;
-        meta.term = source.snapshot_term;
-        meta.set_conf_state(source.conf_state.clone());
+        meta.index = log.snapshot_index;
+        meta.term = log.snapshot_term;
+        meta.set_conf_state(log.conf_state.clone());
         wal::Snapshotter::new(&snap_dir)
             .save(&snapshot)
             .context("write the raft snapshot")?;
     }
 
     let metadata = WalMetadata {
-        node_id: source.metadata.node_id,
-        cluster_id: source.metadata.cluster_id,
+        node_id: log.metadata.node_id,
+        cluster_id: log.metadata.cluster_id,
     }
     .encode_to_vec();
-    let mut log = wal::Wal::create(&dir.join("wal"), &metadata).context("create the WAL")?;
-    if source.snapshot_index > 0 {
-        log.save_snapshot(wal::WalSnapshot {
-            index: source.snapshot_index,
-            term: source.snapshot_term,
+    let mut wal = wal::Wal::create(&dir.join("wal"), &metadata).context("create the WAL")?;
+    if log.snapshot_index > 0 {
+        wal.save_snapshot(wal::WalSnapshot {
+            index: log.snapshot_index,
+            term: log.snapshot_term,
         })
         .context("record the snapshot in the WAL")?;
     }
     // Synced here, and again with the whole dir before the swap.
-    log.save(Some(&source.hard_state), &source.entries)
+    wal.save(Some(&log.hard_state), &log.entries)
         .context("write the entries to the WAL")?;
-    Ok(imported.info)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::etcdserverpb::InternalRaftRequest;
+
+    /// The view's tags are those of `InternalRaftRequest`.
+    #[test]
+    fn the_membership_view_reads_what_the_applier_reads() {
+        use api::etcdserverpb::{
+            ClusterMemberAttrSetRequest, ClusterVersionSetRequest, DowngradeInfoSetRequest,
+            MemberUpdateRequest, PutRequest,
+        };
+        let requests = [
+            InternalRaftRequest {
+                cluster_version_set: Some(ClusterVersionSetRequest {
+                    ver: "3.5.0".into(),
+                }),
+                ..Default::default()
+            },
+            InternalRaftRequest {
+                cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
+                    member_id: 7,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            InternalRaftRequest {
+                downgrade_info_set: Some(DowngradeInfoSetRequest {
+                    enabled: true,
+                    ver: "3.4.0".into(),
+                }),
+                ..Default::default()
+            },
+            InternalRaftRequest {
+                member_update: Some(MemberUpdateRequest {
+                    id: 9,
+                    peer_ur_ls: vec!["http://a:2380".into()],
+                }),
+                ..Default::default()
+            },
+            InternalRaftRequest {
+                put: Some(PutRequest {
+                    key: b"k".to_vec(),
+                    value: vec![1; 1000],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        for req in requests {
+            let view = MembershipView::decode(&req.encode_to_vec()[..]).expect("decode");
+            assert_eq!(view.cluster_version_set, req.cluster_version_set);
+            assert_eq!(view.cluster_member_attr_set, req.cluster_member_attr_set);
+            assert_eq!(view.downgrade_info_set, req.downgrade_info_set);
+            assert_eq!(view.member_update, req.member_update);
+        }
+    }
 }
