@@ -338,11 +338,14 @@ pub fn restore_bbolt_until(
     let (mut input, out) = crate::interchange::pipe::pipe();
     let mut out = crate::interchange::pipe::Cancellable::new(out, cancel);
     std::thread::scope(|scope| {
-        let converter = scope.spawn(move || {
-            let imported = crate::interchange::backend::import(db, &mut out)?;
-            out.flush().context("write the converted image")?;
-            Ok::<_, anyhow::Error>(imported)
-        });
+        let converter = std::thread::Builder::new()
+            .name("bbolt-reader".into())
+            .spawn_scoped(scope, move || {
+                let imported = crate::interchange::backend::import(db, &mut out)?;
+                out.flush().context("write the converted image")?;
+                Ok::<_, anyhow::Error>(imported)
+            })
+            .context("start the bbolt reader")?;
         let restored = store.load_image(&mut input);
         // A failed restore stops reading: dropping the pipe's reading end
         // ends the converter with a write error rather than a block.

@@ -78,14 +78,17 @@ pub fn convert(data_dir: &Path, wal_dir: &Path) -> Result<()> {
     let cancel = AtomicBool::new(false);
     let built = std::thread::scope(|scope| {
         let (member, source, cancel) = (&member, &source, &cancel);
-        let log = scope.spawn(move || {
-            let started = Instant::now();
-            let log = fold_log(member, source).map(|log| (log, started.elapsed()));
-            if log.is_err() {
-                cancel.store(true, Ordering::Relaxed);
-            }
-            log
-        });
+        let log = std::thread::Builder::new()
+            .name("etcd-log-fold".into())
+            .spawn_scoped(scope, move || {
+                let started = Instant::now();
+                let log = fold_log(member, source).map(|log| (log, started.elapsed()));
+                if log.is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                log
+            })
+            .context("start the log reader")?;
         let backend = write_backend(&source.db, &stage.dir(), cancel);
         let log = log
             .join()
