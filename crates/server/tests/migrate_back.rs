@@ -10,6 +10,9 @@
 //!   list, keys (with their revisions and leases), revision, HashKV and
 //!   compaction mark, and writes go on. The original is kept as
 //!   `member.etcd-rs-original`; a second migrate leaves the etcd dir alone.
+//! - The round trip: a 3-member etcd 3.5.1 cluster and a single etcd
+//!   3.4.23 member, taken over by ours (a key written), downgraded,
+//!   migrated, run by etcd 3.5.1 again.
 //! - Refusals leave every file byte for byte as it was: no downgrade
 //!   (cluster version 3.6), `--target-version 3.4`, a running member, a
 //!   held lock.
@@ -257,6 +260,64 @@ fn prepare_with(n: usize, label: &str, bulk: bool) -> Prepared {
     }
 }
 
+/// The whole way in and back out: `n` members of the real etcd (`origin`)
+/// with the workload, stopped; ours started on their dirs (the conversion)
+/// and a key written; downgraded to 3.5, recorded and stopped. Ours must
+/// have served etcd's members and cluster under etcd's IDs.
+fn prepare_round_trip(origin: Kind, n: usize, label: &str) -> Prepared {
+    let dir = temp_dir();
+    let layout = Layout::new(n, &format!("round-trip-{label}-{}", std::process::id()));
+    let data_dirs: Vec<PathBuf> = (0..n)
+        .map(|i| dir.path().join(format!("m{i}.etcd")))
+        .collect();
+    let mut members: Vec<Member> = (0..n)
+        .map(|i| layout.spawn(origin, i, &data_dirs[i]))
+        .collect();
+    for m in &mut members {
+        m.wait_healthy();
+    }
+    let lease = write_keys(&members[0].url());
+    let born: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
+    for m in &mut members {
+        stop(m);
+    }
+    let mut members: Vec<Member> = (0..n)
+        .map(|i| layout.spawn(Kind::Ours, i, &data_dirs[i]))
+        .collect();
+    for m in &mut members {
+        m.wait_healthy();
+    }
+    for (i, d) in data_dirs.iter().enumerate() {
+        assert!(
+            d.join("member.etcd-original").is_dir(),
+            "member {i}: not converted from {}",
+            origin.label()
+        );
+    }
+    ok(&ctl(), &members[0].url(), &["put", "written", "by-etcd-rs"]);
+    downgrade_to_3_5(&members, &data_dirs);
+    let before: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
+    for (i, (ours, etcds)) in before.iter().zip(&born).enumerate() {
+        assert_eq!(
+            (ours.cluster_id, ours.member_id, &ours.members),
+            (etcds.cluster_id, etcds.member_id, &etcds.members),
+            "member {i}: ours serves {}'s member under its IDs",
+            origin.label()
+        );
+        assert_eq!(ours.revision, etcds.revision + 1, "member {i}");
+    }
+    for m in &mut members {
+        stop(m);
+    }
+    Prepared {
+        _dir: dir,
+        layout,
+        data_dirs,
+        lease,
+        before,
+    }
+}
+
 /// Starts etcd 3.5.1 on every dir and checks it serves what ours did.
 fn check_etcd_serves(p: &Prepared) -> Vec<Member> {
     let mut members: Vec<Member> = (0..p.data_dirs.len())
@@ -351,6 +412,27 @@ fn one_member_goes_back_to_etcd_3_5() {
     let mut members = check_etcd_serves(&p);
     for m in &mut members {
         stop(m);
+    }
+}
+
+/// etcd's own upgrade procedure, across implementations and back: a
+/// 3-member etcd 3.5.1 cluster and a single etcd 3.4.23 member are taken
+/// over by ours, written to, downgraded, migrated, and run by etcd 3.5.1,
+/// which serves what both wrote.
+#[test]
+fn etcd_members_taken_over_go_back_to_etcd_3_5() {
+    for (origin, n, label) in [(Kind::Ref35, 3, "three-35"), (Kind::Ref34, 1, "one-34")] {
+        let p = prepare_round_trip(origin, n, label);
+        for d in &p.data_dirs {
+            assert_migrated(&migrate(d, "3.5"), d);
+            assert!(d.join("member.etcd-original").is_dir(), "still kept");
+        }
+        let mut members = check_etcd_serves(&p);
+        let got = ok(&ctl(), &members[0].url(), &["get", "written"]);
+        assert!(got.contains("by-etcd-rs"), "{label}: {got}");
+        for m in &mut members {
+            stop(m);
+        }
     }
 }
 
