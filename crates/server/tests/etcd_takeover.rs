@@ -389,6 +389,24 @@ fn what_cannot_be_read_is_refused_and_left_as_it_was() {
         assert_eq!(tree(&data), before, "{what}: the dir is left as it was");
     }
 
+    // A WAL kept outside the member dir (etcd's --wal-dir): refused, both
+    // dirs left as they were.
+    let data = scratch.path().join("wal-elsewhere");
+    copy_dir(&source.data_dir(), &data);
+    let wal_dir = scratch.path().join("etcd-wal");
+    std::fs::rename(data.join("member/wal"), &wal_dir).expect("move the WAL out");
+    let before = (tree(&data), tree(&wal_dir));
+    let mut ours = our_etcd(&data, source.name(), free_port(), free_port());
+    ours.arg(format!("--wal-dir={}", wal_dir.display()));
+    let out = run_bounded(ours, None, TOOL_TIMEOUT, "ours with etcd's --wal-dir");
+    assert_ne!(out.code, 0, "ours started with the WAL elsewhere");
+    assert!(
+        out.stderr.contains("--wal-dir") && out.stderr.contains("not supported"),
+        "{}",
+        tail(&out.stderr, 5)
+    );
+    assert_eq!((tree(&data), tree(&wal_dir)), before);
+
     // A running etcd holds its WAL: refused, nothing created beside it.
     let mut running = EtcdProcess::start(Kind::Ref35, &[]);
     let out = run_bounded(
