@@ -302,7 +302,9 @@ fn kill_9_during_the_conversion_leaves_the_original_or_the_conversion() {
         };
         *outcomes.entry(state).or_insert(0) += 1;
 
-        // Whatever the state, the next start serves the same data.
+        // Whatever the state, the next start serves the same data. On new
+        // ports: the killed one's may have been taken by another test since.
+        let (client, peer) = (free_port(), free_port());
         let mut child = our_etcd(&data, source.name(), client, peer)
             .spawn()
             .expect("start ours again");
@@ -310,7 +312,14 @@ fn kill_9_during_the_conversion_leaves_the_original_or_the_conversion() {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !http_get(client, "/health").is_some_and(|r| r.contains(r#""health":"true""#)) {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("delay {delay}: ours exited with {status} after the kill");
+                let mut err = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+                }
+                panic!(
+                    "delay {delay}: ours exited with {status} after the kill: {}",
+                    tail(&err, 8)
+                );
             }
             assert!(Instant::now() < deadline, "delay {delay}: not healthy");
             std::thread::sleep(Duration::from_millis(50));
