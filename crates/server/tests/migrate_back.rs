@@ -236,21 +236,12 @@ fn prepare_with(n: usize, label: &str, bulk: bool) -> Prepared {
     let data_dirs: Vec<PathBuf> = (0..n)
         .map(|i| dir.path().join(format!("m{i}.etcd")))
         .collect();
-    let mut members: Vec<Member> = (0..n)
-        .map(|i| layout.spawn(Kind::Ours, i, &data_dirs[i]))
-        .collect();
-    for m in &mut members {
-        m.wait_healthy();
-    }
+    let mut members = spawn_healthy(&layout, Kind::Ours, &data_dirs);
     let lease = write_keys(&members[0].url());
     if bulk {
         write_bulk(&members[0].url());
     }
-    downgrade_to_3_5(&members, &data_dirs);
-    let before: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
-    for m in &mut members {
-        stop(m);
-    }
+    let before = downgrade_record_stop(&mut members, &data_dirs);
     Prepared {
         _dir: dir,
         layout,
@@ -258,6 +249,30 @@ fn prepare_with(n: usize, label: &str, bulk: bool) -> Prepared {
         lease,
         before,
     }
+}
+
+/// `kind` on every dir of `layout`, healthy.
+fn spawn_healthy(layout: &Layout, kind: Kind, data_dirs: &[PathBuf]) -> Vec<Member> {
+    let mut members: Vec<Member> = data_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| layout.spawn(kind, i, d))
+        .collect();
+    for m in &mut members {
+        m.wait_healthy();
+    }
+    members
+}
+
+/// The documented way back: downgrade to 3.5; then what each member
+/// serves, recorded; then every member stopped.
+fn downgrade_record_stop(members: &mut [Member], data_dirs: &[PathBuf]) -> Vec<Served> {
+    downgrade_to_3_5(members, data_dirs);
+    let before: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
+    for m in members.iter_mut() {
+        stop(m);
+    }
+    before
 }
 
 /// The whole way in and back out: `n` members of the real etcd (`origin`)
@@ -270,23 +285,13 @@ fn prepare_round_trip(origin: Kind, n: usize, label: &str) -> Prepared {
     let data_dirs: Vec<PathBuf> = (0..n)
         .map(|i| dir.path().join(format!("m{i}.etcd")))
         .collect();
-    let mut members: Vec<Member> = (0..n)
-        .map(|i| layout.spawn(origin, i, &data_dirs[i]))
-        .collect();
-    for m in &mut members {
-        m.wait_healthy();
-    }
+    let mut members = spawn_healthy(&layout, origin, &data_dirs);
     let lease = write_keys(&members[0].url());
     let born: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
     for m in &mut members {
         stop(m);
     }
-    let mut members: Vec<Member> = (0..n)
-        .map(|i| layout.spawn(Kind::Ours, i, &data_dirs[i]))
-        .collect();
-    for m in &mut members {
-        m.wait_healthy();
-    }
+    let mut members = spawn_healthy(&layout, Kind::Ours, &data_dirs);
     for (i, d) in data_dirs.iter().enumerate() {
         assert!(
             d.join("member.etcd-original").is_dir(),
@@ -295,8 +300,15 @@ fn prepare_round_trip(origin: Kind, n: usize, label: &str) -> Prepared {
         );
     }
     ok(&ctl(), &members[0].url(), &["put", "written", "by-etcd-rs"]);
-    downgrade_to_3_5(&members, &data_dirs);
-    let before: Vec<Served> = members.iter().map(|m| served(&m.url())).collect();
+    // Our leader raises etcd's cluster version to 3.6.0 soon after the
+    // start; a downgrade is only accepted from there.
+    for m in &members {
+        wait_for(&format!("cluster version 3.6.0 on {}", m.url()), || {
+            http_get(m.client_port, "/version")
+                .is_some_and(|v| v.contains(r#""etcdcluster":"3.6.0""#))
+        });
+    }
+    let before = downgrade_record_stop(&mut members, &data_dirs);
     for (i, (ours, etcds)) in before.iter().zip(&born).enumerate() {
         assert_eq!(
             (ours.cluster_id, ours.member_id, &ours.members),
@@ -305,9 +317,6 @@ fn prepare_round_trip(origin: Kind, n: usize, label: &str) -> Prepared {
             origin.label()
         );
         assert_eq!(ours.revision, etcds.revision + 1, "member {i}");
-    }
-    for m in &mut members {
-        stop(m);
     }
     Prepared {
         _dir: dir,
