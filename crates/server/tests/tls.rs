@@ -377,13 +377,23 @@ fn cipher_suites_and_tls_versions_are_enforced() {
         !handshake(&port, &ca, false, Some("ECDHE-ECDSA-AES256-GCM-SHA384")),
         "a suite outside --cipher-suites was accepted"
     );
-    // The refusal names its reason in the server's log.
-    let log = std::fs::read_to_string(server._data.path().join("etcd.log")).unwrap_or_default();
-    assert!(
-        log.lines().any(|l| l.contains("rejected a TLS handshake")
-            && l.contains("NoCipherSuitesInCommon")),
-        "no clear refusal in the log:\n{log}"
-    );
+    // The refusal names its reason in the server's log. The server logs it after
+    // openssl has already seen the alert, so the line may land a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(server._data.path().join("etcd.log")).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.contains("rejected a TLS handshake") && l.contains("NoCipherSuitesInCommon"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clear refusal in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(server);
 
     // TLS 1.3 only (etcdctl 3.5.1 stops at TLS 1.2, so openssl checks readiness).
