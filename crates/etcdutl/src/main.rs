@@ -1,8 +1,9 @@
 //! `etcdutl`: etcd's offline utility, for data directories and snapshot
 //! files (no server needed). Flags, output, errors and exit codes follow
-//! etcd 3.6's `etcdutl`; the work is done by the server library
-//! (`server::restore`, `server::snapshot_file`, `server::offline`,
-//! `server::migrate`), so this binary only parses and prints.
+//! etcd 3.6's `etcdutl`; the work is done by the `datadir` crate
+//! (`datadir::restore`, `datadir::snapshot_file`, `datadir::offline`,
+//! `datadir::migrate`), so this binary only parses and prints, and links
+//! no server.
 //!
 //! Commands: `version`, `snapshot status <file>`, `snapshot restore <file>`,
 //! `defrag --data-dir`, `hashkv <file>`, `migrate --data-dir
@@ -183,7 +184,7 @@ fn main() -> ExitCode {
         Command::Hashkv { .. } => tracing::Level::WARN,
         _ => tracing::Level::INFO,
     };
-    server::logging::init_console(level);
+    gofmt::zap::init_console(level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -204,9 +205,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             args.force,
         ),
         Command::Version => {
-            println!("etcdutl version: {}", server::cluster::SERVER_VERSION);
+            println!("etcdutl version: {}", datadir::membership::SERVER_VERSION);
             println!("API version: {}", api_version());
-            println!("etcd-rs version: {}", server::BUILD_VERSION);
+            println!("etcd-rs version: {}", datadir::BUILD_VERSION);
             Ok(())
         }
         Command::Snapshot { command } => match command {
@@ -227,7 +228,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 /// "3.6" of "3.6.0".
 fn api_version() -> &'static str {
-    let v = server::cluster::SERVER_VERSION;
+    let v = datadir::membership::SERVER_VERSION;
     v.rsplit_once('.').map_or(v, |(major_minor, _)| major_minor)
 }
 
@@ -240,10 +241,10 @@ fn snapshot_status(files: &[String], write_out: &str) -> Result<(), Failure> {
     };
     let path = PathBuf::from(file);
     std::fs::metadata(&path)
-        .map_err(|e| Failure::error(server::snapshot_file::go_io_error("stat", &path, &e)))?;
+        .map_err(|e| Failure::error(datadir::snapshot_file::go_io_error("stat", &path, &e)))?;
     let format = OutputFormat::parse(write_out)
         .ok_or_else(|| Failure::new(EXIT_BAD_FEATURE, "unsupported output format"))?;
-    let status = server::snapshot_file::status(&path).map_err(Failure::error)?;
+    let status = datadir::snapshot_file::status(&path).map_err(Failure::error)?;
     let text = printer::db_status(format, &status).map_err(|unsupported| {
         Failure::new(
             EXIT_BAD_FEATURE,
@@ -276,7 +277,7 @@ fn snapshot_restore(args: RestoreArgs) -> Result<(), Failure> {
     let wal_dir = Some(args.wal_dir)
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from);
-    let cfg = server::restore::RestoreConfig {
+    let cfg = datadir::restore::RestoreConfig {
         snapshot_path: PathBuf::from(file),
         name: args.name,
         data_dir,
@@ -291,7 +292,7 @@ fn snapshot_restore(args: RestoreArgs) -> Result<(), Failure> {
         skip_hash_check: args.skip_hash_check,
         revision_bump: args.bump_revision,
     };
-    server::restore::restore(&cfg).map_err(Failure::error)?;
+    datadir::restore::restore(&cfg).map_err(Failure::error)?;
     Ok(())
 }
 

@@ -43,7 +43,7 @@ fn exact_args(args: &[String], n: usize) -> Result<(), Failure> {
 pub(crate) fn defrag(data_dir: Option<&str>) -> Result<(), Failure> {
     require_flags(&[("data-dir", data_dir.is_some())])?;
     let dir = data_dir.unwrap_or_default();
-    server::offline::defrag(Path::new(dir)).map_err(|e| {
+    datadir::offline::defrag(Path::new(dir)).map_err(|e| {
         Failure::new(
             EXIT_ERROR,
             format!("Failed to defragment etcd data[{dir}] ({e:#})"),
@@ -55,7 +55,7 @@ pub(crate) fn defrag(data_dir: Option<&str>) -> Result<(), Failure> {
 /// `etcdutl hashkv <file> [--rev N]`.
 pub(crate) fn hash_kv(files: &[String], rev: &str, write_out: &str) -> Result<(), Failure> {
     exact_args(files, 1)?;
-    let rev = server::migrate::go_parse_int(rev).map_err(|e| {
+    let rev = datadir::migrate::go_parse_int(rev).map_err(|e| {
         Failure::new(
             EXIT_ERROR,
             format!("invalid argument {rev:?} for \"--rev\" flag: {e}"),
@@ -63,7 +63,7 @@ pub(crate) fn hash_kv(files: &[String], rev: &str, write_out: &str) -> Result<()
     })?;
     let format = OutputFormat::parse(write_out)
         .ok_or_else(|| Failure::new(EXIT_BAD_FEATURE, "unsupported output format"))?;
-    let hash = server::offline::hash_kv(&PathBuf::from(&files[0]), rev).map_err(Failure::error)?;
+    let hash = datadir::offline::hash_kv(&PathBuf::from(&files[0]), rev).map_err(Failure::error)?;
     let text = printer::db_hash_kv(format, &hash).map_err(|unsupported| {
         Failure::new(
             EXIT_BAD_FEATURE,
@@ -85,17 +85,17 @@ pub(crate) fn migrate(
         ("data-dir", data_dir.is_some()),
         ("target-version", target_version.is_some()),
     ])?;
-    let opts = server::migrate::MigrateOptions {
+    let opts = datadir::migrate::MigrateOptions {
         data_dir: PathBuf::from(data_dir.unwrap_or_default()),
         target_version: target_version.unwrap_or_default().to_string(),
         force,
     };
-    match server::migrate::migrate(&opts) {
+    match datadir::migrate::migrate(&opts) {
         Ok(_) => Ok(()),
-        Err(server::migrate::MigrateError::BadArgs(e)) => {
+        Err(datadir::migrate::MigrateError::BadArgs(e)) => {
             Err(Failure::new(EXIT_BAD_ARGS, format!("{e:#}")))
         }
-        Err(server::migrate::MigrateError::Failed(e)) => Err(Failure::error(e)),
+        Err(datadir::migrate::MigrateError::Failed(e)) => Err(Failure::error(e)),
     }
 }
 

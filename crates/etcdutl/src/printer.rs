@@ -2,7 +2,8 @@
 //! etcd 3.6 prints them (`snapshot status`, `hashkv`); protobuf is refused
 //! as etcd refuses it.
 
-use server::snapshot_file::{humanize_bytes, Status};
+use datadir::snapshot_file::Status;
+use gofmt::bytes::humanize as humanize_bytes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {

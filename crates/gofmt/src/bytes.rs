@@ -31,7 +31,11 @@ mod tests {
         assert_eq!(humanize(999), "999 B");
         assert_eq!(humanize(1000), "1.0 kB");
         assert_eq!(humanize(1234), "1.2 kB");
+        assert_eq!(humanize(1500), "1.5 kB");
         assert_eq!(humanize(20480), "20 kB");
+        assert_eq!(humanize(20512), "20 kB");
+        assert_eq!(humanize(20600), "21 kB");
+        assert_eq!(humanize(1 << 20), "1.0 MB");
         assert_eq!(humanize(25 * 1024 * 1024), "26 MB");
         assert_eq!(humanize(2 * 1024 * 1024 * 1024), "2.1 GB");
     }

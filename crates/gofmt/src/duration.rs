@@ -6,7 +6,7 @@
 //!   (`time: invalid duration "abc"`, `time: missing unit in duration "1.5"`,
 //!   `time: unknown unit "x" in duration "5x"`), because etcd passes them on
 //!   to the operator.
-//! - [`format`] follows `Duration.String`: `0s`, `500ms`, `1.5s`, `1m30s`,
+//! - [`format()`] follows `Duration.String`: `0s`, `500ms`, `1.5s`, `1m30s`,
 //!   `24h0m0s`; etcd logs durations this way.
 //!
 //! Durations are signed nanoseconds in an `i64`, as in Go.

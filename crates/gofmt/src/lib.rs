@@ -12,3 +12,4 @@
 pub mod bytes;
 pub mod duration;
 pub mod quote;
+pub mod zap;

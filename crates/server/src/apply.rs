@@ -31,7 +31,6 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 
 use crate::alarm::{AlarmRow, AlarmStore};
-use crate::cluster::Cluster;
 use crate::leases::{encode_record, lease_error, LessorLookup};
 use crate::metrics::Metrics;
 use crate::peer::Transport;
@@ -39,6 +38,7 @@ use crate::raft_node::RaftStatus;
 use crate::raft_node::{ApplyBatch, RaftMsg};
 use crate::status::request_error;
 use crate::wait::Wait;
+use datadir::membership::{Cluster, MembershipRequest};
 
 /// The result of applying one request.
 #[derive(Debug)]
@@ -318,7 +318,7 @@ impl Applier {
             }
             return Ok(None);
         };
-        let downgraded = crate::storage_version::follow_cluster_version(
+        let downgraded = datadir::storage_version::follow_cluster_version(
             &self.store,
             &mut wb,
             self.cluster.cluster_version(),
@@ -375,24 +375,26 @@ impl Applier {
     /// These change no backend state, so they are applied on replay too.
     /// Err stops the node: a cluster version this server is too old for.
     fn apply_cluster_request(&self, req: &InternalRaftRequest) -> Result<Option<ApplyOutcome>> {
-        if let Some(r) = &req.cluster_member_attr_set {
-            self.cluster.set_member_attributes(r);
-        } else if let Some(r) = &req.cluster_version_set {
-            self.cluster
-                .set_version(&r.ver)
-                .map_err(anyhow::Error::msg)
-                .context("applying a cluster version")?;
-        } else if let Some(r) = &req.downgrade_info_set {
-            self.cluster.set_downgrade_info(r);
-        } else if let Some(r) = &req.member_update {
-            if let Err(e) = self.cluster.update_member(r.id, &r.peer_ur_ls) {
-                return Ok(Some(Err(e)));
-            }
+        let Some(change) = MembershipRequest::pick(
+            req.cluster_member_attr_set.as_ref(),
+            req.cluster_version_set.as_ref(),
+            req.downgrade_info_set.as_ref(),
+            req.member_update.as_ref(),
+        ) else {
+            return Ok(None);
+        };
+        let applied = self
+            .cluster
+            .apply_request(change)
+            .map_err(anyhow::Error::msg)
+            .context("applying a cluster version")?;
+        if let Err(e) = applied {
+            return Ok(Some(Err(e)));
+        }
+        if let MembershipRequest::MemberUpdate(r) = change {
             if r.id != self.cluster.local_id {
                 self.transport.update_peer(r.id, r.peer_ur_ls.clone());
             }
-        } else {
-            return Ok(None);
         }
         Ok(Some(Ok(ApplyResult::Done)))
     }

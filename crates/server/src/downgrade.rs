@@ -26,7 +26,7 @@ use api::etcdserverpb::{
 use api::EtcdError;
 
 use crate::server::EtcdServer;
-use crate::version::{self, MajorMinor, NoDowngrade};
+use datadir::version::{self, MajorMinor, NoDowngrade};
 
 /// Serves one Downgrade request (the header is the caller's).
 pub async fn downgrade(

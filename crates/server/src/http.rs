@@ -11,10 +11,10 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 
-use crate::cluster::{CLUSTER_VERSION, SERVER_VERSION};
 use crate::gateway;
 use crate::grpc::Services;
 use crate::server::EtcdServer;
+use datadir::membership::{CLUSTER_VERSION, SERVER_VERSION};
 
 pub fn router(server: Arc<EtcdServer>, services: Arc<Services>) -> Router {
     let gateway = gateway::router(services, server.cfg.max_request_bytes);

@@ -11,7 +11,6 @@
 pub mod alarm;
 pub mod apply;
 pub mod bootstrap;
-pub mod cluster;
 pub mod compactor;
 pub mod config;
 pub mod config_file;
@@ -23,26 +22,17 @@ pub use gofmt::duration as go_duration;
 pub mod grpc;
 pub mod health;
 pub mod http;
-pub mod ids;
-pub mod interchange;
 pub mod leases;
 pub mod limits;
-pub mod logging;
 pub mod metrics;
-pub mod migrate;
-pub mod offline;
 pub mod peer;
 pub mod quota;
 pub mod raft_node;
 pub mod raft_storage;
-pub mod restore;
 pub mod serve;
 pub mod server;
-pub mod snapshot_file;
 pub mod status;
-pub mod storage_version;
 pub mod tls;
-pub mod version;
 pub mod wait;
 
 use std::sync::Arc;
@@ -55,18 +45,17 @@ use tokio::sync::watch;
 
 use crate::config::{parse_url, Config};
 
-/// Our own build version, shown by `etcd --version`.
-pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use datadir::BUILD_VERSION;
 
 /// Makes the data dir ours before anything else touches it: finishes a
 /// conversion a crash interrupted, converts a stopped etcd member's dir
 /// (keeping the original), and refuses a dir of a newer build or one we
 /// cannot tell, leaving it as it is.
 fn check_data_dir(cfg: &Config) -> Result<()> {
-    use interchange::datadir::{inspect, Kind};
+    use datadir::interchange::datadir::{inspect, Kind};
     let wal_dir = cfg.wal_dir();
     let refuse = || format!("cannot start on data dir {}", cfg.data_dir.display());
-    interchange::staging::resume(&cfg.data_dir).with_context(refuse)?;
+    datadir::interchange::staging::resume(&cfg.data_dir).with_context(refuse)?;
     match inspect(&cfg.data_dir, Some(&wal_dir)).with_context(refuse)? {
         Kind::Fresh | Kind::Ours => Ok(()),
         Kind::Etcd { evidence } => {
@@ -75,12 +64,14 @@ fn check_data_dir(cfg: &Config) -> Result<()> {
                 evidence = %evidence.display(),
                 "found a stopped etcd member's data dir; converting it"
             );
-            interchange::from_etcd::convert(&cfg.data_dir, &wal_dir).with_context(|| {
-                format!(
-                    "cannot convert the etcd data dir {} (it is left as it was)",
-                    cfg.data_dir.display()
-                )
-            })?;
+            datadir::interchange::from_etcd::convert(&cfg.data_dir, &wal_dir).with_context(
+                || {
+                    format!(
+                        "cannot convert the etcd data dir {} (it is left as it was)",
+                        cfg.data_dir.display()
+                    )
+                },
+            )?;
             match inspect(&cfg.data_dir, Some(&wal_dir)).with_context(refuse)? {
                 Kind::Ours => Ok(()),
                 other => bail!("the converted data dir reads as {other:?}"),
@@ -190,7 +181,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
             .context("cannot open the backend")?,
     );
-    storage_version::validate(&store)?;
+    datadir::storage_version::validate(&store)?;
     // A crash between receiving a leader's snapshot and restoring the backend
     // from it leaves the image beside the snapshot: finish the restore.
     if store.consistent_index().0 < boot.snapshot_index {
@@ -255,7 +246,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     }));
     leases::recover(&store, &lessor)?;
     let watch_hub = Arc::new(mvcc::WatchHub::new(store.current_revision()));
-    let cluster = Arc::new(cluster::Cluster::new(boot.cluster_id, boot.member_id));
+    let cluster = Arc::new(datadir::membership::Cluster::new(
+        boot.cluster_id,
+        boot.member_id,
+    ));
     if let Some(data) = &boot.cluster_data {
         cluster.restore(data).map_err(anyhow::Error::msg)?;
     }
@@ -265,7 +259,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     if job.enabled {
         tracing::info!(
             target_cluster_version = %job.target_version,
-            current_server_version = cluster::SERVER_VERSION,
+            current_server_version = datadir::membership::SERVER_VERSION,
             "cluster is downgrading to target version"
         );
     }
@@ -561,7 +555,7 @@ async fn publish(server: &server::EtcdServer) -> Result<()> {
             member_attributes: Some(Attributes {
                 name: server.cfg.name.clone(),
                 client_urls: server.cfg.advertise_client_urls.clone(),
-                server_version: cluster::SERVER_VERSION.to_string(),
+                server_version: datadir::membership::SERVER_VERSION.to_string(),
             }),
         }),
         ..Default::default()

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cfg = match config::parse(&args, &env) {
         Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::PrintVersion) => {
-            println!("etcd Version: {}", server::cluster::SERVER_VERSION);
+            println!("etcd Version: {}", datadir::membership::SERVER_VERSION);
             println!("etcd-rs Version: {}", server::BUILD_VERSION);
             println!("Rust Version: {}", env!("CARGO_PKG_RUST_VERSION"));
             println!(
@@ -31,12 +31,12 @@ fn main() -> ExitCode {
         }
         Err(ParseError::Refused { msg, error }) => {
             // etcd reports these with its default logger (stderr) and exits 1.
-            let _ = server::logging::init(tracing::Level::INFO, &["default".to_string()]);
+            let _ = gofmt::zap::init(tracing::Level::INFO, &["default".to_string()]);
             tracing::warn!(error = %error, "{msg}");
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = server::logging::init(cfg.log_level, &cfg.log_outputs) {
+    if let Err(e) = gofmt::zap::init(cfg.log_level, &cfg.log_outputs) {
         eprintln!("cannot open log output: {e}");
         return ExitCode::from(2);
     }

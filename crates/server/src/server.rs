@@ -15,14 +15,14 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::alarm::AlarmStore;
 use crate::apply::{ApplyOutcome, ApplyResult};
-use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::ids::RequestIdGenerator;
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::peer::Transport;
 use crate::raft_node::{RaftMsg, RaftStatus};
 use crate::wait::Wait;
+use datadir::ids::RequestIdGenerator;
+use datadir::membership::Cluster;
 
 pub struct EtcdServer {
     pub cfg: Arc<Config>,

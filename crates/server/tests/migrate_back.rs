@@ -780,7 +780,7 @@ fn a_snapshot_at_cluster_version_3_6_is_refused() {
     let member = data_dir.join("member");
     std::fs::create_dir_all(member.join("snap")).unwrap();
     let id = 0x42u64;
-    let data = server::cluster::Cluster::snapshot_data(
+    let data = datadir::membership::Cluster::snapshot_data(
         vec![PbMember {
             id,
             name: "m0".into(),

@@ -480,7 +480,7 @@ async fn writes_go_on_while_a_large_snapshot_streams() {
     let dir = temp_dir();
     let path = dir.path().join("big.db");
     std::fs::write(&path, [data.as_slice(), digest.as_slice()].concat()).unwrap();
-    let status = server::snapshot_file::status(&path).unwrap();
+    let status = datadir::snapshot_file::status(&path).unwrap();
     assert_eq!(status.revision, before);
     assert_eq!(revision(&mut client).await, before + 50);
 }

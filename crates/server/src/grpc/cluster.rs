@@ -23,8 +23,8 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use tonic::{Request, Response, Status};
 
 use crate::config::parse_url;
-use crate::ids;
 use crate::server::EtcdServer;
+use datadir::ids;
 
 /// How long forwarding a promotion to the leader may take.
 const PROMOTE_FORWARD_TIMEOUT: Duration = Duration::from_secs(5);

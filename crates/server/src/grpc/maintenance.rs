@@ -9,8 +9,8 @@ use api::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
 use crate::apply::ApplyResult;
-use crate::cluster::{CLUSTER_VERSION, SERVER_VERSION};
 use crate::server::EtcdServer;
+use datadir::membership::{CLUSTER_VERSION, SERVER_VERSION};
 
 pub struct MaintenanceService {
     server: Arc<EtcdServer>,
@@ -172,7 +172,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let cluster = crate::interchange::backend::EtcdCluster::of(&self.server.cluster);
+        let cluster = datadir::interchange::backend::EtcdCluster::of(&self.server.cluster);
         super::snapshot::stream(&self.server.store, cluster).map(Response::new)
     }
     /// Only the leader moves leadership (etcdctl finds it among the endpoints).

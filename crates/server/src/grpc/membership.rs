@@ -15,10 +15,10 @@ use api::peerpb::membership_server::Membership;
 use api::peerpb::{MembersRequest, MembersResponse, PromoteRequest};
 use tonic::{Request, Response, Status};
 
-use crate::cluster::Cluster;
 use crate::grpc::ClusterService;
 use crate::peer::{Dialer, PROTOCOL_VERSION};
 use crate::server::EtcdServer;
+use datadir::membership::Cluster;
 
 /// How long asking one peer may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);

@@ -35,8 +35,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::interchange::backend::{BboltRows, EtcdCluster};
-use crate::snapshot_file::{humanize_bytes, STORAGE_VERSION};
+use datadir::interchange::backend::{BboltRows, EtcdCluster};
+use datadir::snapshot_file::STORAGE_VERSION;
+use gofmt::bytes::humanize as humanize_bytes;
 
 /// etcd's `snapshotSendBufferSize`: more than one OS page per message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;

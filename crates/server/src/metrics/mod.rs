@@ -581,7 +581,7 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
         labelled_gauge(
             "etcd_server_version",
             "Which version is running. 1 for 'server_version' label with current version.",
-            &[("server_version", crate::cluster::SERVER_VERSION)],
+            &[("server_version", datadir::membership::SERVER_VERSION)],
         ),
         gauge(
             "etcd_mvcc_db_total_size_in_bytes",

@@ -365,22 +365,6 @@ fn open_store(db_path: &Path) -> Result<mvcc::Store> {
         .with_context(|| format!("open the backend {}", db_path.display()))
 }
 
-/// etcd's `humanize.Bytes`: SI units, one decimal below 10 (`20 kB`, `1.5 MB`).
-pub fn humanize_bytes(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    if n < 10 {
-        return format!("{n} B");
-    }
-    let exponent = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
-    let exponent = exponent.min(UNITS.len() - 1);
-    let value = (n as f64 / 1000f64.powi(exponent as i32) * 10.0 + 0.5).floor() / 10.0;
-    if value < 10.0 {
-        format!("{value:.1} {}", UNITS[exponent])
-    } else {
-        format!("{value:.0} {}", UNITS[exponent])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,26 +392,6 @@ mod tests {
         assert_eq!(detect_format(&bolt), Format::Bbolt);
         assert_eq!(detect_format(b"hello"), Format::Unknown);
         assert_eq!(detect_format(b""), Format::Unknown);
-    }
-
-    #[test]
-    fn bytes_are_humanized_as_go_humanize_does() {
-        let cases = [
-            (0, "0 B"),
-            (9, "9 B"),
-            (10, "10 B"),
-            (999, "999 B"),
-            (1_000, "1.0 kB"),
-            (1_500, "1.5 kB"),
-            (20_480, "20 kB"),
-            (20_512, "20 kB"),
-            (20_600, "21 kB"),
-            (1_048_576, "1.0 MB"),
-            (2_147_483_648, "2.1 GB"),
-        ];
-        for (n, text) in cases {
-            assert_eq!(humanize_bytes(n), text, "{n}");
-        }
     }
 
     #[test]

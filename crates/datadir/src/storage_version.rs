@@ -27,7 +27,7 @@ use api::etcdserverpb::InternalRaftRequest;
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
-use crate::cluster::SERVER_VERSION;
+use crate::membership::SERVER_VERSION;
 use crate::version::MajorMinor;
 
 pub const V3_5: MajorMinor = MajorMinor { major: 3, minor: 5 };

@@ -51,6 +51,7 @@ use raft::eraftpb::{ConfState, Snapshot};
 
 use super::entries::{self, Translated};
 use super::staging::Stage;
+use crate::membership::MembershipRequest;
 
 /// Where the etcd member dir is kept after a conversion.
 pub const KEPT_DIR: &str = "member.etcd-original";
@@ -280,7 +281,7 @@ fn fold_from(
 /// it (conf changes that pass etcd's checks, member updates, published
 /// attributes, cluster versions, downgrade jobs).
 struct Fold {
-    cluster: crate::cluster::Cluster,
+    cluster: crate::membership::Cluster,
     conf_state: ConfState,
     /// Index and term of the last entry folded (etcd's snapshot at first).
     last: (u64, u64),
@@ -290,7 +291,7 @@ struct Fold {
 impl Fold {
     fn new(index: u64, term: u64) -> Fold {
         Fold {
-            cluster: crate::cluster::Cluster::new(0, 0),
+            cluster: crate::membership::Cluster::new(0, 0),
             conf_state: ConfState::default(),
             last: (index, term),
             folded: 0,
@@ -329,18 +330,19 @@ impl Fold {
             EntryType::EntryNormal => {
                 // What does not decode is skipped, as the applier skips it.
                 if let Ok(req) = MembershipView::decode(&e.data[..]) {
-                    if let Some(r) = &req.cluster_member_attr_set {
-                        self.cluster.set_member_attributes(r);
-                    } else if let Some(r) = &req.cluster_version_set {
-                        self.cluster
-                            .set_version(&r.ver)
+                    let change = MembershipRequest::pick(
+                        req.cluster_member_attr_set.as_ref(),
+                        req.cluster_version_set.as_ref(),
+                        req.downgrade_info_set.as_ref(),
+                        req.member_update.as_ref(),
+                    );
+                    if let Some(change) = change {
+                        // Refused updates change nothing, as when applied.
+                        let _refused = self
+                            .cluster
+                            .apply_request(change)
                             .map_err(anyhow::Error::msg)
                             .with_context(|| format!("entry {}: the cluster version", e.index))?;
-                    } else if let Some(r) = &req.downgrade_info_set {
-                        self.cluster.set_downgrade_info(r);
-                    } else if let Some(r) = &req.member_update {
-                        // Refused updates change nothing, as when applied.
-                        let _ = self.cluster.update_member(r.id, &r.peer_ur_ls);
                     }
                 }
             }
@@ -463,7 +465,7 @@ fn cluster_data(v2: &V2Membership, backend: &super::backend::EtcdCluster) -> Vec
         .cluster_version
         .clone()
         .or_else(|| backend.cluster_version.clone());
-    crate::cluster::Cluster::snapshot_data(members, v2.removed.clone(), version)
+    crate::membership::Cluster::snapshot_data(members, v2.removed.clone(), version)
 }
 
 /// Converts etcd's backend into `<dir>/snap/db`; returns what it holds.

@@ -16,6 +16,10 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+/// The crates of this workspace, by the prefix of their tracing targets
+/// (`etcd` covers `etcdctl`, `etcdutl` and `etcdfmt`).
+const OUR_CRATES: &[&str] = &["server", "datadir", "wal", "mvcc", "lease", "api", "etcd"];
+
 /// Where log lines go (`--log-outputs`): stderr, stdout or files.
 type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
@@ -68,9 +72,7 @@ impl Visit for Fields {
 impl<S: Subscriber> Layer<S> for ZapLayer {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
         // Our crates log at the configured level; libraries only their warnings and errors.
-        let ours = ["server", "wal", "mvcc", "api", "etcd"]
-            .iter()
-            .any(|c| metadata.target().starts_with(c));
+        let ours = OUR_CRATES.iter().any(|c| metadata.target().starts_with(c));
         let level = *metadata.level();
         level <= self.max_level && (ours || level <= Level::WARN)
     }

@@ -32,11 +32,11 @@ use anyhow::{bail, Context, Result};
 use raft::eraftpb::{ConfChange, Snapshot};
 use wal::{Snapshotter, WalSnapshot};
 
-use crate::bootstrap::{self, FoundingMember};
-use crate::cluster::Cluster;
-use crate::config::{parse_url, parse_urls_map};
+use crate::founding::{self, FoundingMember};
 use crate::ids;
+use crate::membership::Cluster;
 use crate::snapshot_file::SnapshotFile;
+use crate::urls::{parse_url, parse_urls_map};
 
 /// What `etcdutl snapshot restore` was asked to do (etcd's RestoreConfig).
 #[derive(Clone, Debug)]
@@ -74,8 +74,8 @@ pub fn restore(cfg: &RestoreConfig) -> Result<Restored> {
     }
     let initial_cluster = parse_urls_map(&cfg.initial_cluster).map_err(anyhow::Error::msg)?;
     check_duplicate_urls(&cfg.initial_cluster, &initial_cluster)?;
-    let members = bootstrap::founding_members(&initial_cluster, &cfg.initial_cluster_token);
-    let local = bootstrap::local_member(&members, &cfg.name, &cfg.initial_advertise_peer_urls)?;
+    let members = founding::founding_members(&initial_cluster, &cfg.initial_cluster_token);
+    let local = founding::local_member(&members, &cfg.name, &cfg.initial_advertise_peer_urls)?;
 
     let data_dir = &cfg.data_dir;
     if data_dir.exists() && !dir_is_empty(data_dir) {
@@ -125,7 +125,7 @@ fn write_member(
     snap_dir: &Path,
     wal_dir: &Path,
 ) -> Result<Restored> {
-    let (entries, hard_state) = bootstrap::founding_entries(members)?;
+    let (entries, hard_state) = founding::founding_entries(members)?;
     let index = hard_state.commit;
     let term = hard_state.term;
     let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
@@ -162,7 +162,7 @@ fn write_member(
         .context("cannot save the raft snapshot")?;
 
     let mut wal =
-        bootstrap::create_founding_wal(wal_dir, local.id, cluster_id, &entries, &hard_state)?;
+        founding::create_founding_wal(wal_dir, local.id, cluster_id, &entries, &hard_state)?;
     wal.save_snapshot(WalSnapshot { index, term })
         .context("cannot record the snapshot in the WAL")?;
     Ok(Restored {

@@ -56,7 +56,7 @@ use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType};
 use super::backend::{BboltRows, EtcdCluster, PAGE_SIZE_BYTES};
 use super::entries;
 use super::staging::Stage;
-use crate::cluster::Cluster;
+use crate::membership::Cluster;
 use crate::migrate::Log;
 use crate::version::MajorMinor;
 

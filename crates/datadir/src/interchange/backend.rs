@@ -51,7 +51,7 @@ impl EtcdCluster {
     /// The rows etcd would keep for this cluster view: the members, the
     /// removed IDs, the cluster version, a running downgrade job, and as
     /// conf state the voters and learners among the members.
-    pub fn of(cluster: &crate::cluster::Cluster) -> EtcdCluster {
+    pub fn of(cluster: &crate::membership::Cluster) -> EtcdCluster {
         let members: Vec<MemberJson> = cluster
             .members()
             .into_iter()

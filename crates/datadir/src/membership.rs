@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 use api::etcdserverpb::{
-    ClusterDowngrade, ClusterMemberAttrSetRequest, ClusterSnapshot, DowngradeInfoSetRequest, Member,
+    ClusterDowngrade, ClusterMemberAttrSetRequest, ClusterSnapshot, ClusterVersionSetRequest,
+    DowngradeInfoSetRequest, Member, MemberUpdateRequest,
 };
 use api::EtcdError;
 use prost::Message;
@@ -333,6 +334,26 @@ impl Cluster {
         })
     }
 
+    /// Applies a committed request that changes the membership rather than
+    /// the keys, as the applier and the conversion of etcd's log both do.
+    /// The outer `Err` is fatal (a cluster version newer than this member:
+    /// it must stop); the inner one a refusal answered to the client, which
+    /// changes nothing.
+    pub fn apply_request(
+        &self,
+        req: MembershipRequest<'_>,
+    ) -> Result<Result<(), EtcdError>, String> {
+        match req {
+            MembershipRequest::Attributes(r) => self.set_member_attributes(r),
+            MembershipRequest::Version(r) => self.set_version(&r.ver)?,
+            MembershipRequest::Downgrade(r) => self.set_downgrade_info(r),
+            MembershipRequest::MemberUpdate(r) => {
+                return Ok(self.update_member(r.id, &r.peer_ur_ls))
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// Applies a committed cluster version. Err when this member's server is
     /// older than it (etcd stops such a member: it must not serve a version
     /// it does not implement).
@@ -382,6 +403,32 @@ impl Cluster {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A raft request that changes the membership: the fields of
+/// `InternalRaftRequest` the membership owns, at most one of them set.
+#[derive(Clone, Copy, Debug)]
+pub enum MembershipRequest<'a> {
+    Attributes(&'a ClusterMemberAttrSetRequest),
+    Version(&'a ClusterVersionSetRequest),
+    Downgrade(&'a DowngradeInfoSetRequest),
+    MemberUpdate(&'a MemberUpdateRequest),
+}
+
+impl<'a> MembershipRequest<'a> {
+    /// The membership request among a request's fields, if it is one.
+    pub fn pick(
+        attributes: Option<&'a ClusterMemberAttrSetRequest>,
+        version: Option<&'a ClusterVersionSetRequest>,
+        downgrade: Option<&'a DowngradeInfoSetRequest>,
+        member_update: Option<&'a MemberUpdateRequest>,
+    ) -> Option<Self> {
+        attributes
+            .map(Self::Attributes)
+            .or(version.map(Self::Version))
+            .or(downgrade.map(Self::Downgrade))
+            .or(member_update.map(Self::MemberUpdate))
     }
 }
 

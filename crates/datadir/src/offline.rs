@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::snapshot_file::{go_io_error, humanize_bytes, Format, SnapshotFile};
+use crate::snapshot_file::{go_io_error, Format, SnapshotFile};
+use gofmt::bytes::humanize as humanize_bytes;
 
 /// `<data-dir>/member/snap/db` (etcd's `datadir.ToBackendFileName`).
 pub fn backend_path(data_dir: &Path) -> PathBuf {
@@ -42,7 +43,7 @@ pub fn refuse_foreign(data_dir: &Path, tool: &str) -> Result<()> {
 
 /// Takes the member's lock, failing at once if a server holds it.
 pub fn lock_member(data_dir: &Path) -> Result<File> {
-    crate::bootstrap::lock_dir(&data_dir.join("member"))
+    crate::founding::lock_dir(&data_dir.join("member"))
 }
 
 /// Fails unless `path` is an existing file (Go's error text otherwise).
