@@ -408,7 +408,7 @@ impl Store {
 
     /// etcd's `dbSize`, which the quota charges: the highest
     /// [`Store::db_size_in_use_bytes`] since the store was opened or
-    /// defragmented (see [`crate::footprint`]). A compaction does not lower
+    /// defragmented (see the `footprint` module). A compaction does not lower
     /// it, a defragmentation does.
     pub fn db_size_bytes(&self) -> u64 {
         self.size_high_water
@@ -417,7 +417,7 @@ impl Store {
     }
 
     /// etcd's `dbSizeInUse`: what bbolt would use to hold the rows stored
-    /// now (see [`crate::footprint`]); goes down with a compaction.
+    /// now (see the `footprint` module); goes down with a compaction.
     pub fn db_size_in_use_bytes(&self) -> u64 {
         footprint::EMPTY_BACKEND + self.rows_footprint.load(Ordering::Relaxed)
     }

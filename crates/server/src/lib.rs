@@ -1,39 +1,39 @@
-//! The etcd server.
+//! The etcd server: one member.
 //!
 //! ```text
-//! client ─gRPC/HTTP─▶ grpc::KvService ──propose──▶ raft_node (thread) ──WAL fdatasync
+//! client ─gRPC/HTTP─▶ client::grpc ──propose──▶ node::raft_node (thread) ──WAL fdatasync
 //!                          │                              │ committed entries
 //!                          │ read_barrier (ReadIndex)     ▼
-//!                          └──────── reads ◀──── mvcc::Store ◀── apply (thread)
+//!                          └──────── reads ◀──── mvcc::Store ◀── node::apply (thread)
 //! ```
+//!
+//! The source is laid out by concern; each folder's module doc says what it
+//! owns and what it may import, and `tests/layout.rs` holds them to it:
+//!
+//! ```text
+//!  config/   flags and environment, the config file, TLS settings
+//!  node/     the raft loop, raft storage, the applier, waiters, bootstrap
+//!  state/    alarms, the quota, the lessor on the server
+//!  server.rs EtcdServer: the handle the edges and duties call
+//!  duties/   the leader's loops: compaction, downgrade monitor, corruption checks
+//!  client/   listeners, the gRPC/HTTP edge, services, gateway, health, metrics
+//!  peer/     the peer transport and the peer-port services
+//!  limits.rs every bound, status.rs domain errors as etcd's client errors
+//! ```
+//!
+//! A member's files at rest (founding, membership, snapshots, restore,
+//! migrate, etcd's data dirs) are the `datadir` crate's.
 //! See docs/ARCHITECTURE.md for the layers and the invariants.
 
-pub mod alarm;
-pub mod apply;
-pub mod bootstrap;
-pub mod compactor;
+pub(crate) mod client;
 pub mod config;
-pub mod config_file;
-pub mod corrupt;
-pub mod downgrade;
-pub mod edge;
-pub mod gateway;
-pub use gofmt::duration as go_duration;
-pub mod grpc;
-pub mod health;
-pub mod http;
-pub mod leases;
-pub mod limits;
-pub mod metrics;
-pub mod peer;
-pub mod quota;
-pub mod raft_node;
-pub mod raft_storage;
-pub mod serve;
-pub mod server;
-pub mod status;
-pub mod tls;
-pub mod wait;
+pub(crate) mod duties;
+pub(crate) mod limits;
+pub(crate) mod node;
+pub(crate) mod peer;
+pub(crate) mod server;
+pub(crate) mod state;
+pub(crate) mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,12 @@ use api::etcdserverpb::{Attributes, ClusterMemberAttrSetRequest, InternalRaftReq
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::client::{edge, grpc, http, metrics, serve};
+use crate::config::tls;
 use crate::config::{parse_url, Config};
+use crate::duties::{compactor, corrupt, downgrade};
+use crate::node::{apply, bootstrap, raft_node, raft_storage, wait};
+use crate::state::{alarm, leases, quota};
 
 pub use datadir::BUILD_VERSION;
 

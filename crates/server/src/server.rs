@@ -13,14 +13,14 @@ use prost::Message;
 use raft::eraftpb::ConfChange;
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use crate::alarm::AlarmStore;
-use crate::apply::{ApplyOutcome, ApplyResult};
+use crate::client::metrics::Metrics;
 use crate::config::Config;
 use crate::limits;
-use crate::metrics::Metrics;
+use crate::node::apply::{ApplyOutcome, ApplyResult};
+use crate::node::raft_node::{RaftMsg, RaftStatus};
+use crate::node::wait::Wait;
 use crate::peer::Transport;
-use crate::raft_node::{RaftMsg, RaftStatus};
-use crate::wait::Wait;
+use crate::state::alarm::AlarmStore;
 use datadir::ids::RequestIdGenerator;
 use datadir::membership::Cluster;
 
@@ -128,8 +128,8 @@ impl EtcdServer {
     /// and this member raises the NOSPACE alarm (once; the alarm is applied
     /// through raft, so every member refuses such writes until it is disarmed).
     pub fn check_quota(self: &Arc<Self>, cost: u64) -> Result<(), EtcdError> {
-        let quota = crate::quota::effective_quota(self.cfg.quota_backend_bytes);
-        if crate::quota::fits(quota, self.store.db_size_bytes(), cost) {
+        let quota = crate::state::quota::effective_quota(self.cfg.quota_backend_bytes);
+        if crate::state::quota::fits(quota, self.store.db_size_bytes(), cost) {
             return Ok(());
         }
         let raised = self.alarms.active().iter().any(|a| {

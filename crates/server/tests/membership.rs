@@ -229,6 +229,21 @@ fn learner_join_promote_update_remove_leader_and_move_leader() {
         promote.code == 0 && promote.stdout.contains("promoted in cluster"),
         format!("promote failed: {promote:?}"),
     );
+    // One success counted, on the member that decided it (the leader when
+    // a follower forwarded it), as etcd counts it.
+    let successes: u64 = (0..cluster.size())
+        .filter_map(|i| common::http_get(cluster.client_port(i), "/metrics"))
+        .flat_map(|body| {
+            body.lines()
+                .filter(|l| l.starts_with("etcd_server_learner_promote_successes "))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    expect(
+        successes == 1,
+        format!("etcd_server_learner_promote_successes summed to {successes}, not 1"),
+    );
     let put = retry_etcdctl(
         &ctl,
         &extra.endpoint,

@@ -17,7 +17,7 @@ use super::dial::Dialer;
 use super::snapshot::{self, SnapshotJob};
 use super::stream::{self, StreamTask};
 use super::{hex, WarnLimiter, PEER_QUEUE_MESSAGES_MAX};
-use crate::metrics::PeerMetrics;
+use crate::client::metrics::PeerMetrics;
 
 /// Sends raft messages to the other members; see the module docs for what it guarantees.
 /// Cheap to clone: clones share one transport.
@@ -102,6 +102,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Transport {
     /// `runtime` is the tokio Handle tasks are spawned on; every method may be
     /// called from a plain OS thread (the raft thread) and none of them blocks.
+    #[cfg(test)]
     pub fn new(local_id: u64, cluster_id: u64, runtime: Handle, dialer: Dialer) -> Transport {
         Transport::with_metrics(
             local_id,

@@ -11,14 +11,14 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 
-use crate::gateway;
-use crate::grpc::Services;
+use crate::client::gateway;
+use crate::client::grpc::Services;
 use crate::server::EtcdServer;
 use datadir::membership::{CLUSTER_VERSION, SERVER_VERSION};
 
 pub fn router(server: Arc<EtcdServer>, services: Arc<Services>) -> Router {
     let gateway = gateway::router(services, server.cfg.max_request_bytes);
-    crate::health::routes(Router::new())
+    crate::client::health::routes(Router::new())
         .route("/version", get(version))
         .route("/metrics", any(metrics))
         .with_state(server)
@@ -28,7 +28,7 @@ pub fn router(server: Arc<EtcdServer>, services: Arc<Services>) -> Router {
 
 /// The router of a `--listen-metrics-urls` listener.
 pub fn metrics_router(server: Arc<EtcdServer>) -> Router {
-    crate::health::routes(Router::new())
+    crate::client::health::routes(Router::new())
         .route("/metrics", any(metrics))
         .fallback(not_found)
         .with_state(server)
@@ -67,12 +67,12 @@ fn json(status: StatusCode, body: serde_json::Value) -> axum::response::Response
 
 /// `/metrics`: the Prometheus text format, as etcd's promhttp handler serves it.
 async fn metrics(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
-    let body = crate::metrics::render(&server);
+    let body = crate::client::metrics::render(&server);
     (
         StatusCode::OK,
         [(
             axum::http::header::CONTENT_TYPE,
-            crate::metrics::CONTENT_TYPE,
+            crate::client::metrics::CONTENT_TYPE,
         )],
         body,
     )

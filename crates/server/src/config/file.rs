@@ -327,7 +327,7 @@ fn convert(node: &Node, ty: GoType, strukt: &str, field: &str) -> Result<Option<
         (GoType::Duration, Node::Number(n)) => match n.parse::<i64>() {
             Ok(v) => {
                 let text =
-                    crate::go_duration::format(std::time::Duration::from_nanos(v.unsigned_abs()));
+                    gofmt::duration::format(std::time::Duration::from_nanos(v.unsigned_abs()));
                 Ok(Some(if v < 0 { format!("-{text}") } else { text }))
             }
             Err(_) => mismatch(&format!("number {n}")),
@@ -550,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_config_file_replaces_flags_and_env() {
-        use crate::compactor::Retention;
+        use crate::duties::compactor::Retention;
         let dir = tempfile::tempdir().unwrap();
         let path = write_file(
             &dir,
@@ -642,9 +642,9 @@ mod tests {
             parse_all(&["--config-file", &path], &[])
                 .unwrap()
                 .auto_compaction,
-            Some(crate::compactor::Retention::Periodic(Duration::from_secs(
-                24 * 3600
-            )))
+            Some(crate::duties::compactor::Retention::Periodic(
+                Duration::from_secs(24 * 3600)
+            ))
         );
     }
 }

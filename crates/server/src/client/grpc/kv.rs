@@ -13,7 +13,7 @@ use api::etcdserverpb::{
 use api::EtcdError;
 use tonic::{Request, Response, Status};
 
-use crate::apply::ApplyResult;
+use crate::node::apply::ApplyResult;
 use crate::server::EtcdServer;
 use crate::status::mvcc_status;
 
@@ -68,7 +68,8 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
-        self.server.check_quota(crate::quota::put_cost(&req))?;
+        self.server
+            .check_quota(crate::state::quota::put_cost(&req))?;
         mvcc::validate_put(&req).map_err(mvcc_status)?;
         let result = self
             .write(InternalRaftRequest {
@@ -108,7 +109,8 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
-        self.server.check_quota(crate::quota::txn_cost(&req))?;
+        self.server
+            .check_quota(crate::state::quota::txn_cost(&req))?;
         mvcc::validate_txn(&req, self.server.cfg.max_txn_ops).map_err(mvcc_status)?;
         // A txn that only reads is served locally, as etcd serves it.
         if mvcc::is_txn_read_only(&req) {

@@ -30,14 +30,14 @@ use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 
-use crate::alarm::{AlarmRow, AlarmStore};
-use crate::leases::{encode_record, lease_error, LessorLookup};
-use crate::metrics::Metrics;
+use crate::client::metrics::Metrics;
+use crate::node::raft_node::RaftStatus;
+use crate::node::raft_node::{ApplyBatch, RaftMsg};
+use crate::node::wait::Wait;
 use crate::peer::Transport;
-use crate::raft_node::RaftStatus;
-use crate::raft_node::{ApplyBatch, RaftMsg};
+use crate::state::alarm::{AlarmRow, AlarmStore};
+use crate::state::leases::{encode_record, lease_error, LessorLookup};
 use crate::status::request_error;
-use crate::wait::Wait;
 use datadir::membership::{Cluster, MembershipRequest};
 
 /// The result of applying one request.
@@ -188,7 +188,7 @@ impl Applier {
 
     fn restore_snapshot(&mut self, index: u64, cluster: &[u8], image_path: &Path) -> Result<()> {
         restore_backend(&self.store, image_path)?;
-        crate::leases::recover(&self.store, &self.lessor)?;
+        crate::state::leases::recover(&self.store, &self.lessor)?;
         recover_alarms(&self.store, &self.alarms)?;
         self.watch_hub.restored(self.store.current_revision());
         self.cluster
@@ -423,7 +423,7 @@ impl Applier {
         let refusal = if req.put.is_some() || req.lease_grant.is_some() {
             self.alarms.refusal(true)
         } else if let Some(r) = &req.txn {
-            self.alarms.refusal(crate::quota::txn_cost(r) > 0)
+            self.alarms.refusal(crate::state::quota::txn_cost(r) > 0)
         } else if req.delete_range.is_some()
             || req.compaction.is_some()
             || req.lease_revoke.is_some()

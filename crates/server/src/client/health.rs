@@ -3,7 +3,7 @@
 //! - `/health` (JSON `{"health":"true","reason":""}`): active alarms (minus
 //!   `?exclude=NOSPACE`…) make it unhealthy ("ALARM NOSPACE"), then a missing
 //!   leader ("RAFT NO LEADER", skipped with `?serializable=true`), then a read
-//!   ("RANGE ERROR:<error>"; linearizable unless `?serializable=true`).
+//!   (`"RANGE ERROR:<error>"`; linearizable unless `?serializable=true`).
 //! - `/livez` (check `serializable_read`) and `/readyz` (checks
 //!   `data_corruption`, `serializable_read`, `linearizable_read`), each check
 //!   also on its own sub-path (`/readyz/linearizable_read`). The root paths

@@ -206,7 +206,6 @@ impl PeerMetrics {
 /// Every metric measured on the way. One per server; cheap to share in an `Arc`.
 pub struct Metrics {
     registry: Registry,
-    pub level: MetricsLevel,
     // etcdserver
     pub leader_changes: IntCounter,
     pub heartbeat_send_failures: IntCounter,
@@ -296,7 +295,6 @@ impl Metrics {
             scrapes.with_label_values(&[code]);
         }
         Metrics {
-            level,
             leader_changes: counter(
                 "etcd_server_leader_changes_seen_total",
                 "The number of leader changes seen.",
@@ -535,7 +533,7 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
     let leader = server.raft_status.leader();
     let bool_value = |b: bool| if b { 1.0 } else { 0.0 };
     let quota = match server.cfg.quota_backend_bytes {
-        0 => crate::quota::DEFAULT_QUOTA_BYTES,
+        0 => crate::state::quota::DEFAULT_QUOTA_BYTES,
         q => q,
     };
     let store = &server.store;

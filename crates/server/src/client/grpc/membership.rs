@@ -15,7 +15,7 @@ use api::peerpb::membership_server::Membership;
 use api::peerpb::{MembersRequest, MembersResponse, PromoteRequest};
 use tonic::{Request, Response, Status};
 
-use crate::grpc::ClusterService;
+use crate::client::grpc::ClusterService;
 use crate::peer::{Dialer, PROTOCOL_VERSION};
 use crate::server::EtcdServer;
 use datadir::membership::Cluster;

@@ -17,7 +17,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::unexpected;
-use crate::apply::ApplyResult;
+use crate::node::apply::ApplyResult;
 use crate::server::EtcdServer;
 
 pub struct LeaseService {
@@ -40,7 +40,7 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut req = request.into_inner();
-        self.server.check_quota(crate::quota::LEASE_COST)?;
+        self.server.check_quota(crate::state::quota::LEASE_COST)?;
         // No ID given: choose one (positive, as etcd does).
         while req.id == lease::NO_LEASE {
             req.id = (self.server.next_request_id() & (i64::MAX as u64)) as i64;

@@ -11,15 +11,24 @@
 //!   (`flag provided but not defined: -foo`,
 //!   `invalid value "abc" for flag -max-txn-ops: parse error`).
 //! - `--config-file` (or `ETCD_CONFIG_FILE`) replaces every other flag and
-//!   every `ETCD_*` variable, as in etcd: the file's values (`config_file.rs`)
+//!   every `ETCD_*` variable, as in etcd: the file's values (`file.rs`)
 //!   go through this same table, and what the file leaves out takes the
 //!   default. Flags are still parsed first, so an unknown flag is still an error.
+//!
+//! This folder owns the configuration: flags and environment (here), the
+//! config file (`file`) and the TLS settings with their acceptors (`tls`).
+//! It may import the crate root (`limits`) and the `datadir` and `gofmt`
+//! crates. Known imports still to be cut (issue 14): `duties::compactor`
+//! (the retention type) and `client::metrics` (a metrics flag's values).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use datadir::urls::{parse_url, parse_urls_map, Url};
+
+pub mod file;
+pub mod tls;
 
 /// A configuration error: one line, printed as is, exit code 2.
 #[derive(Debug, PartialEq, Eq)]
@@ -153,11 +162,11 @@ pub struct Config {
     /// `--listen-metrics-urls`: extra listeners for /metrics and the health endpoints.
     pub listen_metrics_urls: Vec<String>,
     /// `--metrics`: `extensive` adds gRPC handling-time histograms.
-    pub metrics: crate::metrics::MetricsLevel,
+    pub metrics: crate::client::metrics::MetricsLevel,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off.
-    pub auto_compaction: Option<crate::compactor::Retention>,
+    pub auto_compaction: Option<crate::duties::compactor::Retention>,
     /// etcd-rs only: revision mode's check interval
     /// (`--experimental-auto-compaction-check-interval`; etcd: 5 minutes).
     pub auto_compaction_check_interval: Duration,
@@ -302,7 +311,7 @@ const FLAGS: &[Flag] = &[
 /// numbers, each with a unit (ns, us, µs, ms, s, m, h), like "1h30m" or
 /// "2.5s"; "0" alone (see `go_duration`).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let nanos = crate::go_duration::parse(s).ok()?;
+    let nanos = gofmt::duration::parse(s).ok()?;
     u64::try_from(nanos).ok().map(Duration::from_nanos)
 }
 
@@ -404,7 +413,7 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     // etcd: "other configuration command line flags and environment variables
     // will be ignored if provided".
     let path = PathBuf::from(&config_file);
-    let file = crate::config_file::load(&path).map_err(ParseError::verify)?;
+    let file = crate::config::file::load(&path).map_err(ParseError::verify)?;
     let no_env = HashMap::new();
     let from_file = Lookup {
         given: &file.values,
@@ -467,19 +476,21 @@ impl Lookup<'_> {
         let mode = self.string("auto-compaction-mode");
         if !matches!(
             mode.as_str(),
-            "" | crate::compactor::MODE_PERIODIC | crate::compactor::MODE_REVISION
+            "" | crate::duties::compactor::MODE_PERIODIC | crate::duties::compactor::MODE_REVISION
         ) {
             return Err(ParseError::verify(format!(
                 "unknown auto-compaction-mode {}",
-                crate::go_duration::quote(&mode)
+                gofmt::duration::quote(&mode)
             )));
         }
-        config.auto_compaction =
-            crate::compactor::parse_retention(&mode, &self.string("auto-compaction-retention"))
-                .map_err(|error| ParseError::Refused {
-                    msg: "failed to start etcd",
-                    error,
-                })?;
+        config.auto_compaction = crate::duties::compactor::parse_retention(
+            &mode,
+            &self.string("auto-compaction-retention"),
+        )
+        .map_err(|error| ParseError::Refused {
+            msg: "failed to start etcd",
+            error,
+        })?;
         Ok(config)
     }
 
@@ -662,7 +673,7 @@ impl Lookup<'_> {
             corrupt_check_interval: self.duration("experimental-corrupt-check-time")?,
             force_new_cluster: self.boolean("force-new-cluster")?,
             listen_metrics_urls: self.urls("listen-metrics-urls")?,
-            metrics: crate::metrics::MetricsLevel::from_flag(&self.string("metrics")),
+            metrics: crate::client::metrics::MetricsLevel::from_flag(&self.string("metrics")),
             log_level,
             log_outputs,
             auto_compaction: None,
@@ -776,7 +787,7 @@ pub(crate) mod tests {
         );
         assert_eq!(c.request_timeout(), Duration::from_secs(7));
         assert!(c.listen_metrics_urls.is_empty());
-        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Basic);
+        assert_eq!(c.metrics, crate::client::metrics::MetricsLevel::Basic);
     }
 
     #[test]
@@ -789,11 +800,11 @@ pub(crate) mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Extensive);
+        assert_eq!(c.metrics, crate::client::metrics::MetricsLevel::Extensive);
         assert_eq!(c.listen_metrics_urls.len(), 2);
         // Any other level is etcd's basic.
         let c = run(&[], &[("ETCD_METRICS", "verbose")]).unwrap();
-        assert_eq!(c.metrics, crate::metrics::MetricsLevel::Basic);
+        assert_eq!(c.metrics, crate::client::metrics::MetricsLevel::Basic);
         assert!(run(&["--listen-metrics-urls=ftp://a:1"], &[]).is_err());
     }
 
@@ -853,7 +864,7 @@ pub(crate) mod tests {
 
     #[test]
     fn auto_compaction_flags_and_env() {
-        use crate::compactor::Retention;
+        use crate::duties::compactor::Retention;
         let minute = Duration::from_secs(60);
         let c = run(&[], &[]).unwrap();
         assert_eq!(c.auto_compaction, None);

@@ -232,6 +232,9 @@ impl Cluster for ClusterService {
         self.server
             .propose_conf_change(conf_change(ConfChangeType::AddNode, &promoted))
             .await?;
+        // Counted where the promotion was decided, as etcd counts it (a
+        // forwarded one counts on the leader).
+        self.server.metrics.learner_promote_successes.inc();
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.server.cluster_header()),
             members: self.members(),

@@ -1,6 +1,6 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` shows),
 //! Alarm, Defragment, MoveLeader, Hash, HashKV, Snapshot and Downgrade
-//! (`crate::downgrade`).
+//! (`crate::duties::downgrade`).
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use api::etcdserverpb::maintenance_server::Maintenance;
 use api::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
-use crate::apply::ApplyResult;
+use crate::node::apply::ApplyResult;
 use crate::server::EtcdServer;
 use datadir::membership::{CLUSTER_VERSION, SERVER_VERSION};
 
@@ -29,7 +29,7 @@ impl Maintenance for MaintenanceService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.server;
         let quota = if s.cfg.quota_backend_bytes <= 0 {
-            crate::quota::DEFAULT_QUOTA_BYTES
+            crate::state::quota::DEFAULT_QUOTA_BYTES
         } else {
             s.cfg.quota_backend_bytes
         };
@@ -187,12 +187,13 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse { header: None }))
     }
     /// Validates, starts or cancels a downgrade of the cluster version
-    /// (`crate::downgrade`, etcd 3.6's answers and errors).
+    /// (`crate::duties::downgrade`, etcd 3.6's answers and errors).
     async fn downgrade(
         &self,
         request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        let mut resp = crate::downgrade::downgrade(&self.server, &request.into_inner()).await?;
+        let mut resp =
+            crate::duties::downgrade::downgrade(&self.server, &request.into_inner()).await?;
         resp.header = Some(self.server.header(0));
         Ok(Response::new(resp))
     }

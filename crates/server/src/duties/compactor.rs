@@ -33,13 +33,14 @@ use api::etcdserverpb::{CompactionRequest, InternalRaftRequest};
 use api::EtcdError;
 use tokio::sync::watch;
 
-use crate::go_duration;
 use crate::server::EtcdServer;
+use gofmt::duration as go_duration;
 
 pub const MODE_PERIODIC: &str = "periodic";
 pub const MODE_REVISION: &str = "revision";
 
-/// etcd's interval between revision-mode checks.
+/// etcd's interval between revision-mode checks (the tests' clock).
+#[cfg(test)]
 pub const REVISION_CHECK_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Periodic mode samples this many times per compaction interval.
 const RETRY_DIVISOR: u32 = 10;

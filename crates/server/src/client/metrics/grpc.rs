@@ -298,7 +298,7 @@ pub async fn track(State(metrics): State<Arc<GrpcMetrics>>, req: Request, next: 
     });
     // The status the client will see: tonic's oversized-message status is
     // rewritten to gRPC-Go's at the edge.
-    let response = crate::edge::fix_too_large(next.run(req).await);
+    let response = crate::client::edge::fix_too_large(next.run(req).await);
     if let Some(code) = grpc_status(response.headers()) {
         // A trailers-only answer: no message follows.
         let mut completion = completion;

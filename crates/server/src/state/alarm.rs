@@ -59,6 +59,7 @@ impl AlarmStore {
     }
 
     /// Whether an alarm of `kind` is active on any member.
+    #[cfg(test)]
     pub fn has(&self, kind: AlarmType) -> bool {
         self.active
             .lock()

@@ -33,11 +33,11 @@ use raft::{RawNode, StateRole, Storage, StorageError};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
+use crate::client::metrics::Metrics;
 use crate::limits;
-use crate::metrics::Metrics;
+use crate::node::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
+use crate::node::wait::Wait;
 use crate::peer::Transport;
-use crate::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
-use crate::wait::Wait;
 
 /// What other parts of the server ask of the raft loop.
 pub enum RaftMsg {

@@ -50,7 +50,7 @@ use serde::Serialize;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use crate::grpc::Services;
+use crate::client::grpc::Services;
 use body::Limits;
 
 /// The API version prefixes served: etcd 3.5's, 3.4's and 3.3's.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use api::EtcdError;
 use tokio::sync::oneshot;
 
-use crate::apply::ApplyOutcome;
+use crate::node::apply::ApplyOutcome;
 
 #[derive(Default)]
 pub struct Wait {

@@ -1,0 +1,17 @@
+//! The member's replicated core: the raft loop (`raft_node`, one OS thread
+//! that owns raft-rs's `RawNode`, the WAL and the snapshotter), raft's
+//! storage (`raft_storage`), the applier (`apply`, one OS thread applying
+//! committed entries in log order), the waiters proposers block on
+//! (`wait`), and opening a member dir for the loop (`bootstrap`).
+//!
+//! May import: `state`, `config`, `peer` (the transport), the crate root
+//! (`limits`, `status`), and the `datadir`, `mvcc`, `lease` and `wal`
+//! crates. Known imports still to be cut (issue 14): `client::metrics`
+//! (counters the loop bumps) and `client::grpc` (what a joining member
+//! discovered, read by `bootstrap`).
+
+pub mod apply;
+pub mod bootstrap;
+pub mod raft_node;
+pub mod raft_storage;
+pub mod wait;
