@@ -34,13 +34,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// Imports that close today's circles (issue 14 splits the files behind
-/// them): the applier's result type the services match, the compactor's
-/// retention type the flags parse, the metrics every layer bumps, the
-/// discovery a joining member's bootstrap reads, the lease loop's handle.
+/// them): the applier's result type the services match, the metrics every
+/// layer bumps, the discovery a joining member's bootstrap reads, the lease
+/// loop's handle.
 const TO_CUT: &[(&str, &str)] = &[
     ("client", "node"),
-    ("config", "client"),
-    ("config", "duties"),
     ("node", "client"),
     ("peer", "client"),
     ("server", "client"),

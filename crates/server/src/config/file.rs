@@ -550,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_config_file_replaces_flags_and_env() {
-        use crate::duties::compactor::Retention;
+        use crate::config::retention::Retention;
         let dir = tempfile::tempdir().unwrap();
         let path = write_file(
             &dir,
@@ -642,7 +642,7 @@ mod tests {
             parse_all(&["--config-file", &path], &[])
                 .unwrap()
                 .auto_compaction,
-            Some(crate::duties::compactor::Retention::Periodic(
+            Some(crate::config::retention::Retention::Periodic(
                 Duration::from_secs(24 * 3600)
             ))
         );

@@ -16,10 +16,9 @@
 //!   default. Flags are still parsed first, so an unknown flag is still an error.
 //!
 //! This folder owns the configuration: flags and environment (here), the
-//! config file (`file`) and the TLS settings with their acceptors (`tls`).
-//! It may import the crate root (`limits`) and the `datadir` and `gofmt`
-//! crates. Known imports still to be cut (issue 14): `duties::compactor`
-//! (the retention type) and `client::metrics` (a metrics flag's values).
+//! config file (`file`), auto compaction's mode and retention
+//! (`retention`) and the TLS settings with their acceptors (`tls`). It may
+//! import the crate root (`limits`) and the `datadir` and `gofmt` crates.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +27,7 @@ use std::time::Duration;
 pub use datadir::urls::{parse_url, parse_urls_map, Url};
 
 pub mod file;
+pub mod retention;
 pub mod tls;
 
 /// A configuration error: one line, printed as is, exit code 2.
@@ -162,11 +162,11 @@ pub struct Config {
     /// `--listen-metrics-urls`: extra listeners for /metrics and the health endpoints.
     pub listen_metrics_urls: Vec<String>,
     /// `--metrics`: `extensive` adds gRPC handling-time histograms.
-    pub metrics: crate::client::metrics::MetricsLevel,
+    pub metrics: MetricsLevel,
     pub log_level: tracing::Level,
     pub log_outputs: Vec<String>,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off.
-    pub auto_compaction: Option<crate::duties::compactor::Retention>,
+    pub auto_compaction: Option<retention::Retention>,
     /// etcd-rs only: revision mode's check interval
     /// (`--experimental-auto-compaction-check-interval`; etcd: 5 minutes).
     pub auto_compaction_check_interval: Duration,
@@ -476,21 +476,20 @@ impl Lookup<'_> {
         let mode = self.string("auto-compaction-mode");
         if !matches!(
             mode.as_str(),
-            "" | crate::duties::compactor::MODE_PERIODIC | crate::duties::compactor::MODE_REVISION
+            "" | retention::MODE_PERIODIC | retention::MODE_REVISION
         ) {
             return Err(ParseError::verify(format!(
                 "unknown auto-compaction-mode {}",
                 gofmt::duration::quote(&mode)
             )));
         }
-        config.auto_compaction = crate::duties::compactor::parse_retention(
-            &mode,
-            &self.string("auto-compaction-retention"),
-        )
-        .map_err(|error| ParseError::Refused {
-            msg: "failed to start etcd",
-            error,
-        })?;
+        config.auto_compaction =
+            retention::parse_retention(&mode, &self.string("auto-compaction-retention")).map_err(
+                |error| ParseError::Refused {
+                    msg: "failed to start etcd",
+                    error,
+                },
+            )?;
         Ok(config)
     }
 
@@ -673,7 +672,7 @@ impl Lookup<'_> {
             corrupt_check_interval: self.duration("experimental-corrupt-check-time")?,
             force_new_cluster: self.boolean("force-new-cluster")?,
             listen_metrics_urls: self.urls("listen-metrics-urls")?,
-            metrics: crate::client::metrics::MetricsLevel::from_flag(&self.string("metrics")),
+            metrics: MetricsLevel::from_flag(&self.string("metrics")),
             log_level,
             log_outputs,
             auto_compaction: None,
@@ -726,6 +725,24 @@ fn parse_initial_cluster(raw: &str) -> Result<Vec<(String, Vec<String>)>, Config
             "invalid value \"{raw}\" for flag -initial-cluster: {why}"
         ))
     })
+}
+
+/// `--metrics`: etcd exports gRPC handling-time histograms only with `extensive`
+/// (any other value is `basic`, as etcd treats it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsLevel {
+    Basic,
+    Extensive,
+}
+
+impl MetricsLevel {
+    pub fn from_flag(value: &str) -> MetricsLevel {
+        if value == "extensive" {
+            MetricsLevel::Extensive
+        } else {
+            MetricsLevel::Basic
+        }
+    }
 }
 
 #[cfg(test)]
@@ -787,7 +804,7 @@ pub(crate) mod tests {
         );
         assert_eq!(c.request_timeout(), Duration::from_secs(7));
         assert!(c.listen_metrics_urls.is_empty());
-        assert_eq!(c.metrics, crate::client::metrics::MetricsLevel::Basic);
+        assert_eq!(c.metrics, MetricsLevel::Basic);
     }
 
     #[test]
@@ -800,11 +817,11 @@ pub(crate) mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.metrics, crate::client::metrics::MetricsLevel::Extensive);
+        assert_eq!(c.metrics, MetricsLevel::Extensive);
         assert_eq!(c.listen_metrics_urls.len(), 2);
         // Any other level is etcd's basic.
         let c = run(&[], &[("ETCD_METRICS", "verbose")]).unwrap();
-        assert_eq!(c.metrics, crate::client::metrics::MetricsLevel::Basic);
+        assert_eq!(c.metrics, MetricsLevel::Basic);
         assert!(run(&["--listen-metrics-urls=ftp://a:1"], &[]).is_err());
     }
 
@@ -864,7 +881,7 @@ pub(crate) mod tests {
 
     #[test]
     fn auto_compaction_flags_and_env() {
-        use crate::duties::compactor::Retention;
+        use retention::Retention;
         let minute = Duration::from_secs(60);
         let c = run(&[], &[]).unwrap();
         assert_eq!(c.auto_compaction, None);

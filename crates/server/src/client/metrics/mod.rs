@@ -27,25 +27,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use crate::config::MetricsLevel;
 use crate::server::EtcdServer;
-
-/// `--metrics`: etcd exports gRPC handling-time histograms only with `extensive`
-/// (any other value is `basic`, as etcd treats it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsLevel {
-    Basic,
-    Extensive,
-}
-
-impl MetricsLevel {
-    pub fn from_flag(value: &str) -> MetricsLevel {
-        if value == "extensive" {
-            MetricsLevel::Extensive
-        } else {
-            MetricsLevel::Basic
-        }
-    }
-}
 
 /// The text exposition format etcd serves (Prometheus 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
