@@ -16,7 +16,8 @@
 //!  state/    alarms, the quota, the lessor on the server
 //!  server.rs EtcdServer: the handle the edges and duties call
 //!  duties/   the leader's loops: compaction, downgrade monitor, corruption checks
-//!  client/   listeners, the gRPC/HTTP edge, services, gateway, health, metrics
+//!  client/   listeners, the gRPC/HTTP edge, services, gateway, health, /metrics
+//!  metrics/  the Prometheus families measured on the way (every folder bumps them)
 //!  peer/     the peer transport and the peer-port services
 //!  limits.rs every bound, status.rs domain errors as etcd's client errors
 //! ```
@@ -29,6 +30,7 @@ pub(crate) mod client;
 pub mod config;
 pub(crate) mod duties;
 pub(crate) mod limits;
+pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod peer;
 pub(crate) mod server;
@@ -43,7 +45,7 @@ use api::etcdserverpb::{Attributes, ClusterMemberAttrSetRequest, InternalRaftReq
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::client::{edge, grpc, http, metrics, serve};
+use crate::client::{edge, grpc, http, serve};
 use crate::config::tls;
 use crate::config::{parse_url, Config};
 use crate::duties::{compactor, corrupt, downgrade};
@@ -464,12 +466,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     }
 
     let services = Arc::new(grpc::Services::new(server.clone()));
-    let grpc_router = grpc::routes(&services, server.cfg.max_request_bytes)
-        .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
-            metrics.grpc.clone(),
-            metrics::grpc::track,
-        ));
+    let grpc_router = edge::grpc_router(
+        grpc::routes(&services, server.cfg.max_request_bytes).into_axum_router(),
+        metrics.grpc.clone(),
+    );
     let router = edge::router(grpc_router, http::router(server.clone(), services));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(monitor_cluster_version(server.clone(), stop_rx.clone()));

@@ -7,15 +7,20 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
+use api::etcdserverpb::{
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RequestHeader,
+    ResponseHeader, TxnRequest, TxnResponse,
+};
 use api::EtcdError;
 use prost::Message;
 use raft::eraftpb::ConfChange;
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use crate::client::metrics::Metrics;
 use crate::config::Config;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::node::apply::{ApplyOutcome, ApplyResult};
 use crate::node::raft_node::{RaftMsg, RaftStatus};
 use crate::node::wait::Wait;
@@ -122,7 +127,6 @@ impl EtcdServer {
         *self.applied.borrow()
     }
 
-    /// Proposes `req` through raft and waits until it is applied.
     /// The backend quota check etcd runs before proposing a request that adds
     /// data: past the quota the request fails with "database space exceeded"
     /// and this member raises the NOSPACE alarm (once; the alarm is applied
@@ -154,6 +158,127 @@ impl EtcdServer {
         Err(EtcdError::NoSpace)
     }
 
+    /// Writes a key (etcd's `RaftKV.Put`): proposed through raft, answered
+    /// once applied, with this member's header. The edge's checks (quota,
+    /// validation, learners) are the caller's, as in etcd.
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            put: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::Put(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a key or a range (etcd's `RaftKV.DeleteRange`).
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            delete_range: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::DeleteRange(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A transaction that writes, through raft (etcd's `RaftKV.Txn`; a
+    /// read-only one is the caller's to serve locally).
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            txn: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::Txn(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Compacts the key history (etcd's `RaftKV.Compact`).
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            compaction: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::Compaction(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Grants a lease with the ID in `req` (etcd's `Lessor.LeaseGrant`; the
+    /// caller picks an ID when the client gave none).
+    pub async fn lease_grant(
+        &self,
+        req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            lease_grant: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::LeaseGrant(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Revokes a lease and deletes its keys (etcd's `Lessor.LeaseRevoke`).
+    pub async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            lease_revoke: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::LeaseRevoke(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Activates, deactivates or lists alarms; every action goes through
+    /// raft, a GET included, as in etcd.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            alarm: Some(req),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::Alarm(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Proposes `req` through raft and waits until it is applied; the typed
+    /// verbs above are the way in for client requests.
     pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<ApplyResult, EtcdError> {
         let max_request_bytes = self.cfg.max_request_bytes;
         self.submit(|id| {
@@ -366,4 +491,15 @@ pub async fn on_ticks_as_leader<F, Fut>(
             work(server.clone()).await;
         }
     }
+}
+
+/// A result of another kind than the request's: a bug of ours, never a
+/// client's doing. Answered as etcd answers a request its applier does not
+/// know.
+fn unexpected(result: ApplyResult) -> EtcdError {
+    tracing::error!(
+        ?result,
+        "the applier answered with a result of another kind"
+    );
+    EtcdError::UnknownMethod
 }

@@ -9,12 +9,16 @@
 //! limit is: Y bytes"`, etcd (gRPC-Go) as `ResourceExhausted "grpc: received
 //! message larger than max (X vs. Y)"`, and clients match on the latter.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Version};
 use axum::response::Response;
 use axum::Router;
 use tower::ServiceExt;
+
+use crate::metrics::grpc::{track, GrpcMetrics};
 
 pub fn router(grpc: Router, http: Router) -> Router {
     Router::new().fallback(move |req: Request| {
@@ -27,14 +31,20 @@ pub fn router(grpc: Router, http: Router) -> Router {
         };
         async move {
             let response = router.oneshot(req).await;
-            let response = if grpc_request {
-                response.map(fix_too_large)
-            } else {
-                response
-            };
             response.unwrap_or_else(|never| match never {})
         }
     })
+}
+
+/// The gRPC routes as clients see them: tonic's oversized-message status
+/// rewritten to gRPC-Go's, and the gRPC metrics middleware around that, so
+/// the code it counts is the one the client gets.
+pub fn grpc_router(routes: Router, metrics: Arc<GrpcMetrics>) -> Router {
+    routes
+        .layer(axum::middleware::map_response(|r: Response| async move {
+            fix_too_large(r)
+        }))
+        .layer(axum::middleware::from_fn_with_state(metrics, track))
 }
 
 fn is_grpc(req: &Request) -> bool {

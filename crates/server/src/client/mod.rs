@@ -1,13 +1,12 @@
 //! The client edge: listeners and the connection loop (`serve`), the
 //! gRPC/HTTP split of one port (`edge`), the gRPC services (`grpc`), the
 //! HTTP/JSON gateway (`gateway`), `/version`, `/metrics` and the health
-//! endpoints (`http`, `health`), and the Prometheus metrics (`metrics`).
+//! endpoints (`http`, `health`), and the `/metrics` body (`metrics`).
 //!
 //! May import: `server` (the handle every service calls), `config`,
 //! `state`, `duties` (the Downgrade RPC), `peer` (members dialled for
-//! discovery), the crate root, and the `api`, `mvcc` and `datadir` crates.
-//! Known import still to be cut (issue 14): `node::apply` (the services
-//! match the applier's `ApplyResult`).
+//! discovery), the crate root (`limits`, `status`, `metrics`), and the
+//! `api`, `mvcc` and `datadir` crates.
 
 pub mod edge;
 pub mod gateway;

@@ -30,7 +30,7 @@ use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 
-use crate::client::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::node::raft_node::RaftStatus;
 use crate::node::raft_node::{ApplyBatch, RaftMsg};
 use crate::node::wait::Wait;

@@ -5,10 +5,9 @@
 //! (`wait`), and opening a member dir for the loop (`bootstrap`).
 //!
 //! May import: `state`, `config`, `peer` (the transport), the crate root
-//! (`limits`, `status`), and the `datadir`, `mvcc`, `lease` and `wal`
-//! crates. Known imports still to be cut (issue 14): `client::metrics`
-//! (counters the loop bumps) and `client::grpc` (what a joining member
-//! discovered, read by `bootstrap`).
+//! (`limits`, `status`, `metrics`), and the `datadir`, `mvcc`, `lease` and
+//! `wal` crates. Known import still to be cut (issue 14): `client::grpc`
+//! (what a joining member discovered, read by `bootstrap`).
 
 pub mod apply;
 pub mod bootstrap;

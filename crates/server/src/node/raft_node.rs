@@ -33,8 +33,8 @@ use raft::{RawNode, StateRole, Storage, StorageError};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
-use crate::client::metrics::Metrics;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::node::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
 use crate::node::wait::Wait;
 use crate::peer::Transport;

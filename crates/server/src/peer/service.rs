@@ -16,7 +16,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::client::metrics::PeerMetrics;
+use crate::metrics::PeerMetrics;
 
 use super::{
     hex, Deliver, WarnLimiter, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES, PROTOCOL_VERSION,

@@ -17,7 +17,7 @@ use super::dial::Dialer;
 use super::snapshot::{self, SnapshotJob};
 use super::stream::{self, StreamTask};
 use super::{hex, WarnLimiter, PEER_QUEUE_MESSAGES_MAX};
-use crate::client::metrics::PeerMetrics;
+use crate::metrics::PeerMetrics;
 
 /// Sends raft messages to the other members; see the module docs for what it guarantees.
 /// Cheap to clone: clones share one transport.

@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use api::etcdserverpb::kv_server::Kv;
 use api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    InternalRaftRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
-    TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use api::EtcdError;
 use tonic::{Request, Response, Status};
 
-use crate::node::apply::ApplyResult;
 use crate::server::EtcdServer;
 use crate::status::mvcc_status;
 
@@ -26,11 +24,6 @@ impl KvService {
         KvService { server }
     }
 
-    async fn write(&self, req: InternalRaftRequest) -> Result<ApplyResult, Status> {
-        self.refuse_learner()?;
-        self.server.propose(req).await.map_err(Status::from)
-    }
-
     /// A learner serves serializable reads only, as in etcd.
     fn refuse_learner(&self) -> Result<(), Status> {
         if self.server.is_learner() {
@@ -38,14 +31,6 @@ impl KvService {
         }
         Ok(())
     }
-}
-
-pub(crate) fn unexpected(result: ApplyResult) -> Status {
-    tracing::error!(
-        ?result,
-        "the applier answered with a result of another kind"
-    );
-    Status::internal("etcdserver: unexpected apply result")
 }
 
 #[tonic::async_trait]
@@ -71,19 +56,8 @@ impl Kv for KvService {
         self.server
             .check_quota(crate::state::quota::put_cost(&req))?;
         mvcc::validate_put(&req).map_err(mvcc_status)?;
-        let result = self
-            .write(InternalRaftRequest {
-                put: Some(req),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::Put(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        self.refuse_learner()?;
+        Ok(Response::new(self.server.put(req).await?))
     }
 
     async fn delete_range(
@@ -92,19 +66,8 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         mvcc::validate_delete_range(&req).map_err(mvcc_status)?;
-        let result = self
-            .write(InternalRaftRequest {
-                delete_range: Some(req),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::DeleteRange(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        self.refuse_learner()?;
+        Ok(Response::new(self.server.delete_range(req).await?))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -123,19 +86,8 @@ impl Kv for KvService {
             self.server.fill_header(&mut resp.header);
             return Ok(Response::new(resp));
         }
-        let result = self
-            .write(InternalRaftRequest {
-                txn: Some(req),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::Txn(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        self.refuse_learner()?;
+        Ok(Response::new(self.server.txn(req).await?))
     }
 
     async fn compact(
@@ -143,18 +95,7 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let req = request.into_inner();
-        let result = self
-            .write(InternalRaftRequest {
-                compaction: Some(req),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::Compaction(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        self.refuse_learner()?;
+        Ok(Response::new(self.server.compact(req).await?))
     }
 }

@@ -8,16 +8,14 @@ use std::time::Instant;
 
 use api::etcdserverpb::lease_server::Lease;
 use api::etcdserverpb::{
-    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use api::EtcdError;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::kv::unexpected;
-use crate::node::apply::ApplyResult;
 use crate::server::EtcdServer;
 
 pub struct LeaseService {
@@ -45,40 +43,15 @@ impl Lease for LeaseService {
         while req.id == lease::NO_LEASE {
             req.id = (self.server.next_request_id() & (i64::MAX as u64)) as i64;
         }
-        let result = self
-            .server
-            .propose(InternalRaftRequest {
-                lease_grant: Some(req),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::LeaseGrant(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        Ok(Response::new(self.server.lease_grant(req).await?))
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let result = self
-            .server
-            .propose(InternalRaftRequest {
-                lease_revoke: Some(request.into_inner()),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::LeaseRevoke(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let req = request.into_inner();
+        Ok(Response::new(self.server.lease_revoke(req).await?))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -8,7 +8,6 @@ use api::etcdserverpb::maintenance_server::Maintenance;
 use api::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
-use crate::node::apply::ApplyResult;
 use crate::server::EtcdServer;
 use datadir::membership::{CLUSTER_VERSION, SERVER_VERSION};
 
@@ -77,22 +76,8 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let result = self
-            .server
-            .propose(InternalRaftRequest {
-                alarm: Some(request.into_inner()),
-                ..Default::default()
-            })
-            .await?;
-        match result {
-            ApplyResult::Alarm(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(Status::internal(format!(
-                "etcdserver: unexpected apply result {other:?}"
-            ))),
-        }
+        let req = request.into_inner();
+        Ok(Response::new(self.server.alarm(req).await?))
     }
     /// Defragments this member's backend (etcdctl asks each endpoint). Reads
     /// go on meanwhile and writes wait only for the switch-over

@@ -238,14 +238,6 @@ async fn create_watcher(
     sink: &Arc<dyn WatchSink>,
     queue: &mpsc::Sender<Outgoing>,
 ) -> bool {
-    // The revision the "created" header reports: the watcher receives every
-    // event after it (or from start_revision).
-    let head = server.watch_hub.notified_rev();
-    let start_rev = if create.start_revision == 0 {
-        head + 1
-    } else {
-        create.start_revision
-    };
     let empty_range =
         !create.range_end.is_empty() && create.range_end != [0] && create.key >= create.range_end;
     let id = {
@@ -271,7 +263,7 @@ async fn create_watcher(
         Ok(id) => id,
         Err(reason) => {
             let resp = WatchResponse {
-                header: Some(server.header(head)),
+                header: Some(server.header(server.watch_hub.notified_rev())),
                 watch_id: -1,
                 created: true,
                 canceled: true,
@@ -297,7 +289,11 @@ async fn create_watcher(
     let spec = WatchSpec {
         key: create.key,
         range_end: create.range_end,
-        start_rev,
+        // A start revision of 0 is left to the hub: it picks the revision after
+        // the one its "created" answer reports, under its lock. Reading the head
+        // here instead let a write slip in between, and the watcher then got
+        // events below the revision its "created" header claimed.
+        start_rev: create.start_revision,
         watch_id: id,
         no_put: create.filters.contains(&(FilterType::Noput as i32)),
         no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),

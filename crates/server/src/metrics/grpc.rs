@@ -296,9 +296,9 @@ pub async fn track(State(metrics): State<Arc<GrpcMetrics>>, req: Request, next: 
             completion: None,
         })
     });
-    // The status the client will see: tonic's oversized-message status is
-    // rewritten to gRPC-Go's at the edge.
-    let response = crate::client::edge::fix_too_large(next.run(req).await);
+    // The edge rewrites tonic's oversized-message status to gRPC-Go's in a
+    // layer inside this one, so the code counted is the one the client sees.
+    let response = next.run(req).await;
     if let Some(code) = grpc_status(response.headers()) {
         // A trailers-only answer: no message follows.
         let mut completion = completion;
