@@ -18,7 +18,15 @@ use tracing_subscriber::Layer;
 
 /// The crates of this workspace, by the prefix of their tracing targets
 /// (`etcd` covers `etcdctl`, `etcdutl` and `etcdfmt`).
-const OUR_CRATES: &[&str] = &["server", "datadir", "wal", "mvcc", "lease", "api", "etcd"];
+const OUR_CRATES: &[&str] = &[
+    "etcd_server",
+    "datadir",
+    "wal",
+    "mvcc",
+    "lease",
+    "api",
+    "etcd",
+];
 
 /// Where log lines go (`--log-outputs`): stderr, stdout or files.
 type Sink = Arc<Mutex<Box<dyn Write + Send>>>;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use server::config::{self, Command, ParseError};
+use etcd_server::config::{self, Command, ParseError};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::PrintVersion) => {
             println!("etcd Version: {}", datadir::membership::SERVER_VERSION);
-            println!("etcd-rs Version: {}", server::BUILD_VERSION);
+            println!("etcd-rs Version: {}", etcd_server::BUILD_VERSION);
             println!("Rust Version: {}", env!("CARGO_PKG_RUST_VERSION"));
             println!(
                 "OS/Arch: {}/{}",
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(cfg, shutdown_signal())) {
+    match runtime.block_on(etcd_server::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "etcd stopped with an error");

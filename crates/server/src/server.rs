@@ -10,8 +10,8 @@ use std::time::Duration;
 use api::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
     DeleteRangeResponse, InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RequestHeader,
-    ResponseHeader, TxnRequest, TxnResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestHeader, ResponseHeader, TxnRequest, TxnResponse,
 };
 use api::EtcdError;
 use prost::Message;
@@ -26,6 +26,7 @@ use crate::node::raft_node::{RaftMsg, RaftStatus};
 use crate::node::wait::Wait;
 use crate::peer::Transport;
 use crate::state::alarm::AlarmStore;
+use crate::status::Error;
 use datadir::ids::RequestIdGenerator;
 use datadir::membership::Cluster;
 
@@ -156,6 +157,18 @@ impl EtcdServer {
             });
         }
         Err(EtcdError::NoSpace)
+    }
+
+    /// Reads keys (etcd's `RaftKV.Range`): linearizable through ReadIndex
+    /// unless `req.serializable`; validation and learners are the caller's.
+    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        if !req.serializable {
+            self.read_barrier().await?;
+        }
+        self.metrics.mvcc.record(1, 0, 0, 0);
+        let mut resp = self.store.range(req)?;
+        self.fill_header(&mut resp.header);
+        Ok(resp)
     }
 
     /// Writes a key (etcd's `RaftKV.Put`): proposed through raft, answered

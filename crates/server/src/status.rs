@@ -1,8 +1,52 @@
 //! Domain errors → etcd's client-visible errors. The only place that decides
-//! which mvcc failure a client sees as which `etcdserver: …` error.
+//! which mvcc failure a client sees as which `etcdserver: …` error, and the
+//! server's [`Error`].
 
 use api::EtcdError;
 use tonic::Status;
+
+/// What a request to the server can end in besides its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Refused with one of etcd's errors (`etcdserver: …`). Deterministic:
+    /// the same request against the same state is refused the same way on
+    /// every member, so it is the client's answer, never a reason to stop.
+    #[error(transparent)]
+    Request(#[from] EtcdError),
+    /// The backend itself failed (I/O, corruption): not the request's
+    /// doing, and not what another member would answer.
+    #[error("backend failed: {0}")]
+    Backend(mvcc::Error),
+}
+
+impl Error {
+    /// Whether every member would answer the same (a refused request), as
+    /// opposed to a failure of this member.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(self, Error::Request(_))
+    }
+}
+
+impl From<mvcc::Error> for Error {
+    fn from(e: mvcc::Error) -> Error {
+        match request_error(e) {
+            Ok(etcd) => Error::Request(etcd),
+            Err(e) => Error::Backend(e),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        match e {
+            Error::Request(etcd) => etcd.into(),
+            Error::Backend(e) => {
+                tracing::error!(error = %e, "backend read failed");
+                Status::internal(format!("etcdserver: {e}"))
+            }
+        }
+    }
+}
 
 /// The client-visible error for a request error, or `Err` for a failure of
 /// the backend itself (which must stop the applier rather than be reported).
@@ -25,13 +69,7 @@ pub fn request_error(e: mvcc::Error) -> Result<EtcdError, mvcc::Error> {
 
 /// The gRPC status for an mvcc error on the read path.
 pub fn mvcc_status(e: mvcc::Error) -> Status {
-    match request_error(e) {
-        Ok(etcd) => etcd.into(),
-        Err(e) => {
-            tracing::error!(error = %e, "backend read failed");
-            Status::internal(format!("etcdserver: {e}"))
-        }
-    }
+    Error::from(e).into()
 }
 
 #[cfg(test)]

@@ -176,7 +176,29 @@ pub struct Config {
     pub ignored_config_keys: Vec<String>,
 }
 
+impl Default for Config {
+    /// etcd's defaults: what `etcd` with no flags and no `ETCD_*` variables
+    /// runs with (member `default` in `default.etcd`, clients on
+    /// `http://localhost:2379`, peers on `http://localhost:2380`).
+    fn default() -> Config {
+        match parse(&[], &HashMap::new()) {
+            Ok(Command::Run(cfg)) => *cfg,
+            // The flag table's defaults parse; its unit tests hold it to that.
+            other => unreachable!("no flags parse as a run command, not {other:?}"),
+        }
+    }
+}
+
 impl Config {
+    /// Names the member `name` and makes it the only member of its initial
+    /// cluster, at its advertised peer URLs (etcd's
+    /// `embed.Config.InitialClusterFromName`).
+    pub fn with_name(mut self, name: &str) -> Config {
+        self.name = name.to_string();
+        self.initial_cluster = vec![(name.to_string(), self.initial_advertise_peer_urls.clone())];
+        self
+    }
+
     /// etcd's request timeout: 5 s plus two election timeouts.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(5000 + 2 * self.election_timeout_ms)

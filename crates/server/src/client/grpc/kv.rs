@@ -43,12 +43,8 @@ impl Kv for KvService {
         mvcc::validate_range(&req).map_err(mvcc_status)?;
         if !req.serializable {
             self.refuse_learner()?;
-            self.server.read_barrier().await?;
         }
-        self.server.metrics.mvcc.record(1, 0, 0, 0);
-        let mut resp = self.server.store.range(&req).map_err(mvcc_status)?;
-        self.server.fill_header(&mut resp.header);
-        Ok(Response::new(resp))
+        Ok(Response::new(self.server.range(&req).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

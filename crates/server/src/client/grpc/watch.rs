@@ -490,8 +490,8 @@ fn fragments(
 }
 
 /// The catch-up thread: serves unsynced watchers and victims.
-pub fn run_sync(server: Arc<EtcdServer>, stop: Arc<std::sync::atomic::AtomicBool>) {
-    while !stop.load(Ordering::Acquire) {
+pub fn run_sync(server: Arc<EtcdServer>, stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
         server.watch_hub.wait_for_work(Duration::from_millis(100));
         if server.watch_hub.sync_round(&server.store) {
             // More to do: a short pause lets slow consumers drain.
