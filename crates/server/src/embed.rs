@@ -35,11 +35,11 @@ use tokio::task::JoinHandle;
 use crate::client::{edge, grpc, http, serve};
 use crate::config::{parse_url, tls};
 pub use crate::config::{ClusterState, Config, TlsInfo};
-use crate::duties::{compactor, corrupt, downgrade};
+use crate::duties::{compactor, corrupt, downgrade, lease_expiry};
 use crate::node::{apply, bootstrap, raft_node, raft_storage, wait};
 use crate::server::EtcdServer;
 use crate::state::{alarm, leases, quota};
-use crate::{limits, metrics, peer};
+use crate::{limits, metrics, peer, transport};
 /// The request and response types of [`Server`]'s verbs (etcd's v3 API).
 pub use api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -380,7 +380,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
             bail!("--listen-peer-urls {u}: an https peer URL needs --peer-cert-file and --peer-key-file, or --peer-auto-tls");
         }
     }
-    let dialer = peer::Dialer::new(match &peer_tls {
+    let dialer = transport::Dialer::new(match &peer_tls {
         Some(resolved) => Some(resolved.client_config()?),
         None => None,
     });
@@ -405,7 +405,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
             .filter(|(name, _)| *name != cfg.name)
             .flat_map(|(_, urls)| urls.clone())
             .collect();
-        Some(grpc::discover(&dialer, &others, &cfg.initial_advertise_peer_urls).await?)
+        Some(transport::discover(&dialer, &others, &cfg.initial_advertise_peer_urls).await?)
     } else {
         None
     };
@@ -524,7 +524,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
     let stop_tx = Arc::new(stop_tx);
 
     // Peers: the transport dials them; the peer listener delivers their messages.
-    let transport = peer::Transport::with_metrics(
+    let transport = transport::Transport::with_metrics(
         boot.member_id,
         boot.cluster_id,
         tokio::runtime::Handle::current(),
@@ -537,7 +537,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
             transport.add_peer(m.id, m.peer_ur_ls.clone());
         }
     }
-    let peer_deliver: peer::Deliver = {
+    let peer_deliver: transport::Deliver = {
         let raft_tx = raft_tx.clone();
         let cluster = cluster.clone();
         Arc::new(move |m| {
@@ -548,24 +548,16 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
             let _ = raft_tx.send(raft_node::RaftMsg::Step(Box::new(m)));
         })
     };
-    let running_server = Arc::new(OnceLock::new());
-    let peer_router = tonic::service::Routes::new(peer::service(
-        boot.member_id,
-        boot.cluster_id,
-        peer_deliver,
-        metrics.peer.clone(),
-    ))
-    .add_service(api::peerpb::membership_server::MembershipServer::new(
-        grpc::MembershipService::new(boot.cluster_id, cluster.clone(), running_server.clone()),
-    ))
-    .add_service(api::peerpb::leases_server::LeasesServer::new(
-        leases::LeaseForwardService::new(running_server.clone()),
-    ))
-    .add_service(api::peerpb::corruption_server::CorruptionServer::new(
-        corrupt::CorruptionService::new(store.clone(), boot.member_id, boot.cluster_id),
-    ))
-    .prepare()
-    .into_axum_router();
+    let running_server: peer::Running = Arc::new(OnceLock::new());
+    let peer_router = peer::router(peer::PeerPort {
+        member_id: boot.member_id,
+        cluster_id: boot.cluster_id,
+        cluster: cluster.clone(),
+        store: store.clone(),
+        deliver: peer_deliver,
+        metrics: metrics.peer.clone(),
+        running: running_server.clone(),
+    });
     let peer_urls: Vec<String> = peer_listeners.iter().map(|b| b.url.clone()).collect();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     for Bound { url, listener } in peer_listeners {
@@ -778,7 +770,7 @@ impl Member {
         let stop = &self.stop;
         let mut tasks = vec![
             tokio::spawn(monitor_cluster_version(server.clone(), stop.clone())),
-            tokio::spawn(leases::run_expiry(server.clone(), stop.clone())),
+            tokio::spawn(lease_expiry::run_expiry(server.clone(), stop.clone())),
         ];
         if !cfg.corrupt_check_interval.is_zero() {
             tasks.push(tokio::spawn(corrupt::run_periodic(

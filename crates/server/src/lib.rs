@@ -15,11 +15,13 @@
 //!  config/   flags and environment, the config file, TLS settings
 //!  node/     the raft loop, raft storage, the applier, waiters, bootstrap
 //!  state/    alarms, the quota, the lessor on the server
-//!  server.rs EtcdServer: the handle the edges and duties call
-//!  duties/   the leader's loops: compaction, downgrade monitor, corruption checks
+//!  transport/ raft messages and snapshots between members, the peer dialer
+//!  server/   EtcdServer: typed verbs the edges and duties call
+//!  duties/   the leader's loops: compaction, downgrade monitor, corruption
+//!            checks, lease expiry
 //!  client/   listeners, the gRPC/HTTP edge, services, gateway, health, /metrics
+//!  peer/     the peer port's services (membership, leases, hashes), one router
 //!  metrics/  the Prometheus families measured on the way (every folder bumps them)
-//!  peer/     the peer transport and the peer-port services
 //!  limits.rs every bound, status.rs domain errors as etcd's client errors
 //!  embed.rs  start a member, wait until it serves, close it: the public way in
 //! ```
@@ -38,6 +40,7 @@ pub(crate) mod peer;
 pub(crate) mod server;
 pub(crate) mod state;
 pub(crate) mod status;
+pub(crate) mod transport;
 
 pub mod embed;
 

@@ -17,13 +17,21 @@ pub enum Error {
     /// doing, and not what another member would answer.
     #[error("backend failed: {0}")]
     Backend(mvcc::Error),
+    /// The leader's answer to a request this member forwarded to it, error
+    /// or not, passed on as the leader gave it.
+    #[error("the leader answered: {}", .0.message())]
+    Forwarded(Status),
 }
 
 impl Error {
     /// Whether every member would answer the same (a refused request), as
     /// opposed to a failure of this member.
     pub fn is_deterministic(&self) -> bool {
-        matches!(self, Error::Request(_))
+        match self {
+            Error::Request(_) => true,
+            Error::Forwarded(status) => EtcdError::from_status(status).is_some(),
+            Error::Backend(_) => false,
+        }
     }
 }
 
@@ -44,6 +52,7 @@ impl From<Error> for Status {
                 tracing::error!(error = %e, "backend read failed");
                 Status::internal(format!("etcdserver: {e}"))
             }
+            Error::Forwarded(status) => status,
         }
     }
 }

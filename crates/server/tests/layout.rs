@@ -15,36 +15,74 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("status", &[]),
     ("config", &["limits"]),
     ("metrics", &["config"]),
-    ("peer", &["limits", "status", "config", "metrics"]),
-    ("state", &["limits", "status", "metrics", "peer"]),
+    ("transport", &["limits", "status", "config", "metrics"]),
+    ("state", &["limits", "status", "metrics", "transport"]),
     (
         "node",
-        &["state", "config", "peer", "limits", "status", "metrics"],
+        &[
+            "state",
+            "config",
+            "transport",
+            "limits",
+            "status",
+            "metrics",
+        ],
     ),
     (
         "server",
         &[
-            "node", "state", "config", "peer", "limits", "status", "metrics",
+            "node",
+            "state",
+            "config",
+            "transport",
+            "limits",
+            "status",
+            "metrics",
         ],
     ),
     (
         "duties",
         &[
-            "server", "state", "config", "peer", "limits", "status", "metrics",
+            "server",
+            "state",
+            "config",
+            "transport",
+            "limits",
+            "status",
+            "metrics",
+        ],
+    ),
+    (
+        "peer",
+        &[
+            "server",
+            "state",
+            "config",
+            "transport",
+            "limits",
+            "status",
+            "metrics",
         ],
     ),
     (
         "client",
         &[
-            "server", "duties", "state", "config", "peer", "limits", "status", "metrics",
+            "server",
+            "duties",
+            "state",
+            "config",
+            "transport",
+            "limits",
+            "status",
+            "metrics",
         ],
     ),
 ];
 
-/// Imports that close today's circles (issue 14 splits the files behind
-/// them): the discovery a joining member's bootstrap reads, the lease loop's
-/// handle.
-const TO_CUT: &[(&str, &str)] = &[("node", "client"), ("state", "server")];
+/// Imports that close today's circles, to be cut (none left: issue 14 cut
+/// the applier's result type, the metrics, the discovery and the lease loop
+/// out of them). A new entry needs a reason and an issue.
+const TO_CUT: &[(&str, &str)] = &[];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src") {

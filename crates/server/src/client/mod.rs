@@ -4,8 +4,7 @@
 //! endpoints (`http`, `health`), and the `/metrics` body (`metrics`).
 //!
 //! May import: `server` (the handle every service calls), `config`,
-//! `state`, `duties` (the Downgrade RPC), `peer` (members dialled for
-//! discovery), the crate root (`limits`, `status`, `metrics`), and the
+//! `state`, `duties` (the Downgrade RPC), `transport`, the crate root (`limits`, `status`, `metrics`), and the
 //! `api`, `mvcc` and `datadir` crates.
 
 pub mod edge;

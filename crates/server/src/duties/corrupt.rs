@@ -21,77 +21,21 @@ use std::time::Duration;
 
 use api::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmType, HashKvResponse, InternalRaftRequest,
-    ResponseHeader,
 };
 use api::peerpb::corruption_client::CorruptionClient;
-use api::peerpb::corruption_server::Corruption;
 use api::peerpb::PeerHashKvRequest;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
-use crate::peer::{Dialer, PROTOCOL_VERSION};
 use crate::server::EtcdServer;
+use crate::state::hash::hash_kv;
+use crate::transport::{Dialer, PROTOCOL_VERSION};
 
 /// How long a member waits for another member's hash.
 const PEER_HASH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the start-up check waits for the replayed log to name the other
 /// members (a one-member cluster has none and passes).
 const MEMBERS_KNOWN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Serves this member's HashKV to the other members.
-pub struct CorruptionService {
-    store: Arc<mvcc::Store>,
-    member_id: u64,
-    cluster_id: u64,
-}
-
-impl CorruptionService {
-    pub fn new(store: Arc<mvcc::Store>, member_id: u64, cluster_id: u64) -> Self {
-        CorruptionService {
-            store,
-            member_id,
-            cluster_id,
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Corruption for CorruptionService {
-    async fn hash_kv(
-        &self,
-        request: Request<PeerHashKvRequest>,
-    ) -> Result<Response<HashKvResponse>, Status> {
-        let r = request.into_inner();
-        if r.version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "peer protocol version {} is not {PROTOCOL_VERSION}",
-                r.version
-            )));
-        }
-        let h = hash_kv(self.store.clone(), r.revision)
-            .await
-            .map_err(crate::status::mvcc_status)?;
-        Ok(Response::new(HashKvResponse {
-            header: Some(ResponseHeader {
-                cluster_id: self.cluster_id,
-                member_id: self.member_id,
-                revision: h.current_revision,
-                raft_term: 0,
-            }),
-            hash: h.hash,
-            compact_revision: h.compact_revision,
-            hash_revision: h.hash_revision,
-        }))
-    }
-}
-
-/// HashKV off the async threads (it reads the whole key table).
-async fn hash_kv(store: Arc<mvcc::Store>, rev: i64) -> Result<mvcc::KvHash, mvcc::Error> {
-    match tokio::task::spawn_blocking(move || store.hash_kv(rev)).await {
-        Ok(result) => result,
-        Err(e) => Err(mvcc::Error::Corrupt(format!("the hash task stopped: {e}"))),
-    }
-}
 
 /// One other member's answer.
 struct PeerHash {

@@ -34,10 +34,10 @@ use crate::metrics::Metrics;
 use crate::node::raft_node::RaftStatus;
 use crate::node::raft_node::{ApplyBatch, RaftMsg};
 use crate::node::wait::Wait;
-use crate::peer::Transport;
 use crate::state::alarm::{AlarmRow, AlarmStore};
 use crate::state::leases::{encode_record, lease_error, LessorLookup};
 use crate::status::request_error;
+use crate::transport::Transport;
 use datadir::membership::{Cluster, MembershipRequest};
 
 /// The result of applying one request.

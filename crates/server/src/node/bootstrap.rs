@@ -31,9 +31,9 @@ use raft::storage::MemStorage;
 use raft::Storage;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
-use crate::client::grpc::Discovered;
 use crate::config::{ClusterState, Config};
 use crate::node::raft_storage::committed_entries;
+use crate::transport::Discovered;
 use datadir::founding::{
     create_founding_wal, founding_entries, founding_members, local_member, lock_dir, FoundingMember,
 };

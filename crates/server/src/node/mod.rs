@@ -4,10 +4,9 @@
 //! committed entries in log order), the waiters proposers block on
 //! (`wait`), and opening a member dir for the loop (`bootstrap`).
 //!
-//! May import: `state`, `config`, `peer` (the transport), the crate root
-//! (`limits`, `status`, `metrics`), and the `datadir`, `mvcc`, `lease` and
-//! `wal` crates. Known import still to be cut (issue 14): `client::grpc`
-//! (what a joining member discovered, read by `bootstrap`).
+//! May import: `state`, `config`, `transport`, the crate root (`limits`,
+//! `status`, `metrics`), and the `datadir`, `mvcc`, `lease` and `wal`
+//! crates.
 
 pub mod apply;
 pub mod bootstrap;

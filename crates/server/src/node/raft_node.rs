@@ -37,7 +37,7 @@ use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
 use crate::node::wait::Wait;
-use crate::peer::Transport;
+use crate::transport::Transport;
 
 /// What other parts of the server ask of the raft loop.
 pub enum RaftMsg {

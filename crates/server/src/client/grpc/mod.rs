@@ -7,7 +7,6 @@ mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
-mod membership;
 mod snapshot;
 mod watch;
 
@@ -21,7 +20,6 @@ pub use concurrency::{ElectionService, LockService};
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
-pub use membership::{discover, Discovered, MembershipService};
 pub use watch::{run_sync as run_watch_sync, WatchService};
 
 /// One instance of each client service, shared by the gRPC routes and the

@@ -1,88 +1,21 @@
-//! Membership on the peer port: a member answers who is in the cluster, and
-//! a new member joining an existing cluster (`--initial-cluster-state
-//! existing`) asks, to learn the cluster ID and the member ID that
-//! MemberAdd gave it (matched by its peer URLs), as etcd does over its
-//! peer HTTP API. A follower also forwards MemberPromote to the leader here.
+//! The client side of the peer port's membership calls: a new member of an
+//! existing cluster (`--initial-cluster-state existing`) asks the others
+//! who is in the cluster, to learn the cluster ID and the member ID that
+//! MemberAdd gave it (matched by its peer URLs), as etcd does over its peer
+//! HTTP API; a follower forwards MemberPromote to the leader.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use api::etcdserverpb::cluster_server::Cluster as _;
-use api::etcdserverpb::{Member, MemberPromoteRequest, MemberPromoteResponse};
+use api::etcdserverpb::{Member, MemberPromoteResponse};
 use api::peerpb::membership_client::MembershipClient;
-use api::peerpb::membership_server::Membership;
-use api::peerpb::{MembersRequest, MembersResponse, PromoteRequest};
-use tonic::{Request, Response, Status};
+use api::peerpb::{MembersRequest, PromoteRequest};
+use tonic::{Response, Status};
 
-use crate::client::grpc::ClusterService;
-use crate::peer::{Dialer, PROTOCOL_VERSION};
-use crate::server::EtcdServer;
-use datadir::membership::Cluster;
+use crate::transport::{Dialer, PROTOCOL_VERSION};
 
 /// How long asking one peer may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
-
-pub struct MembershipService {
-    cluster_id: u64,
-    cluster: Arc<Cluster>,
-    /// Set once the server runs (the peer port serves before it does).
-    server: Arc<OnceLock<Arc<EtcdServer>>>,
-}
-
-impl MembershipService {
-    pub fn new(
-        cluster_id: u64,
-        cluster: Arc<Cluster>,
-        server: Arc<OnceLock<Arc<EtcdServer>>>,
-    ) -> Self {
-        MembershipService {
-            cluster_id,
-            cluster,
-            server,
-        }
-    }
-}
-
-fn check_version(version: u32) -> Result<(), Status> {
-    if version != PROTOCOL_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "peer protocol version {version} is not {PROTOCOL_VERSION}"
-        )));
-    }
-    Ok(())
-}
-
-#[tonic::async_trait]
-impl Membership for MembershipService {
-    async fn members(
-        &self,
-        request: Request<MembersRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
-        check_version(request.get_ref().version)?;
-        Ok(Response::new(MembersResponse {
-            cluster_id: self.cluster_id,
-            members: self.cluster.members(),
-            removed: self.cluster.removed(),
-        }))
-    }
-
-    async fn promote(
-        &self,
-        request: Request<PromoteRequest>,
-    ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let request = request.into_inner();
-        check_version(request.version)?;
-        let server = self
-            .server
-            .get()
-            .cloned()
-            .ok_or_else(|| Status::unavailable("etcdserver: server not started yet"))?;
-        ClusterService::new(server)
-            .member_promote(Request::new(MemberPromoteRequest { id: request.id }))
-            .await
-    }
-}
 
 /// Asks the leader (at the end of `channel`) to promote learner `id`; its
 /// answer, error or not, is the answer.

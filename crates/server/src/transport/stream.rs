@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::dial::{self, error_chain, Dialer};
-use super::transport::{PeerShared, Reports};
+use super::sender::{PeerShared, Reports};
 use super::{
     hex, WarnLimiter, BATCH_OVERHEAD_BYTES, BATCH_SIZE_TARGET_BYTES,
     PEER_GRPC_MESSAGE_SIZE_MAX_BYTES, PEER_QUEUE_MESSAGES_MAX, PROTOCOL_VERSION,

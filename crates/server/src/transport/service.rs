@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::metrics::PeerMetrics;
 
 use super::{
-    hex, Deliver, WarnLimiter, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES, PROTOCOL_VERSION,
-    SERVICE_LOG_PEERS_MAX, SNAPSHOT_SIZE_MAX_BYTES,
+    hex, Deliver, WarnLimiter, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES, SERVICE_LOG_PEERS_MAX,
+    SNAPSHOT_SIZE_MAX_BYTES,
 };
 
 /// The tonic service for the peer listener: checks each batch, decodes its
@@ -63,11 +63,7 @@ fn accepted() -> Answer {
 impl PeerService {
     /// Why a batch or chunk with these header fields is refused, if it is.
     fn check(&self, version: u32, cluster_id: u64, to: u64) -> Result<(), String> {
-        if version != PROTOCOL_VERSION {
-            return Err(format!(
-                "unsupported peer protocol version {version} (this member speaks {PROTOCOL_VERSION})"
-            ));
-        }
+        super::check_version(version)?;
         if cluster_id != self.cluster_id {
             return Err(format!(
                 "cluster ID mismatch: local {}, remote {}",

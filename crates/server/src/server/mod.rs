@@ -1,7 +1,16 @@
-//! `EtcdServer`: the handle the gRPC and HTTP edges use. It proposes requests
-//! to raft and waits for their results, serves linearizable reads through
-//! ReadIndex, and reports status. It owns no loop itself: the raft node and
-//! the applier run on their own threads.
+//! `EtcdServer`: the handle the client and peer edges and the duties use.
+//! Its verbs (etcd's `RaftKV`, `Lessor` and membership calls: `range`,
+//! `put`, `txn`, `lease_grant`, `member_add`, …) propose requests to raft
+//! and return typed responses, serve linearizable reads through ReadIndex,
+//! and report status. Keep-alives and TimeToLive, answered by the primary
+//! lessor, are in `leases`; membership changes with etcd's checks in
+//! `membership`. It owns no loop itself: the raft node and the applier run
+//! on their own threads.
+//!
+//! May import: `node`, `state`, `config`, `transport`, the crate root.
+
+pub mod leases;
+pub mod membership;
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -24,9 +33,9 @@ use crate::metrics::Metrics;
 use crate::node::apply::{ApplyOutcome, ApplyResult};
 use crate::node::raft_node::{RaftMsg, RaftStatus};
 use crate::node::wait::Wait;
-use crate::peer::Transport;
 use crate::state::alarm::AlarmStore;
 use crate::status::Error;
+use crate::transport::Transport;
 use datadir::ids::RequestIdGenerator;
 use datadir::membership::Cluster;
 
