@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig as TlsConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::ClientConfig as TlsConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -35,6 +34,8 @@ use api::etcdserverpb::AuthenticateRequest;
 use api::v3electionpb::election_client::ElectionClient;
 use api::v3lockpb::lock_client::LockClient;
 use api::EtcdError;
+
+use etcd_rs_client::tls::{self, CertError, SkipChain};
 
 use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
 use crate::global::{ClientConfig, TlsSettings};
@@ -402,20 +403,11 @@ pub(crate) fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
     let builder = if settings.skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            // `--insecure-skip-tls-verify`: any server certificate (the
+            // handshake's signatures are still checked).
+            .with_custom_certificate_verifier(SkipChain::new(provider))
     } else {
-        let roots = match &settings.cacert {
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                for cert in read_certs(ca)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("{ca}: {e}")))?;
-                }
-                roots
-            }
-            None => system_roots(),
-        };
+        let roots = tls::roots(settings.cacert.as_deref().map(Path::new)).map_err(cert_error)?;
         builder.with_root_certificates(roots)
     };
     let mut config = match (&settings.cert, &settings.key) {
@@ -440,84 +432,17 @@ pub(crate) fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
 }
 
 fn read_certs(path: &str) -> CtlResult<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("open {path}: {e}")))?;
-    if certs.is_empty() {
-        return Err(CtlError::new(
-            EXIT_BAD_ARGS,
-            format!("{path}: no certificates found"),
-        ));
-    }
-    Ok(certs)
+    tls::read_certs(Path::new(path)).map_err(cert_error)
 }
 
-/// The system's CA bundle (Go uses the system roots without `--cacert`).
-fn system_roots() -> RootCertStore {
-    const BUNDLES: &[&str] = &[
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ];
-    let mut roots = RootCertStore::empty();
-    if let Some(certs) = BUNDLES
-        .iter()
-        .filter(|p| Path::new(p).exists())
-        .find_map(|p| read_certs(p).ok())
-    {
-        roots.add_parsable_certificates(certs);
-    }
-    roots
-}
-
-/// `--insecure-skip-tls-verify`: accept any server certificate (signatures
-/// are still checked, so the handshake itself is sound).
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+/// etcdctl's wording of a certificate file it cannot use.
+fn cert_error(e: CertError) -> CtlError {
+    let msg = match e {
+        CertError::Read { path, source } => format!("open {}: {source}", path.display()),
+        CertError::Empty { path } => format!("{}: no certificates found", path.display()),
+        CertError::Untrusted { path, source } => format!("{}: {source}", path.display()),
+    };
+    CtlError::new(EXIT_BAD_ARGS, msg)
 }
 
 #[cfg(test)]

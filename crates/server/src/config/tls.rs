@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
@@ -29,11 +29,11 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
-    SignatureScheme,
+    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
 
 use crate::config::TlsInfo;
+use etcd_rs_client::tls::{self, SkipChain};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -94,14 +94,7 @@ fn protocol_versions(
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("cannot read certificates from {}", path.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot parse certificates in {}", path.display()))?;
-    if certs.is_empty() {
-        bail!("no certificate found in {}", path.display());
-    }
-    Ok(certs)
+    Ok(etcd_rs_client::tls::read_certs(path)?)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
@@ -431,82 +424,6 @@ impl ClientCertVerifier for AllowedVerifier {
     }
 }
 
-/// Dialing a peer whose certificate is self-signed (auto-TLS): the chain is
-/// not checked, as etcd does with InsecureSkipVerify, but the handshake
-/// signatures still are.
-#[derive(Debug)]
-struct SelfSignedPeer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for SelfSignedPeer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn root_store(ca: &Path) -> Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for c in read_certs(ca)? {
-        roots
-            .add(c)
-            .with_context(|| format!("cannot use a CA certificate of {}", ca.display()))?;
-    }
-    Ok(roots)
-}
-
-/// The system's CA bundle, for peers dialed without a trusted CA file (Go
-/// uses the system roots then).
-fn system_roots() -> RootCertStore {
-    const BUNDLES: &[&str] = &[
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ];
-    let mut roots = RootCertStore::empty();
-    if let Some(certs) = BUNDLES.iter().find_map(|p| read_certs(Path::new(p)).ok()) {
-        roots.add_parsable_certificates(certs);
-    }
-    roots
-}
-
 impl Resolved {
     fn provider(&self) -> Result<Arc<rustls::crypto::CryptoProvider>> {
         provider_with_suites(&self.info.cipher_suites)
@@ -551,8 +468,10 @@ impl Resolved {
                     self.side.flag("trusted-ca-file")
                 )
             })?;
-            let mut verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(ca)?), provider());
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(tls::roots(Some(ca))?),
+                provider(),
+            );
             if let Some(crl) = &info.crl_file {
                 let crls: Vec<_> = CertificateRevocationListDer::pem_file_iter(crl)
                     .with_context(|| format!("cannot read the CRL file {}", crl.display()))?
@@ -594,12 +513,12 @@ impl Resolved {
         let builder = if self.self_signed {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SelfSignedPeer(provider)))
+                // Dialing a peer whose certificate is self-signed (auto-TLS):
+                // the chain is not checked, as etcd does with
+                // InsecureSkipVerify, but the handshake signatures still are.
+                .with_custom_certificate_verifier(SkipChain::new(provider))
         } else {
-            let roots = match &self.info.trusted_ca_file {
-                Some(ca) => root_store(ca)?,
-                None => system_roots(),
-            };
+            let roots = tls::roots(self.info.trusted_ca_file.as_deref())?;
             builder.with_root_certificates(roots)
         };
         let certs = ReloadingCert::new(&self.cert, &self.key, self::provider())?;

@@ -184,17 +184,11 @@ impl EtcdServer {
     /// once applied, with this member's header. The edge's checks (quota,
     /// validation, learners) are the caller's, as in etcd.
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             put: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::Put(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 
     /// Deletes a key or a range (etcd's `RaftKV.DeleteRange`).
@@ -202,48 +196,30 @@ impl EtcdServer {
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             delete_range: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::DeleteRange(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 
     /// A transaction that writes, through raft (etcd's `RaftKV.Txn`; a
     /// read-only one is the caller's to serve locally).
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             txn: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::Txn(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 
     /// Compacts the key history (etcd's `RaftKV.Compact`).
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             compaction: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::Compaction(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 
     /// Grants a lease with the ID in `req` (etcd's `Lessor.LeaseGrant`; the
@@ -252,17 +228,11 @@ impl EtcdServer {
         &self,
         req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             lease_grant: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::LeaseGrant(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 
     /// Revokes a lease and deletes its keys (etcd's `Lessor.LeaseRevoke`).
@@ -270,32 +240,32 @@ impl EtcdServer {
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             lease_revoke: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::LeaseRevoke(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 
     /// Activates, deactivates or lists alarms; every action goes through
     /// raft, a GET included, as in etcd.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
-        let request = InternalRaftRequest {
+        self.write(InternalRaftRequest {
             alarm: Some(req),
             ..Default::default()
-        };
-        match self.propose(request).await? {
-            ApplyResult::Alarm(mut resp) => {
-                self.fill_header(&mut resp.header);
+        })
+        .await
+    }
+
+    /// Proposes `request` and returns the applier's answer of type `T`,
+    /// with this member's header.
+    async fn write<T: Answer>(&self, request: InternalRaftRequest) -> Result<T, EtcdError> {
+        match T::pick(self.propose(request).await?) {
+            Ok(mut resp) => {
+                self.fill_header(resp.header_mut());
                 Ok(resp)
             }
-            other => Err(unexpected(other)),
+            Err(other) => Err(unexpected(other)),
         }
     }
 
@@ -513,6 +483,39 @@ pub async fn on_ticks_as_leader<F, Fut>(
             work(server.clone()).await;
         }
     }
+}
+
+/// A response the applier answers a client request with.
+trait Answer: Sized {
+    /// The response, if `result` is one of this type.
+    fn pick(result: ApplyResult) -> Result<Self, ApplyResult>;
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! answers {
+    ($($variant:ident => $response:ty),* $(,)?) => {$(
+        impl Answer for $response {
+            fn pick(result: ApplyResult) -> Result<Self, ApplyResult> {
+                match result {
+                    ApplyResult::$variant(resp) => Ok(resp),
+                    other => Err(other),
+                }
+            }
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+answers! {
+    Put => PutResponse,
+    DeleteRange => DeleteRangeResponse,
+    Txn => TxnResponse,
+    Compaction => CompactionResponse,
+    Alarm => AlarmResponse,
+    LeaseGrant => LeaseGrantResponse,
+    LeaseRevoke => LeaseRevokeResponse,
 }
 
 /// A result of another kind than the request's: a bug of ours, never a
