@@ -36,7 +36,7 @@ use crate::client::{edge, grpc, http, serve};
 use crate::config::{parse_url, tls};
 pub use crate::config::{ClusterState, Config, TlsInfo};
 use crate::duties::{compactor, corrupt, downgrade, lease_expiry};
-use crate::node::{apply, bootstrap, raft_node, raft_storage, wait};
+use crate::node::{apply, bootstrap, raft_node, raft_storage, seams, wait};
 use crate::server::EtcdServer;
 use crate::state::{alarm, leases, quota};
 use crate::{limits, metrics, peer, transport};
@@ -446,17 +446,12 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         "starting etcd member"
     );
 
-    let raft_cfg = raft::Config {
-        id: boot.member_id,
-        election_tick: (cfg.election_timeout_ms / cfg.heartbeat_interval_ms) as usize,
-        heartbeat_tick: 1,
-        applied: boot.snapshot_index,
-        max_size_per_msg: limits::RAFT_MESSAGE_BYTES_MAX,
-        max_inflight_msgs: limits::RAFT_INFLIGHT_MESSAGES_MAX,
-        pre_vote: cfg.pre_vote,
-        check_quorum: true,
-        ..Default::default()
-    };
+    let raft_cfg = raft_node::raft_config(
+        boot.member_id,
+        (cfg.election_timeout_ms / cfg.heartbeat_interval_ms) as usize,
+        boot.snapshot_index,
+        cfg.pre_vote,
+    );
     raft_cfg.validate().context("raft configuration")?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let snapshotter = Arc::new(boot.snapshotter);
@@ -577,6 +572,10 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         )));
     }
 
+    // The raft loop's and the applier's seams: the gRPC transport and the
+    // system clock.
+    let raft_transport: Arc<dyn seams::Transport> = Arc::new(transport.clone());
+    let clock: Arc<dyn seams::Clock> = Arc::new(seams::SystemClock);
     let node = raft_node::RaftNode {
         member_id: boot.member_id,
         raw,
@@ -586,7 +585,8 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         apply_tx,
         status: raft_status.clone(),
         wait: wait.clone(),
-        transport: transport.clone(),
+        transport: raft_transport.clone(),
+        clock: clock.clone(),
         lessor: lessor.clone(),
         tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
         saved_commit: 0,
@@ -594,6 +594,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         conf_applied_through: 0,
         metrics: metrics.clone(),
         heartbeats_sent: std::collections::HashMap::new(),
+        turns: raft_node::Turns::default(),
     };
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel::<String>();
     let raft_fatal = fatal_tx.clone();
@@ -611,7 +612,8 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         wait: wait.clone(),
         cluster: cluster.clone(),
         alarms: alarms.clone(),
-        transport: transport.clone(),
+        transport: raft_transport,
+        clock,
         applied_tx,
         raft_tx: raft_tx.clone(),
         snapshot_count: cfg.snapshot_count.max(1),

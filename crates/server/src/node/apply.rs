@@ -33,11 +33,11 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 use crate::node::raft_node::RaftStatus;
 use crate::node::raft_node::{ApplyBatch, RaftMsg};
+use crate::node::seams::{Clock, PeerChange, Transport};
 use crate::node::wait::Wait;
 use crate::state::alarm::{AlarmRow, AlarmStore};
 use crate::state::leases::{encode_record, lease_error, LessorLookup};
 use crate::status::request_error;
-use crate::transport::Transport;
 use datadir::membership::{Cluster, MembershipRequest};
 
 /// The result of applying one request.
@@ -96,7 +96,10 @@ pub struct Applier {
     pub wait: Arc<Wait>,
     pub cluster: Arc<Cluster>,
     pub alarms: Arc<AlarmStore>,
-    pub transport: Transport,
+    pub transport: Arc<dyn Transport>,
+    /// Where the applier reads the time (lease grants and promotions,
+    /// durability intervals, slow-apply measurements).
+    pub clock: Arc<dyn Clock>,
     pub applied_tx: watch::Sender<u64>,
     pub raft_tx: Sender<RaftMsg>,
     pub snapshot_count: u64,
@@ -112,7 +115,7 @@ pub struct Applier {
 impl Applier {
     pub fn run(mut self, rx: Receiver<ApplyBatch>) -> Result<()> {
         let mut durability = Durability {
-            last_durable: Instant::now(),
+            last_durable: self.clock.now(),
             dirty: false,
         };
         loop {
@@ -122,7 +125,7 @@ impl Applier {
                     if durability.dirty {
                         self.commit_durable()?;
                         durability = Durability {
-                            last_durable: Instant::now(),
+                            last_durable: self.clock.now(),
                             dirty: false,
                         };
                     }
@@ -160,10 +163,11 @@ impl Applier {
         if entries.is_empty() {
             return Ok(());
         }
-        let durable_due = d.last_durable.elapsed() >= BACKEND_DURABLE_INTERVAL;
+        let durable_due =
+            self.clock.now().saturating_duration_since(d.last_durable) >= BACKEND_DURABLE_INTERVAL;
         let snapshot_at = self.apply_entries(entries, durable_due)?;
         if durable_due || snapshot_at.is_some() {
-            d.last_durable = Instant::now();
+            d.last_durable = self.clock.now();
             d.dirty = false;
         } else {
             d.dirty = true;
@@ -207,11 +211,14 @@ impl Applier {
 
     fn commit_durable(&self) -> Result<()> {
         let wb = self.store.write_batch().context("open backend batch")?;
-        let started = Instant::now();
+        let started = self.clock.now();
         wb.commit(true).context("durable backend commit")?;
-        self.metrics
-            .backend_commit
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.backend_commit.observe(
+            self.clock
+                .now()
+                .saturating_duration_since(started)
+                .as_secs_f64(),
+        );
         Ok(())
     }
 
@@ -249,7 +256,7 @@ impl Applier {
                             && self.raft_status.term() == entry.term
                         {
                             self.lessor
-                                .promote(self.lease_extend, entry.term, Instant::now());
+                                .promote(self.lease_extend, entry.term, self.clock.now());
                         }
                         continue;
                     }
@@ -265,9 +272,9 @@ impl Applier {
                     let outcome = if let Some(outcome) = self.apply_cluster_request(&req)? {
                         outcome
                     } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
-                        let started = Instant::now();
+                        let started = self.clock.now();
                         let outcome = self.apply_request(wb, req, &mut events)?;
-                        let took = started.elapsed();
+                        let took = self.clock.now().saturating_duration_since(started);
                         if took > SLOW_APPLY {
                             self.metrics.slow_applies.inc();
                             tracing::warn!(
@@ -329,12 +336,15 @@ impl Applier {
         // etcd's backend commits are all durable: the durable ones are its
         // `backend_commit_duration_seconds`.
         let durable = durable_due || snapshot_due;
-        let started = Instant::now();
+        let started = self.clock.now();
         wb.commit(durable).context("backend commit")?;
         if durable {
-            self.metrics
-                .backend_commit
-                .observe(started.elapsed().as_secs_f64());
+            self.metrics.backend_commit.observe(
+                self.clock
+                    .now()
+                    .saturating_duration_since(started)
+                    .as_secs_f64(),
+            );
         }
         self.watch_hub
             .notify(&events, self.store.current_revision());
@@ -393,7 +403,10 @@ impl Applier {
         }
         if let MembershipRequest::MemberUpdate(r) = change {
             if r.id != self.cluster.local_id {
-                self.transport.update_peer(r.id, r.peer_ur_ls.clone());
+                self.transport.membership_changed(PeerChange::Updated {
+                    id: r.id,
+                    peer_urls: r.peer_ur_ls.clone(),
+                });
             }
         }
         Ok(Some(Ok(ApplyResult::Done)))
@@ -461,7 +474,7 @@ impl Applier {
         } else if let Some(r) = req.lease_grant {
             return Ok(self
                 .lessor
-                .grant(r.id, r.ttl, Instant::now())
+                .grant(r.id, r.ttl, self.clock.now())
                 .map(|record| {
                     self.metrics.lease_granted.inc();
                     self.metrics.lease_ttl.observe(record.ttl as f64);
@@ -478,9 +491,9 @@ impl Applier {
             return self.revoke(wb, r.id, events_out);
         } else if let Some(r) = req.lease_checkpoint {
             for c in r.checkpoints {
-                if let Some(record) = self
-                    .lessor
-                    .checkpoint(c.id, c.remaining_ttl, Instant::now())
+                if let Some(record) =
+                    self.lessor
+                        .checkpoint(c.id, c.remaining_ttl, self.clock.now())
                 {
                     wb.put_lease(record.id, encode_record(&record));
                 }

@@ -12,4 +12,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod raft_node;
 pub mod raft_storage;
+pub mod seams;
+#[cfg(test)]
+mod sim;
 pub mod wait;

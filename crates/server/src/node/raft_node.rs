@@ -36,8 +36,8 @@ use wal::{Snapshotter, Wal, WalSnapshot};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
+use crate::node::seams::{Clock, PeerChange, Transport};
 use crate::node::wait::Wait;
-use crate::transport::Transport;
 
 /// What other parts of the server ask of the raft loop.
 pub enum RaftMsg {
@@ -129,7 +129,9 @@ pub struct RaftNode {
     pub apply_tx: Sender<ApplyBatch>,
     pub status: Arc<RaftStatus>,
     pub wait: Arc<Wait>,
-    pub transport: Transport,
+    pub transport: Arc<dyn Transport>,
+    /// Where the loop reads the time (ticks, read-index retries, heartbeat gaps).
+    pub clock: Arc<dyn Clock>,
     /// Demoted here as soon as leadership is lost (promoted by the applier).
     pub lessor: Arc<lease::Lessor>,
     pub tick_interval: Duration,
@@ -144,6 +146,50 @@ pub struct RaftNode {
     /// When the leader last sent a heartbeat to each member (etcd's timeout
     /// detector behind `heartbeat_send_failures_total`).
     pub heartbeats_sent: HashMap<u64, Instant>,
+    /// What the loop carries from one turn to the next.
+    pub turns: Turns,
+}
+
+/// What the raft loop carries from one turn to the next.
+#[derive(Default)]
+pub struct Turns {
+    /// When raft ticks next (set by `RaftNode::start`).
+    next_tick: Option<Instant>,
+    /// Readers that asked during this turn.
+    read_waiters: Vec<ReadReply>,
+    /// Read-index requests raft has not answered yet, by context.
+    read_batches: HashMap<Vec<u8>, ReadBatch>,
+    read_ctx: u64,
+}
+
+/// Whether the loop goes on after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    Continue,
+    /// A `Shutdown` was handled.
+    Stop,
+}
+
+/// raft-rs's configuration for a member: a tick per heartbeat interval,
+/// `election_tick` ticks to an election, check-quorum on, etcd's message
+/// bounds, and `applied` the index raft re-delivers committed entries after.
+pub fn raft_config(
+    member_id: u64,
+    election_tick: usize,
+    applied: u64,
+    pre_vote: bool,
+) -> raft::Config {
+    raft::Config {
+        id: member_id,
+        election_tick,
+        heartbeat_tick: 1,
+        applied,
+        max_size_per_msg: limits::RAFT_MESSAGE_BYTES_MAX,
+        max_inflight_msgs: limits::RAFT_INFLIGHT_MESSAGES_MAX,
+        pre_vote,
+        check_quorum: true,
+        ..Default::default()
+    }
 }
 
 /// A learner may be promoted once its log matches this fraction of the leader's (etcd's 90%).
@@ -167,119 +213,141 @@ impl RaftNode {
     /// Runs until `Shutdown` or until every sender is gone. A storage failure
     /// stops the loop with an error: the process must not keep acknowledging.
     pub fn run(mut self, rx: Receiver<RaftMsg>) -> Result<()> {
-        self.conf_pending_through = self.committed_conf_change_through()?;
-        let mut next_tick = Instant::now() + self.tick_interval;
-        let mut read_waiters: Vec<ReadReply> = Vec::new();
-        let mut read_batches: HashMap<Vec<u8>, ReadBatch> = HashMap::new();
-        let mut read_ctx: u64 = 0;
-        self.publish_status();
-
-        self.campaign_if_alone()?;
-
+        self.start()?;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = self.next_tick().saturating_duration_since(self.clock.now());
             let first = match rx.recv_timeout(timeout) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
-            let mut pending = first
+            let msgs: Vec<RaftMsg> = first
                 .into_iter()
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()));
-            let mut taken = 0;
-            while taken < limits::RAFT_MSGS_PER_TURN_MAX {
-                let Some(msg) = pending.next() else { break };
-                taken += 1;
-                match msg {
-                    RaftMsg::Propose { id, data } => {
-                        if let Err(e) = self.raw.propose(vec![], data) {
-                            tracing::debug!(error = %e, "proposal dropped");
-                            self.metrics.proposals_failed.inc();
-                            self.wait.fail(id, self.no_leader_error());
-                        }
-                    }
-                    RaftMsg::ReadIndex { reply } => read_waiters.push(reply),
-                    RaftMsg::Snapshot { index, data } => self.snapshot(index, data)?,
-                    RaftMsg::ApplyConfChange { cc, index, reply } => {
-                        self.conf_applied_through = self.conf_applied_through.max(index);
-                        let result = match &cc {
-                            Some(cc) => self.raw.apply_conf_change(cc).inspect(|cs| {
-                                self.raw.mut_store().wl().set_conf_state(cs.clone());
-                            }),
-                            None => Ok(self.raw.raft.prs().conf().to_conf_state()),
-                        };
-                        if let (Some(cc), Ok(_)) = (&cc, &result) {
-                            self.update_peers(cc);
-                        }
-                        let _ = reply.send(result);
-                        self.campaign_if_alone()?;
-                    }
-                    RaftMsg::ProposeConfChange { cc } => {
-                        let id = cc.id;
-                        if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
-                            tracing::debug!(error = %e, "conf change proposal dropped");
-                            self.wait.fail(id, self.no_leader_error());
-                        }
-                    }
-                    RaftMsg::LearnerReady { id, reply } => {
-                        let _ = reply.send(self.learner_ready(id));
-                    }
-                    RaftMsg::TransferLeader { target } => self.raw.transfer_leader(target),
-                    RaftMsg::Step(m) => {
-                        if let Err(e) = self.raw.step(*m) {
-                            tracing::debug!(error = %e, "raft refused a peer message");
-                        }
-                    }
-                    RaftMsg::Shutdown => return Ok(()),
-                }
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                .take(limits::RAFT_MSGS_PER_TURN_MAX)
+                .collect();
+            if self.turn(msgs)? == Turn::Stop {
+                return Ok(());
             }
-
-            for id in self.transport.take_unreachable() {
-                self.raw.report_unreachable(id);
-            }
-            for (id, ok) in self.transport.take_snapshot_reports() {
-                let status = if ok {
-                    raft::SnapshotStatus::Finish
-                } else {
-                    raft::SnapshotStatus::Failure
-                };
-                self.raw.report_snapshot(id, status);
-            }
-
-            if Instant::now() >= next_tick {
-                self.raw.tick();
-                next_tick += self.tick_interval;
-                if next_tick < Instant::now() {
-                    next_tick = Instant::now() + self.tick_interval;
-                }
-            }
-
-            if !read_waiters.is_empty() {
-                if self.raw.raft.leader_id == raft::INVALID_ID {
-                    self.metrics.read_indexes_failed.inc();
-                    for w in read_waiters.drain(..) {
-                        let _ = w.send(Err(EtcdError::NoLeader));
-                    }
-                } else {
-                    read_ctx += 1;
-                    // Unique across members: followers forward their requests to the
-                    // leader, which ignores a context it already has pending.
-                    let mut ctx = self.member_id.to_be_bytes().to_vec();
-                    ctx.extend_from_slice(&read_ctx.to_be_bytes());
-                    self.raw.read_index(ctx.clone());
-                    read_batches.insert(
-                        ctx,
-                        ReadBatch {
-                            asked: Instant::now(),
-                            waiters: std::mem::take(&mut read_waiters),
-                        },
-                    );
-                }
-            }
-            self.retry_reads(&mut read_batches);
-
-            self.on_ready(&mut read_batches)?;
         }
+    }
+
+    /// Before the first turn: what the log says about pending conf changes,
+    /// the status, and a lone voter's campaign.
+    pub fn start(&mut self) -> Result<()> {
+        self.conf_pending_through = self.committed_conf_change_through()?;
+        self.turns.next_tick = Some(self.clock.now() + self.tick_interval);
+        self.publish_status();
+        self.campaign_if_alone()
+    }
+
+    /// When raft ticks next.
+    pub fn next_tick(&self) -> Instant {
+        self.turns
+            .next_tick
+            .unwrap_or_else(|| self.clock.now() + self.tick_interval)
+    }
+
+    /// One turn of the loop: handles `msgs`, the transport's reports, a tick
+    /// if one is due by the clock, read-index requests, and a Ready.
+    pub fn turn(&mut self, msgs: Vec<RaftMsg>) -> Result<Turn> {
+        for msg in msgs {
+            match msg {
+                RaftMsg::Propose { id, data } => {
+                    if let Err(e) = self.raw.propose(vec![], data) {
+                        tracing::debug!(error = %e, "proposal dropped");
+                        self.metrics.proposals_failed.inc();
+                        self.wait.fail(id, self.no_leader_error());
+                    }
+                }
+                RaftMsg::ReadIndex { reply } => self.turns.read_waiters.push(reply),
+                RaftMsg::Snapshot { index, data } => self.snapshot(index, data)?,
+                RaftMsg::ApplyConfChange { cc, index, reply } => {
+                    self.conf_applied_through = self.conf_applied_through.max(index);
+                    let result = match &cc {
+                        Some(cc) => self.raw.apply_conf_change(cc).inspect(|cs| {
+                            self.raw.mut_store().wl().set_conf_state(cs.clone());
+                        }),
+                        None => Ok(self.raw.raft.prs().conf().to_conf_state()),
+                    };
+                    if let (Some(cc), Ok(_)) = (&cc, &result) {
+                        self.update_peers(cc);
+                    }
+                    let _ = reply.send(result);
+                    self.campaign_if_alone()?;
+                }
+                RaftMsg::ProposeConfChange { cc } => {
+                    let id = cc.id;
+                    if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
+                        tracing::debug!(error = %e, "conf change proposal dropped");
+                        self.wait.fail(id, self.no_leader_error());
+                    }
+                }
+                RaftMsg::LearnerReady { id, reply } => {
+                    let _ = reply.send(self.learner_ready(id));
+                }
+                RaftMsg::TransferLeader { target } => self.raw.transfer_leader(target),
+                RaftMsg::Step(m) => {
+                    if let Err(e) = self.raw.step(*m) {
+                        tracing::debug!(error = %e, "raft refused a peer message");
+                    }
+                }
+                RaftMsg::Shutdown => return Ok(Turn::Stop),
+            }
+        }
+
+        for id in self.transport.take_unreachable() {
+            self.raw.report_unreachable(id);
+        }
+        for (id, ok) in self.transport.take_snapshot_reports() {
+            let status = if ok {
+                raft::SnapshotStatus::Finish
+            } else {
+                raft::SnapshotStatus::Failure
+            };
+            self.raw.report_snapshot(id, status);
+        }
+
+        let now = self.clock.now();
+        let next_tick = self.next_tick();
+        if now >= next_tick {
+            self.raw.tick();
+            let mut next = next_tick + self.tick_interval;
+            if next < now {
+                next = now + self.tick_interval;
+            }
+            self.turns.next_tick = Some(next);
+        }
+
+        if !self.turns.read_waiters.is_empty() {
+            if self.raw.raft.leader_id == raft::INVALID_ID {
+                self.metrics.read_indexes_failed.inc();
+                for w in self.turns.read_waiters.drain(..) {
+                    let _ = w.send(Err(EtcdError::NoLeader));
+                }
+            } else {
+                self.turns.read_ctx += 1;
+                // Unique across members: followers forward their requests to the
+                // leader, which ignores a context it already has pending.
+                let mut ctx = self.member_id.to_be_bytes().to_vec();
+                ctx.extend_from_slice(&self.turns.read_ctx.to_be_bytes());
+                self.raw.read_index(ctx.clone());
+                let waiters = std::mem::take(&mut self.turns.read_waiters);
+                self.turns.read_batches.insert(
+                    ctx,
+                    ReadBatch {
+                        asked: now,
+                        waiters,
+                    },
+                );
+            }
+        }
+        let mut read_batches = std::mem::take(&mut self.turns.read_batches);
+        self.retry_reads(&mut read_batches);
+        let ready = self.on_ready(&mut read_batches);
+        self.turns.read_batches = read_batches;
+        ready?;
+        Ok(Turn::Continue)
     }
 
     fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
@@ -312,7 +380,10 @@ impl RaftNode {
         match cc.get_change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 match Member::decode(&cc.context[..]) {
-                    Ok(m) => self.transport.add_peer(cc.node_id, m.peer_ur_ls),
+                    Ok(m) => self.transport.membership_changed(PeerChange::Added {
+                        id: cc.node_id,
+                        peer_urls: m.peer_ur_ls,
+                    }),
                     Err(e) => tracing::warn!(
                         member_id = %format!("{:x}", cc.node_id),
                         error = %e,
@@ -320,7 +391,9 @@ impl RaftNode {
                     ),
                 }
             }
-            ConfChangeType::RemoveNode => self.transport.remove_peer(cc.node_id),
+            ConfChangeType::RemoveNode => self
+                .transport
+                .membership_changed(PeerChange::Removed { id: cc.node_id }),
         }
     }
 
@@ -329,10 +402,11 @@ impl RaftNode {
     /// batches whose readers have all given up.
     fn retry_reads(&mut self, read_batches: &mut HashMap<Vec<u8>, ReadBatch>) {
         read_batches.retain(|_, b| b.waiters.iter().any(|w| !w.is_closed()));
+        let now = self.clock.now();
         for (ctx, batch) in read_batches.iter_mut() {
-            if batch.asked.elapsed() >= READ_INDEX_RETRY_INTERVAL {
+            if now.saturating_duration_since(batch.asked) >= READ_INDEX_RETRY_INTERVAL {
                 self.metrics.slow_read_indexes.inc();
-                batch.asked = Instant::now();
+                batch.asked = now;
                 self.raw.read_index(ctx.clone());
             }
         }
@@ -504,7 +578,7 @@ impl RaftNode {
     /// more than two heartbeat intervals after the previous one means this
     /// loop was held up (likely by a slow disk): etcd counts and warns.
     fn send(&mut self, msgs: Vec<Message>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for m in msgs
             .iter()
             .filter(|m| m.get_msg_type() == MessageType::MsgHeartbeat)
@@ -581,7 +655,10 @@ impl RaftNode {
             .context("install the snapshot in raft storage")?;
         if let Ok(cluster) = ClusterSnapshot::decode(&data.cluster[..]) {
             for m in cluster.members.iter().filter(|m| m.id != self.member_id) {
-                self.transport.add_peer(m.id, m.peer_ur_ls.clone());
+                self.transport.membership_changed(PeerChange::Added {
+                    id: m.id,
+                    peer_urls: m.peer_ur_ls.clone(),
+                });
             }
         }
         self.apply_tx
