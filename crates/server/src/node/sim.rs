@@ -25,23 +25,6 @@ const MEMBERS: usize = 3;
 /// Rounds any phase may take at most (each round: every member one turn).
 const ROUNDS_MAX: usize = 400;
 
-/// splitmix64: a small seeded generator, enough to order turns and drops.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// A member's end of the in-memory network: what it sends waits here until
 /// the simulation delivers it.
 #[derive(Default)]
@@ -80,7 +63,8 @@ struct Member {
 struct Sim {
     members: Vec<Member>,
     clock: Arc<ManualClock>,
-    rng: Rng,
+    /// Orders the turns and draws the network's losses and delays.
+    rng: fastrand::Rng,
     /// Members cut off from every other.
     isolated: Vec<u64>,
     /// Messages the network holds back for a round.
@@ -164,7 +148,7 @@ impl Sim {
         Sim {
             members,
             clock,
-            rng: Rng(seed),
+            rng: fastrand::Rng::with_seed(seed),
             isolated: Vec::new(),
             delayed: Vec::new(),
             trace: Vec::new(),
@@ -179,7 +163,7 @@ impl Sim {
         self.clock.advance(TICK);
         let mut order: Vec<usize> = (0..self.members.len()).collect();
         for i in (1..order.len()).rev() {
-            order.swap(i, self.rng.below(i + 1));
+            order.swap(i, self.rng.usize(..=i));
         }
         for &i in &order {
             let m = &mut self.members[i];
@@ -233,7 +217,7 @@ impl Sim {
             if self.isolated.contains(&msg.from) || self.isolated.contains(&msg.to) {
                 continue;
             }
-            match self.rng.below(10) {
+            match self.rng.u8(..10) {
                 0 => continue,
                 1 => {
                     self.delayed.push(msg);
