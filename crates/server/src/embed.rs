@@ -555,22 +555,14 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
     });
     let peer_urls: Vec<String> = peer_listeners.iter().map(|b| b.url.clone()).collect();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    for Bound { url, listener } in peer_listeners {
-        let tls = if url.starts_with("https://") {
-            tracing::info!(address = %url, "serving peer traffic securely");
-            peer_acceptor.clone()
-        } else {
-            tracing::info!(address = %url, "serving peer traffic");
-            None
-        };
-        tasks.push(tokio::spawn(serve::serve(
-            listener,
-            tls,
-            peer_router.clone(),
-            limits::STREAMS_PER_CONNECTION_MAX,
-            stop.clone(),
-        )));
-    }
+    tasks.extend(serve_all(
+        peer_listeners,
+        Port::Peer,
+        peer_acceptor,
+        peer_router,
+        limits::STREAMS_PER_CONNECTION_MAX,
+        &stop,
+    ));
 
     // The raft loop's and the applier's seams: the gRPC transport and the
     // system clock.
@@ -789,44 +781,80 @@ impl Member {
                 stop.clone(),
             )));
         }
-        for Bound { url, listener } in std::mem::take(&mut self.client_listeners) {
-            tracing::info!("ready to serve client requests");
-            let tls = if url.starts_with("https://") {
+        tasks.extend(serve_all(
+            std::mem::take(&mut self.client_listeners),
+            Port::Client,
+            self.client_tls.clone(),
+            router,
+            cfg.max_concurrent_streams,
+            stop,
+        ));
+        tasks.extend(serve_all(
+            std::mem::take(&mut self.metrics_listeners),
+            Port::Metrics,
+            self.client_tls.clone(),
+            http::metrics_router(server.clone()),
+            limits::STREAMS_PER_CONNECTION_MAX,
+            stop,
+        ));
+        tasks
+    }
+}
+
+/// What a listener serves, for its log lines (etcd's wording).
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Client,
+    Metrics,
+    Peer,
+}
+
+impl Port {
+    fn log_serving(self, url: &str, secure: bool) {
+        match (self, secure) {
+            (Port::Client, true) => {
+                tracing::info!("ready to serve client requests");
                 tracing::info!(address = %url, "serving client traffic securely");
-                self.client_tls.clone()
-            } else {
+            }
+            (Port::Client, false) => {
+                tracing::info!("ready to serve client requests");
                 tracing::warn!(
                     address = %url,
                     "serving client traffic insecurely; this is strongly discouraged!"
                 );
-                None
-            };
-            tasks.push(tokio::spawn(serve::serve(
+            }
+            (Port::Metrics, _) => tracing::info!(address = %url, "serving metrics"),
+            (Port::Peer, true) => tracing::info!(address = %url, "serving peer traffic securely"),
+            (Port::Peer, false) => tracing::info!(address = %url, "serving peer traffic"),
+        }
+    }
+}
+
+/// Serves `router` on every bound listener (TLS on the `https` ones) until
+/// the stop signal.
+fn serve_all(
+    bound: Vec<Bound>,
+    port: Port,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: axum::Router,
+    max_streams: u32,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    bound
+        .into_iter()
+        .map(|Bound { url, listener }| {
+            let secure = url.starts_with("https://");
+            port.log_serving(&url, secure);
+            let tls = if secure { tls.clone() } else { None };
+            tokio::spawn(serve::serve(
                 listener,
                 tls,
                 router.clone(),
-                cfg.max_concurrent_streams,
+                max_streams,
                 stop.clone(),
-            )));
-        }
-        let metrics_router = http::metrics_router(server.clone());
-        for Bound { url, listener } in std::mem::take(&mut self.metrics_listeners) {
-            tracing::info!(address = %url, "serving metrics");
-            let tls = if url.starts_with("https://") {
-                self.client_tls.clone()
-            } else {
-                None
-            };
-            tasks.push(tokio::spawn(serve::serve(
-                listener,
-                tls,
-                metrics_router.clone(),
-                limits::STREAMS_PER_CONNECTION_MAX,
-                stop.clone(),
-            )));
-        }
-        tasks
-    }
+            ))
+        })
+        .collect()
 }
 
 /// A restarting member compares its data with its peers' first (a new
