@@ -37,6 +37,7 @@ use crate::config::{parse_url, tls};
 pub use crate::config::{ClusterState, Config, TlsInfo};
 use crate::duties::{compactor, corrupt, downgrade, lease_expiry};
 use crate::node::{apply, bootstrap, raft_node, raft_storage, seams, wait};
+pub use crate::server::report::MemberStatus;
 use crate::server::EtcdServer;
 use crate::state::{alarm, leases, quota};
 use crate::{limits, metrics, peer, transport};
@@ -187,6 +188,11 @@ impl Server {
     /// The leader's member ID as this member knows it (0: none).
     pub fn leader(&self) -> u64 {
         self.0.raft_status.leader()
+    }
+
+    /// This member's state now (what the Status RPC and `/metrics` report).
+    pub fn status(&self) -> MemberStatus {
+        self.0.status()
     }
 
     /// Reads keys (linearizable unless `req.serializable`).

@@ -43,6 +43,10 @@ async fn a_closed_member_frees_its_dir_for_the_next_start() {
         .expect("put in process");
     let revision = put.header.expect("a header").revision;
     assert_eq!(revision, 2);
+    let status = etcd.server().status();
+    assert_eq!(status.leader, status.member_id);
+    assert_eq!((status.revision, status.keys), (2, 1));
+    assert!(status.applied_index > 0 && !status.is_learner);
 
     // The gRPC edge sees the same member.
     let endpoint = etcd.client_urls()[0].clone();

@@ -86,16 +86,16 @@ fn major_minor(version: &str) -> String {
 
 /// The families read from the server's state at scrape time.
 fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
-    let leader = server.raft_status.leader();
+    let status = server.status();
+    let leader = status.leader;
     let bool_value = |b: bool| if b { 1.0 } else { 0.0 };
     let quota = match server.cfg.quota_backend_bytes {
         0 => crate::state::quota::DEFAULT_QUOTA_BYTES,
         q => q,
     };
-    let store = &server.store;
     let ops = &server.metrics.mvcc;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let member_hex = format!("{:x}", server.member_id);
+    let member_hex = format!("{:x}", status.member_id);
     let mut out = vec![
         gauge(
             "etcd_server_has_leader",
@@ -105,22 +105,22 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
         gauge(
             "etcd_server_is_leader",
             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            bool_value(leader == server.member_id),
+            bool_value(leader == status.member_id),
         ),
         gauge(
             "etcd_server_is_learner",
             "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-            bool_value(server.is_learner()),
+            bool_value(status.is_learner),
         ),
         gauge(
             "etcd_server_proposals_committed_total",
             "The total number of consensus proposals committed.",
-            server.raft_status.commit_index() as f64,
+            status.commit_index as f64,
         ),
         gauge(
             "etcd_server_proposals_applied_total",
             "The total number of consensus proposals applied.",
-            server.applied_index() as f64,
+            status.applied_index as f64,
         ),
         gauge(
             "etcd_server_quota_backend_bytes",
@@ -140,12 +140,12 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
         gauge(
             "etcd_mvcc_db_total_size_in_bytes",
             "Total size of the underlying database physically allocated in bytes.",
-            store.db_size_bytes() as f64,
+            status.db_size_bytes as f64,
         ),
         gauge(
             "etcd_mvcc_db_total_size_in_use_in_bytes",
             "Total size of the underlying database logically in use in bytes.",
-            store.db_size_in_use_bytes() as f64,
+            status.db_size_in_use_bytes as f64,
         ),
         counter(
             "etcd_mvcc_range_total",
@@ -180,37 +180,37 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
         gauge(
             "etcd_debugging_mvcc_keys_total",
             "Total number of keys.",
-            store.live_keys() as f64,
+            status.keys as f64,
         ),
         gauge(
             "etcd_debugging_mvcc_current_revision",
             "The current revision of store.",
-            store.current_revision() as f64,
+            status.revision as f64,
         ),
         gauge(
             "etcd_debugging_mvcc_compact_revision",
             "The revision of the last compaction in store.",
-            store.compact_revision() as f64,
+            status.compact_revision as f64,
         ),
         counter(
             "etcd_debugging_mvcc_db_compaction_keys_total",
             "Total number of db keys compacted.",
-            store.compacted_revisions_total(),
+            status.compacted_revisions_total,
         ),
         gauge(
             "etcd_debugging_mvcc_watcher_total",
             "Total number of watchers.",
-            server.watch_hub.len() as f64,
+            status.watchers as f64,
         ),
     ];
-    if let Some(version) = server.cluster.version() {
+    if let Some(version) = &status.cluster_version {
         out.push(labelled_gauge(
             "etcd_cluster_version",
             "Which version is running. 1 for 'cluster_version' label with current cluster version",
-            &[("cluster_version", &major_minor(&version))],
+            &[("cluster_version", &major_minor(version))],
         ));
     }
-    let peers = server.transport.peer_states();
+    let peers = &status.peers;
     if !peers.is_empty() {
         let metrics = peers
             .iter()

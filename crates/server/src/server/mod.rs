@@ -11,6 +11,7 @@
 
 pub mod leases;
 pub mod membership;
+pub mod report;
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;

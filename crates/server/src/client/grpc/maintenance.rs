@@ -32,18 +32,18 @@ impl Maintenance for MaintenanceService {
         } else {
             s.cfg.quota_backend_bytes
         };
-        let job = s.cluster.downgrade_info();
+        let status = s.status();
+        let job = status.downgrade;
         Ok(Response::new(StatusResponse {
             header: Some(s.header(0)),
             version: SERVER_VERSION.to_string(),
-            db_size: s.store.db_size_bytes() as i64,
-            leader: s.raft_status.leader(),
-            raft_index: s.raft_status.commit_index(),
-            raft_term: s.raft_status.term(),
-            raft_applied_index: s.applied_index(),
-            errors: s
+            db_size: status.db_size_bytes as i64,
+            leader: status.leader,
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: status
                 .alarms
-                .active()
                 .iter()
                 .map(|a| {
                     let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
@@ -52,15 +52,14 @@ impl Maintenance for MaintenanceService {
                     format!("memberID:{} alarm:{} ", a.member_id, name)
                 })
                 .collect(),
-            db_size_in_use: s.store.db_size_in_use_bytes() as i64,
-            is_learner: s.cluster.member(s.member_id).is_some_and(|m| m.is_learner),
+            db_size_in_use: status.db_size_in_use_bytes as i64,
+            is_learner: status.is_learner,
             // The recorded storage version (it follows the cluster version,
             // `storage_version.rs`); below 3.6 none is recorded and the
             // cluster version is reported.
-            storage_version: s
-                .store
-                .storage_version()
-                .or_else(|| s.cluster.version())
+            storage_version: status
+                .storage_version
+                .or(status.cluster_version)
                 .unwrap_or_else(|| CLUSTER_VERSION.to_string()),
             db_size_quota: quota,
             // etcd 3.6 always sends it, disabled when no job runs.
