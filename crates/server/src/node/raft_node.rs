@@ -33,7 +33,7 @@ use raft::{RawNode, StateRole, Storage, StorageError};
 use tokio::sync::oneshot;
 use wal::{Snapshotter, Wal, WalSnapshot};
 
-use crate::limits;
+use crate::limits::{self, SNAPSHOTS_KEPT, SNAPSHOT_CATCH_UP_ENTRIES};
 use crate::metrics::Metrics;
 use crate::node::raft_storage::{committed_entries, RaftStorage, RAFT_SNAPSHOT_DATA_VERSION};
 use crate::node::seams::{Clock, PeerChange, Transport};
@@ -203,11 +203,6 @@ pub struct ReadBatch {
 
 /// How long a read-index request may go unanswered before it is asked again (etcd: 500 ms).
 const READ_INDEX_RETRY_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Entries kept in memory behind a snapshot, for slow followers (etcd's SnapshotCatchUpEntries).
-const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
-/// Snapshot files kept on disk (etcd keeps 5).
-const SNAPSHOTS_KEPT: usize = 5;
 
 impl RaftNode {
     /// Runs until `Shutdown` or until every sender is gone. A storage failure

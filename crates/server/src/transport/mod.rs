@@ -74,21 +74,11 @@ pub fn check_version(version: u32) -> Result<(), String> {
 /// What the transport hands to the raft loop: a message from a peer.
 pub type Deliver = std::sync::Arc<dyn Fn(raft::eraftpb::Message) + Send + Sync>;
 
-/// Messages queued for one peer; past it `send` drops and reports the peer unreachable.
-pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
-/// Encoded bytes gathered into one `MessageBatch` before it is written (a single
-/// larger message still goes alone).
-pub const BATCH_SIZE_TARGET_BYTES: usize = 4 * 1024 * 1024;
-/// Batches handed to a stream and not yet written to the connection.
-pub const STREAM_BATCHES_IN_FLIGHT_MAX: usize = 4;
-/// gRPC message limit on the peer port, both ways (raft append batches reach a few MiB).
-pub const PEER_GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Room left in a gRPC message for the batch's own fields.
-pub const BATCH_OVERHEAD_BYTES: usize = 64 * 1024;
-/// Data bytes per `SnapshotChunk`.
-pub const SNAPSHOT_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
-/// Largest snapshot a receiver reassembles (etcd's largest recommended backend quota).
-pub const SNAPSHOT_SIZE_MAX_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+pub use crate::limits::{
+    BATCH_OVERHEAD_BYTES, BATCH_SIZE_TARGET_BYTES, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES,
+    PEER_QUEUE_MESSAGES_MAX, SNAPSHOT_CHUNK_SIZE_BYTES, SNAPSHOT_SIZE_MAX_BYTES,
+    STREAM_BATCHES_IN_FLIGHT_MAX,
+};
 /// A snapshot send is given this long, plus `SNAPSHOT_SEND_TIMEOUT_PER_MIB_MS` per MiB.
 pub const SNAPSHOT_SEND_TIMEOUT_BASE_MS: u64 = 30_000;
 pub const SNAPSHOT_SEND_TIMEOUT_PER_MIB_MS: u64 = 1_000;
@@ -106,13 +96,8 @@ pub const WARN_INTERVAL_MS: u64 = 5_000;
 /// Remote members whose refusals the service rate-limits separately.
 pub const SERVICE_LOG_PEERS_MAX: usize = 1024;
 
-const _: () =
-    assert!(BATCH_SIZE_TARGET_BYTES + BATCH_OVERHEAD_BYTES <= PEER_GRPC_MESSAGE_SIZE_MAX_BYTES);
-const _: () =
-    assert!(SNAPSHOT_CHUNK_SIZE_BYTES + BATCH_OVERHEAD_BYTES <= PEER_GRPC_MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(RECONNECT_BACKOFF_MIN_MS <= RECONNECT_BACKOFF_MAX_MS);
 const _: () = assert!(KEEPALIVE_INTERVAL_MS < KEEPALIVE_TIMEOUT_MS);
-const _: () = assert!(STREAM_BATCHES_IN_FLIGHT_MAX >= 1 && PEER_QUEUE_MESSAGES_MAX >= 1);
 
 /// Member IDs are printed in hex, as etcd prints them.
 fn hex(id: u64) -> String {

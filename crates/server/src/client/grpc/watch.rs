@@ -28,8 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::server::EtcdServer;
 
-/// Messages a stream's queue holds before its watchers become victims.
-const STREAM_QUEUE_MESSAGES: usize = 256;
+use crate::limits::WATCH_STREAM_QUEUE_MESSAGES as STREAM_QUEUE_MESSAGES;
 
 /// etcd's "auto" watch ID in a create request.
 const AUTO_WATCH_ID: i64 = 0;
