@@ -217,6 +217,40 @@ fn learner_join_promote_update_remove_leader_and_move_leader() {
         format!("learner accepted a write: {put:?}"),
     );
 
+    // A voter cannot be promoted: etcd's error, counted once as a failure
+    // with its reason.
+    let voter = list
+        .stdout
+        .lines()
+        .find(|l| l.trim_end().ends_with("false"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let refused = ctl.run(&all, &["member", "promote", &voter], None);
+    expect(
+        refused.code != 0
+            && refused
+                .stderr
+                .contains("etcdserver: can only promote a learner member"),
+        format!("promoting voter {voter:?} was not refused as etcd refuses it: {refused:?}"),
+    );
+    let failures: u64 = (0..cluster.size())
+        .filter_map(|i| common::http_get(cluster.client_port(i), "/metrics"))
+        .flat_map(|body| {
+            body.lines()
+                .filter(|l| {
+                    l.starts_with("etcd_server_learner_promote_failures{Reason=\"etcdserver: can only promote a learner member\"} ")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    expect(
+        failures == 1,
+        format!("etcd_server_learner_promote_failures for a voter summed to {failures}, not 1"),
+    );
+
     // 3. Promote (it may need a moment to be in sync with the leader).
     let promote = retry_etcdctl(
         &ctl,

@@ -198,6 +198,8 @@ pub struct Metrics {
     pub read_indexes_failed: IntCounter,
     pub lease_expired: IntCounter,
     pub learner_promote_successes: IntCounter,
+    /// By `Reason`, the error's text, as etcd labels it.
+    pub learner_promote_failures: IntCounterVec,
     // health endpoints
     pub health_success: IntCounter,
     pub health_failures: IntCounter,
@@ -315,6 +317,17 @@ impl Metrics {
             learner_promote_successes: counter(
                 "etcd_server_learner_promote_successes",
                 "The total number of successful learner promotions while this member is leader.",
+            ),
+            learner_promote_failures: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "etcd_server_learner_promote_failures",
+                        "The total number of failed learner promotions (likely learner not ready) while this member is leader.",
+                    ),
+                    &["Reason"],
+                )
+                .expect("valid metric"),
             ),
             health_success: counter(
                 "etcd_server_health_success",

@@ -125,25 +125,43 @@ impl EtcdServer {
     }
 
     /// Promotes a learner that has caught up; a follower forwards the
-    /// request to the leader, whose answer is the answer.
+    /// request to the leader, whose answer is the answer. Counted where it
+    /// was decided, as etcd counts it: a success, or a failure by its reason
+    /// (a forwarded one counts on the leader).
     pub async fn member_promote(&self, id: u64) -> Result<MemberPromoteResponse, Error> {
-        let member = self.cluster.member(id).ok_or(EtcdError::MemberNotFound)?;
-        if !member.is_learner {
-            return Err(EtcdError::MemberNotLearner.into());
-        }
-        match self.learner_ready(id).await {
-            Ok(true) => {}
-            Ok(false) => return Err(EtcdError::LearnerNotReady.into()),
+        match self.promote_here(id).await {
+            Ok(resp) => {
+                self.metrics.learner_promote_successes.inc();
+                Ok(resp)
+            }
             Err(EtcdError::NotLeader) => {
                 let channel = self.dial_leader().await?;
-                return crate::transport::forward_promote(channel, id, PROMOTE_FORWARD_TIMEOUT)
+                crate::transport::forward_promote(channel, id, PROMOTE_FORWARD_TIMEOUT)
                     .await
-                    .map_err(Error::Forwarded);
+                    .map_err(Error::Forwarded)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.metrics
+                    .learner_promote_failures
+                    .with_label_values(&[e.message()])
+                    .inc();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The promotion as this member decides it; NotLeader when only the
+    /// leader can.
+    async fn promote_here(&self, id: u64) -> Result<MemberPromoteResponse, EtcdError> {
+        let member = self.cluster.member(id).ok_or(EtcdError::MemberNotFound)?;
+        if !member.is_learner {
+            return Err(EtcdError::MemberNotLearner);
+        }
+        if !self.learner_ready(id).await? {
+            return Err(EtcdError::LearnerNotReady);
         }
         if self.cfg.strict_reconfig_check && !self.ready_to_add_voter() {
-            return Err(EtcdError::MemberNotEnoughStarted.into());
+            return Err(EtcdError::MemberNotEnoughStarted);
         }
         let promoted = Member {
             is_learner: false,
@@ -151,9 +169,6 @@ impl EtcdServer {
         };
         self.propose_conf_change(conf_change(ConfChangeType::AddNode, &promoted))
             .await?;
-        // Counted where the promotion was decided, as etcd counts it (a
-        // forwarded one counts on the leader).
-        self.metrics.learner_promote_successes.inc();
         Ok(MemberPromoteResponse {
             header: Some(self.cluster_header()),
             members: self.cluster.members(),
