@@ -119,7 +119,13 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn check_holds_what_etcd_holds(quota_mib: u64, value_bytes: usize) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (ours, etcd) = fill_both(quota_mib << 20, value_bytes);
-    let ratio = ours.held as f64 / etcd.held as f64;
+    // etcd may hold more than its quota: puts pass its check until the next
+    // backend commit (every 100 ms, later under load) updates the size, and
+    // a loaded machine let 17% more through once (776 puts of 100 kB into
+    // 64 MiB, 673 to 691 when idle). What it holds up to its quota is what
+    // ours must hold.
+    let etcd_within_quota = etcd.held.min(quota_mib << 20);
+    let ratio = ours.held as f64 / etcd_within_quota as f64;
     eprintln!(
         "{quota_mib} MiB, {value_bytes}-byte values: ours held {} bytes ({} puts, file {}), \
          etcd {} ({} puts, file {}): {ratio:.3}x",
