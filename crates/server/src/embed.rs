@@ -23,7 +23,7 @@
 //! started again at once.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -229,11 +229,8 @@ impl Server {
     /// Grants a lease (ID 0: the member picks one).
     pub async fn lease_grant(
         &self,
-        mut req: LeaseGrantRequest,
+        req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, crate::Error> {
-        while req.id == lease::NO_LEASE {
-            req.id = (self.0.next_request_id() & (i64::MAX as u64)) as i64;
-        }
         Ok(self.0.lease_grant(req).await?)
     }
 
@@ -672,14 +669,14 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         phase: phase_tx,
     };
     let lock = boot.lock;
+    let handle = server.clone();
     let main = tokio::spawn(async move {
-        let tasks = Arc::new(Mutex::new(tasks));
-        member.run(&tasks).await;
+        let mut tasks = tasks;
+        tasks.extend(member.run().await);
         // Everything below runs once the stop signal is raised.
         transport.shutdown();
         server.stop();
         drop(server);
-        let tasks = std::mem::take(&mut *tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -693,10 +690,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         tracing::info!("stopped etcd member");
     });
     Ok(Etcd {
-        server: running_server
-            .get()
-            .cloned()
-            .context("the server handle was just set")?,
+        server: handle,
         client_urls,
         peer_urls,
         metrics_urls,
@@ -723,8 +717,9 @@ struct Member {
 
 impl Member {
     /// Passes the steps before serving, serves clients, and returns when the
-    /// stop signal is raised (by `close`, or here when the member failed).
-    async fn run(mut self, tasks: &Mutex<Vec<JoinHandle<()>>>) {
+    /// stop signal is raised (by `close`, or here when the member failed),
+    /// with the tasks it started for them.
+    async fn run(mut self) -> Vec<JoinHandle<()>> {
         let mut stop = self.stop.clone();
         let failed = tokio::select! {
             r = before_serving(&self.server, self.initialized) => r.err(),
@@ -732,19 +727,17 @@ impl Member {
             _ = stop.wait_for(|s| *s) => None,
         };
         if failed.is_some() || *stop.borrow() {
-            return self.stopped(failed);
+            self.stopped(failed);
+            return Vec::new();
         }
-        let spawned = self.serve_clients();
-        tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(spawned);
+        let serving = self.serve_clients();
         let _ = self.phase.send(Phase::Serving);
         let why = tokio::select! {
             m = self.fatal.recv() => Some(m.unwrap_or_else(|| "the server stopped".into())),
             _ = stop.wait_for(|s| *s) => None,
         };
-        self.stopped(why)
+        self.stopped(why);
+        serving
     }
 
     /// Records why the member stopped and raises the stop signal for the

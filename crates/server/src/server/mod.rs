@@ -223,12 +223,15 @@ impl EtcdServer {
         .await
     }
 
-    /// Grants a lease with the ID in `req` (etcd's `Lessor.LeaseGrant`; the
-    /// caller picks an ID when the client gave none).
+    /// Grants a lease (etcd's `Lessor.LeaseGrant`); without an ID the
+    /// member picks one, positive, from its request IDs, as etcd does.
     pub async fn lease_grant(
         &self,
-        req: LeaseGrantRequest,
+        mut req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, EtcdError> {
+        while req.id == lease::NO_LEASE {
+            req.id = (self.next_request_id() & (i64::MAX as u64)) as i64;
+        }
         self.write(InternalRaftRequest {
             lease_grant: Some(req),
             ..Default::default()

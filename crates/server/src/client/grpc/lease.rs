@@ -37,12 +37,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut req = request.into_inner();
+        let req = request.into_inner();
         self.server.check_quota(crate::state::quota::LEASE_COST)?;
-        // No ID given: choose one (positive, as etcd does).
-        while req.id == lease::NO_LEASE {
-            req.id = (self.server.next_request_id() & (i64::MAX as u64)) as i64;
-        }
         Ok(Response::new(self.server.lease_grant(req).await?))
     }
 
