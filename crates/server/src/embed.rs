@@ -26,7 +26,6 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use api::etcdserverpb::{Attributes, ClusterMemberAttrSetRequest, InternalRaftRequest};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -40,6 +39,7 @@ use crate::node::{apply, bootstrap, raft_node, raft_storage, seams, wait};
 pub use crate::server::report::MemberStatus;
 use crate::server::EtcdServer;
 use crate::state::{alarm, leases, quota};
+use crate::status::{bail, Context};
 use crate::{limits, metrics, peer, transport};
 /// The request and response types of [`Server`]'s verbs (etcd's v3 API).
 pub use api::etcdserverpb::{
@@ -53,16 +53,12 @@ pub use api::etcdserverpb::{
 pub enum Error {
     /// Start-up failed (a port in use, a data dir that cannot be read, a
     /// configuration the member refuses); nothing is left running.
-    #[error("{0}")]
-    Start(String),
+    #[error(transparent)]
+    Start(#[from] crate::Error),
     /// The member stopped by itself (the raft loop or the applier failed,
     /// or it could not publish itself or pass the initial corruption check).
     #[error("{0}")]
     Stopped(String),
-}
-
-fn start_error(e: anyhow::Error) -> Error {
-    Error::Start(format!("{e:#}"))
 }
 
 /// How far a started member has come.
@@ -97,7 +93,7 @@ impl Etcd {
     /// member has published itself ([`Etcd::ready`]). Must be called within
     /// a multi-threaded tokio runtime.
     pub async fn start(cfg: Config) -> Result<Etcd, Error> {
-        start(cfg).await.map_err(start_error)
+        Ok(start(cfg).await?)
     }
 
     /// Resolves once clients are served, or with the reason the member
@@ -177,17 +173,17 @@ pub struct Server(Arc<EtcdServer>);
 impl Server {
     /// This member's ID.
     pub fn member_id(&self) -> u64 {
-        self.0.member_id
+        self.0.member_id()
     }
 
     /// The cluster's ID.
     pub fn cluster_id(&self) -> u64 {
-        self.0.cluster.id
+        self.0.cluster().id
     }
 
     /// The leader's member ID as this member knows it (0: none).
     pub fn leader(&self) -> u64 {
-        self.0.raft_status.leader()
+        self.0.raft_status().leader()
     }
 
     /// This member's state now (what the Status RPC and `/metrics` report).
@@ -260,7 +256,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 /// conversion a crash interrupted, converts a stopped etcd member's dir
 /// (keeping the original), and refuses a dir of a newer build or one we
 /// cannot tell, leaving it as it is.
-fn check_data_dir(cfg: &Config) -> anyhow::Result<()> {
+fn check_data_dir(cfg: &Config) -> crate::status::Result<()> {
     use datadir::interchange::datadir::{inspect, Kind};
     let wal_dir = cfg.wal_dir();
     let refuse = || format!("cannot start on data dir {}", cfg.data_dir.display());
@@ -296,10 +292,10 @@ struct Bound {
 }
 
 /// Binds every URL of `urls`.
-async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<Bound>> {
+async fn bind_all(urls: &[String]) -> crate::status::Result<Vec<Bound>> {
     let mut out = Vec::with_capacity(urls.len());
     for u in urls {
-        let url = parse_url(u).map_err(anyhow::Error::msg)?;
+        let url = parse_url(u).map_err(crate::status::Error::fatal)?;
         let listener = TcpListener::bind((url.host.as_str(), url.port))
             .await
             .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
@@ -330,7 +326,7 @@ fn resolved(given: &[String], listen: &[String], bound: &[Bound]) -> Vec<String>
         .collect()
 }
 
-async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
+async fn start(mut cfg: Config) -> crate::status::Result<Etcd> {
     // Before anything (auto-TLS fixtures, the lock file, the WAL) touches
     // the data dir: refuse one we cannot read, leaving it as it is.
     check_data_dir(&cfg)?;
@@ -418,7 +414,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         mvcc::Store::open(&cfg.snap_dir().join("db"), mvcc::StoreOptions::default())
             .context("cannot open the backend")?,
     );
-    datadir::storage_version::validate(&store)?;
+    datadir::storage_version::validate(&store).map_err(crate::status::Error::from_cause)?;
     // A crash between receiving a leader's snapshot and restoring the backend
     // from it leaves the image beside the snapshot: finish the restore.
     if store.consistent_index().0 < boot.snapshot_index {
@@ -459,11 +455,13 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let snapshotter = Arc::new(boot.snapshotter);
     let metrics = Arc::new(metrics::Metrics::new(cfg.metrics));
+    let clock: Arc<dyn seams::Clock> = Arc::new(seams::SystemClock);
     let raft_storage = raft_storage::RaftStorage::new(
         boot.storage,
         snapshotter.clone(),
         store.clone(),
         metrics.backend_snapshot.clone(),
+        clock.clone(),
     );
     let raw = raft::RawNode::new(&raft_cfg, raft_storage, &logger).context("start raft")?;
 
@@ -483,7 +481,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         boot.member_id,
     ));
     if let Some(data) = &boot.cluster_data {
-        cluster.restore(data).map_err(anyhow::Error::msg)?;
+        cluster.restore(data).map_err(crate::status::Error::fatal)?;
     }
     // etcd's check when it recovers the cluster state: a server older than
     // the cluster version may not serve it, unless a downgrade targets it.
@@ -497,7 +495,7 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
     }
     cluster
         .check_local_version(cluster.version().as_deref())
-        .map_err(anyhow::Error::msg)?;
+        .map_err(crate::status::Error::fatal)?;
     let wait = Arc::new(wait::Wait::default());
     let alarms = Arc::new(alarm::AlarmStore::default());
     apply::recover_alarms(&store, &alarms)?;
@@ -568,10 +566,9 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
     ));
 
     // The raft loop's and the applier's seams: the gRPC transport and the
-    // system clock.
+    // system clock (made above, for raft storage too).
     let raft_transport: Arc<dyn seams::Transport> = Arc::new(transport.clone());
-    let clock: Arc<dyn seams::Clock> = Arc::new(seams::SystemClock);
-    let node = raft_node::RaftNode {
+    let node = raft_node::RaftNode::new(raft_node::Parts {
         member_id: boot.member_id,
         raw,
         wal: boot.wal,
@@ -584,13 +581,8 @@ async fn start(mut cfg: Config) -> anyhow::Result<Etcd> {
         clock: clock.clone(),
         lessor: lessor.clone(),
         tick_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
-        saved_commit: 0,
-        conf_pending_through: 0,
-        conf_applied_through: 0,
         metrics: metrics.clone(),
-        heartbeats_sent: std::collections::HashMap::new(),
-        turns: raft_node::Turns::default(),
-    };
+    });
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel::<String>();
     let raft_fatal = fatal_tx.clone();
     let raft_thread = std::thread::Builder::new()
@@ -722,7 +714,7 @@ impl Member {
     async fn run(mut self) -> Vec<JoinHandle<()>> {
         let mut stop = self.stop.clone();
         let failed = tokio::select! {
-            r = before_serving(&self.server, self.initialized) => r.err(),
+            r = before_serving(&self.server, self.initialized) => r.err().map(|e| e.to_string()),
             m = self.fatal.recv() => Some(m.unwrap_or_else(|| "the server stopped".into())),
             _ = stop.wait_for(|s| *s) => None,
         };
@@ -753,11 +745,11 @@ impl Member {
     /// The client and metrics listeners and the leader's duties, started.
     fn serve_clients(&mut self) -> Vec<JoinHandle<()>> {
         let server = &self.server;
-        let cfg = &server.cfg;
+        let cfg = &server.config();
         let services = Arc::new(grpc::Services::new(server.clone()));
         let grpc_router = edge::grpc_router(
             grpc::routes(&services, cfg.max_request_bytes).into_axum_router(),
-            server.metrics.grpc.clone(),
+            server.metrics().grpc.clone(),
         );
         let router = edge::router(grpc_router, http::router(server.clone(), services));
         let stop = &self.stop;
@@ -858,11 +850,9 @@ fn serve_all(
 
 /// A restarting member compares its data with its peers' first (a new
 /// member has nothing to compare); then it publishes itself.
-async fn before_serving(server: &Arc<EtcdServer>, initialized: bool) -> Result<(), String> {
-    if initialized && server.cfg.initial_corrupt_check {
-        corrupt::check_initial(server)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+async fn before_serving(server: &Arc<EtcdServer>, initialized: bool) -> crate::status::Result<()> {
+    if initialized && server.config().initial_corrupt_check {
+        corrupt::check_initial(server).await?;
     }
     publish(server).await;
     Ok(())
@@ -873,10 +863,10 @@ async fn before_serving(server: &Arc<EtcdServer>, initialized: bool) -> Result<(
 async fn publish(server: &EtcdServer) {
     let attrs = InternalRaftRequest {
         cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
-            member_id: server.member_id,
+            member_id: server.member_id(),
             member_attributes: Some(Attributes {
-                name: server.cfg.name.clone(),
-                client_urls: server.cfg.advertise_client_urls.clone(),
+                name: server.config().name.clone(),
+                client_urls: server.config().advertise_client_urls.clone(),
                 server_version: datadir::membership::SERVER_VERSION.to_string(),
             }),
         }),
@@ -884,7 +874,7 @@ async fn publish(server: &EtcdServer) {
     };
     // Proposals made before there is a leader are dropped: wait for one first.
     let mut status_poll = tokio::time::interval(Duration::from_millis(10));
-    while server.raft_status.leader() == 0 {
+    while server.leader() == 0 {
         status_poll.tick().await;
     }
     loop {

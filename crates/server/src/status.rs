@@ -1,6 +1,12 @@
-//! Domain errors → etcd's client-visible errors. The only place that decides
-//! which mvcc failure a client sees as which `etcdserver: …` error, and the
-//! server's [`Error`].
+//! The server crate's one error type, [`Error`], and the only place that
+//! decides which mvcc failure a client sees as which `etcdserver: …` error.
+//!
+//! An error is either a request's (deterministic: every member refuses the
+//! same request the same way, and the client gets etcd's error) or fatal
+//! to this member (a file, the WAL, the backend, a peer or the
+//! configuration failed: the member refuses to start, or stops).
+//! [`Context`] attaches what the member was doing to a fatal error, and
+//! [`bail!`] returns one.
 
 use api::EtcdError;
 use tonic::Status;
@@ -21,6 +27,32 @@ pub enum Error {
     /// or not, passed on as the leader gave it.
     #[error("the leader answered: {}", .0.message())]
     Forwarded(Status),
+    /// This member cannot start or go on: `what` it was doing, and why.
+    /// Never a client's answer.
+    #[error("{}", fatal_text(what, source.as_deref()))]
+    Fatal {
+        what: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Results of the member's own work (start-up, the raft loop, the applier).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `what: cause: cause's cause …`, each cause once.
+fn fatal_text(what: &str, source: Option<&(dyn std::error::Error + Send + Sync)>) -> String {
+    let mut text = what.to_string();
+    let mut next = source.map(|s| s as &dyn std::error::Error);
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 impl Error {
@@ -30,8 +62,72 @@ impl Error {
         match self {
             Error::Request(_) => true,
             Error::Forwarded(status) => EtcdError::from_status(status).is_some(),
-            Error::Backend(_) => false,
+            Error::Backend(_) | Error::Fatal { .. } => false,
         }
+    }
+
+    /// A fatal error that is another one, which already says what failed
+    /// (another crate's error, with its context).
+    pub fn from_cause(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        let source = cause.into();
+        Error::Fatal {
+            what: source.to_string(),
+            source: Some(source),
+        }
+    }
+
+    /// A fatal error that is only a message (no underlying cause).
+    pub fn fatal(what: impl Into<String>) -> Error {
+        Error::Fatal {
+            what: what.into(),
+            source: None,
+        }
+    }
+}
+
+/// Returns a fatal [`Error`] made of a formatted message.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err($crate::status::Error::fatal(format!($($arg)*)).into())
+    };
+}
+pub(crate) use bail;
+
+/// Says what the member was doing when something failed, making the
+/// failure a fatal [`Error`].
+pub trait Context<T> {
+    /// Wraps the failure in a fatal error saying `what` failed.
+    fn context(self, what: impl Into<String>) -> Result<T>;
+    /// As [`Context::context`], with the message made only on failure.
+    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
+}
+
+/// Any error (a library's, another crate's `anyhow` error, a message).
+impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Context<T>
+    for std::result::Result<T, E>
+{
+    fn context(self, what: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::Fatal {
+            what: what.into(),
+            source: Some(e.into()),
+        })
+    }
+
+    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::Fatal {
+            what: what().into(),
+            source: Some(e.into()),
+        })
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, what: impl Into<String>) -> Result<T> {
+        self.ok_or_else(|| Error::fatal(what))
+    }
+
+    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+        self.ok_or_else(|| Error::fatal(what()))
     }
 }
 
@@ -53,6 +149,10 @@ impl From<Error> for Status {
                 Status::internal(format!("etcdserver: {e}"))
             }
             Error::Forwarded(status) => status,
+            e @ Error::Fatal { .. } => {
+                tracing::error!(error = %e, "request failed");
+                Status::internal(format!("etcdserver: {e}"))
+            }
         }
     }
 }
@@ -114,5 +214,20 @@ mod tests {
             assert_eq!(mvcc_status(e).message(), want);
         }
         assert!(request_error(mvcc::Error::Corrupt("x".into())).is_err());
+    }
+
+    #[test]
+    fn fatal_errors_say_what_failed_and_why_once() {
+        let io = std::io::Error::other("disk on fire");
+        let inner: Result<()> = Err(io).context("fsync wal/0.wal");
+        let outer = inner.context("cannot write to the WAL").unwrap_err();
+        assert_eq!(
+            outer.to_string(),
+            "cannot write to the WAL: fsync wal/0.wal: disk on fire"
+        );
+        assert!(!outer.is_deterministic());
+        let none: Result<u8> = None.context("no leader");
+        assert_eq!(none.unwrap_err().to_string(), "no leader");
+        assert!(Error::Request(EtcdError::KeyNotFound).is_deterministic());
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("limits", &[]),
     ("status", &[]),
-    ("config", &["limits"]),
+    ("config", &["limits", "status"]),
     ("metrics", &["config"]),
     ("transport", &["limits", "status", "config", "metrics"]),
     ("state", &["limits", "status", "metrics", "transport"]),

@@ -112,7 +112,7 @@ pub async fn health(State(server): State<Arc<EtcdServer>>, request: Request) -> 
     let q = HealthQuery::parse(request.uri().query());
     let reason = match unhealthy_reason(&server, &q).await {
         None => {
-            server.metrics.health_success.inc();
+            server.metrics().health_success.inc();
             // Go sniffs the JSON as text; only its error path adds nosniff.
             return (
                 StatusCode::OK,
@@ -123,7 +123,7 @@ pub async fn health(State(server): State<Arc<EtcdServer>>, request: Request) -> 
         }
         Some(reason) => reason,
     };
-    server.metrics.health_failures.inc();
+    server.metrics().health_failures.inc();
     let body = serde_json::json!({"health": "false", "reason": reason}).to_string();
     tracing::warn!(output = %body, status_code = 503, "/health error");
     text(StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n"))
@@ -131,7 +131,7 @@ pub async fn health(State(server): State<Arc<EtcdServer>>, request: Request) -> 
 
 /// Why `/health` fails, if it does.
 async fn unhealthy_reason(server: &EtcdServer, q: &HealthQuery) -> Option<String> {
-    for alarm in server.alarms.active() {
+    for alarm in server.alarms().active() {
         let kind = AlarmType::try_from(alarm.alarm).unwrap_or(AlarmType::None);
         if q.excluded.iter().any(|e| e == kind.as_str_name()) {
             tracing::debug!(alarm = kind.as_str_name(), "/health excluded alarm");
@@ -150,7 +150,7 @@ async fn unhealthy_reason(server: &EtcdServer, q: &HealthQuery) -> Option<String
             .to_string(),
         );
     }
-    if !q.serializable && server.raft_status.leader() == 0 {
+    if !q.serializable && server.leader() == 0 {
         tracing::warn!("serving /health false; no leader");
         return Some("RAFT NO LEADER".to_string());
     }
@@ -171,7 +171,7 @@ async fn read(server: &EtcdServer, serializable: bool) -> Result<(), EtcdError> 
         }
     }
     // A range like any other (etcd's health check goes through its Range).
-    server.metrics.mvcc.record(1, 0, 0, 0);
+    server.metrics().mvcc.record(1, 0, 0, 0);
     let probe = RangeRequest {
         key: b"health".to_vec(),
         keys_only: true,
@@ -179,7 +179,7 @@ async fn read(server: &EtcdServer, serializable: bool) -> Result<(), EtcdError> 
         serializable: true,
         ..Default::default()
     };
-    server.store.range(&probe).map(|_| ()).map_err(|e| {
+    server.store().range(&probe).map(|_| ()).map_err(|e| {
         tracing::warn!(error = %e, "health check read failed");
         EtcdError::Stopped
     })
@@ -206,7 +206,7 @@ impl Check {
         match self {
             Check::DataCorruption => {
                 let corrupt = server
-                    .alarms
+                    .alarms()
                     .active()
                     .iter()
                     .any(|a| a.alarm == AlarmType::Corrupt as i32);
@@ -296,7 +296,7 @@ pub async fn probe(
                 "error"
             }
         };
-        let m = &server.metrics;
+        let m = &server.metrics();
         m.healthcheck
             .with_label_values(&[probe.name(), c.name()])
             .set(i64::from(status == "success"));

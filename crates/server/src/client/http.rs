@@ -17,7 +17,7 @@ use crate::server::EtcdServer;
 use datadir::membership::{CLUSTER_VERSION, SERVER_VERSION};
 
 pub fn router(server: Arc<EtcdServer>, services: Arc<Services>) -> Router {
-    let gateway = gateway::router(services, server.cfg.max_request_bytes);
+    let gateway = gateway::router(services, server.config().max_request_bytes);
     crate::client::health::routes(Router::new())
         .route("/version", get(version))
         .route("/metrics", any(metrics))
@@ -83,9 +83,9 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> axum::response::Respo
 /// version the backend records, else the cluster version it follows; as
 /// Status reports it).
 async fn version(State(server): State<Arc<EtcdServer>>) -> axum::response::Response {
-    let cluster = server.cluster.version();
+    let cluster = server.cluster().version();
     let storage = server
-        .store
+        .store()
         .storage_version()
         .or_else(|| cluster.clone())
         .unwrap_or_else(|| CLUSTER_VERSION.to_string());

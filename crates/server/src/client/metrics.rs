@@ -21,7 +21,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The body of `/metrics`: every family, sorted by name, in the text format.
 pub fn render(server: &EtcdServer) -> String {
-    server.metrics.encode(|| scrape_time(server))
+    server.metrics().encode(|| scrape_time(server))
 }
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
@@ -89,11 +89,11 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
     let status = server.status();
     let leader = status.leader;
     let bool_value = |b: bool| if b { 1.0 } else { 0.0 };
-    let quota = match server.cfg.quota_backend_bytes {
+    let quota = match server.config().quota_backend_bytes {
         0 => crate::state::quota::DEFAULT_QUOTA_BYTES,
         q => q,
     };
-    let ops = &server.metrics.mvcc;
+    let ops = &server.metrics().mvcc;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let member_hex = format!("{:x}", status.member_id);
     let mut out = vec![

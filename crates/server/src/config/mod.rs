@@ -18,7 +18,8 @@
 //! This folder owns the configuration: flags and environment (here), the
 //! config file (`file`), auto compaction's mode and retention
 //! (`retention`) and the TLS settings with their acceptors (`tls`). It may
-//! import the crate root (`limits`) and the `datadir` and `gofmt` crates.
+//! import the crate root (`limits`, and `status` for its errors) and the
+//! `datadir` and `gofmt` crates.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

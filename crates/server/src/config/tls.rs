@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::status::{bail, Context, Error, Result};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -63,7 +63,7 @@ fn protocol_versions(
     max: &str,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>> {
     let rank = |v: &str, flag: &str| match v {
-        "TLS1.2" => Ok(2),
+        "TLS1.2" => Ok::<_, Error>(2),
         "TLS1.3" => Ok(3),
         "TLS1.0" | "TLS1.1" => {
             bail!("{flag} {v} is not supported: the oldest version this build speaks is TLS1.2")
@@ -94,7 +94,7 @@ fn protocol_versions(
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    Ok(etcd_rs_client::tls::read_certs(path)?)
+    etcd_rs_client::tls::read_certs(path).map_err(Error::from_cause)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
@@ -469,7 +469,7 @@ impl Resolved {
                 )
             })?;
             let mut verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(tls::roots(Some(ca))?),
+                Arc::new(tls::roots(Some(ca)).map_err(Error::from_cause)?),
                 provider(),
             );
             if let Some(crl) = &info.crl_file {
@@ -518,7 +518,8 @@ impl Resolved {
                 // InsecureSkipVerify, but the handshake signatures still are.
                 .with_custom_certificate_verifier(SkipChain::new(provider))
         } else {
-            let roots = tls::roots(self.info.trusted_ca_file.as_deref())?;
+            let roots =
+                tls::roots(self.info.trusted_ca_file.as_deref()).map_err(Error::from_cause)?;
             builder.with_root_certificates(roots)
         };
         let certs = ReloadingCert::new(&self.cert, &self.key, self::provider())?;

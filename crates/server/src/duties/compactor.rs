@@ -178,13 +178,14 @@ pub async fn run(
 ) {
     let mut compactor = Compactor::new(retention, revision_interval, Instant::now());
     loop {
-        compactor.before_wait(server.store.current_revision());
+        compactor.before_wait(server.store().current_revision());
         tokio::select! {
             _ = tokio::time::sleep(compactor.wait()) => {}
             _ = stop.changed() => return,
         }
-        let paused = server.raft_status.leader() != server.member_id;
-        let Some(revision) = compactor.due(Instant::now(), server.store.current_revision(), paused)
+        let paused = server.leader() != server.member_id();
+        let Some(revision) =
+            compactor.due(Instant::now(), server.store().current_revision(), paused)
         else {
             continue;
         };

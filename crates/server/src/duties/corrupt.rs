@@ -84,10 +84,10 @@ async fn peer_hashes(dialer: &Dialer, peers: Vec<(u64, Vec<String>)>, rev: i64) 
 
 fn other_members(server: &EtcdServer) -> Vec<(u64, Vec<String>)> {
     server
-        .cluster
+        .cluster()
         .members()
         .into_iter()
-        .filter(|m| m.id != server.member_id)
+        .filter(|m| m.id != server.member_id())
         .map(|m| (m.id, m.peer_ur_ls))
         .collect()
 }
@@ -98,9 +98,9 @@ fn hex(id: u64) -> String {
 
 /// The start-up check of a restarting member: an error means this member's
 /// data differs from a peer's at the same revision and compaction.
-pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
+pub async fn check_initial(server: &EtcdServer) -> crate::status::Result<()> {
     tracing::info!(
-        local_member_id = %hex(server.member_id),
+        local_member_id = %hex(server.member_id()),
         "starting initial corruption check"
     );
     // The members are known once the applier has replayed the log's
@@ -111,15 +111,15 @@ pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
         others = other_members(server);
     }
-    let mine = hash_kv(server.store.clone(), 0).await?;
-    let peers = peer_hashes(server.transport.dialer(), others, mine.current_revision).await;
+    let mine = hash_kv(server.store().clone(), 0).await?;
+    let peers = peer_hashes(server.transport().dialer(), others, mine.current_revision).await;
     let mut mismatches = 0;
     for peer in peers {
         match peer.result {
             Ok(theirs) if theirs.hash != mine.hash => {
                 if theirs.compact_revision == mine.compact_revision {
                     tracing::warn!(
-                        local_member_id = %hex(server.member_id),
+                        local_member_id = %hex(server.member_id()),
                         local_member_revision = mine.current_revision,
                         local_member_compact_revision = mine.compact_revision,
                         local_member_hash = mine.hash,
@@ -131,7 +131,7 @@ pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
                     mismatches += 1;
                 } else {
                     tracing::warn!(
-                        local_member_id = %hex(server.member_id),
+                        local_member_id = %hex(server.member_id()),
                         local_member_compact_revision = mine.compact_revision,
                         remote_peer_id = %hex(peer.id),
                         remote_peer_compact_revision = theirs.compact_revision,
@@ -158,13 +158,13 @@ pub async fn check_initial(server: &EtcdServer) -> anyhow::Result<()> {
         }
     }
     if mismatches > 0 {
-        anyhow::bail!(
+        crate::status::bail!(
             "{} found data inconsistency with peers",
-            hex(server.member_id)
+            hex(server.member_id())
         );
     }
     tracing::info!(
-        local_member_id = %hex(server.member_id),
+        local_member_id = %hex(server.member_id()),
         "initial corruption checking passed; no corruption"
     );
     Ok(())
@@ -184,15 +184,15 @@ pub async fn run_periodic(server: Arc<EtcdServer>, every: Duration, stop: watch:
 }
 
 /// etcd's checkHashKV: compares the leader's hash with every member's.
-async fn check_as_leader(server: &Arc<EtcdServer>) -> anyhow::Result<()> {
-    let first = hash_kv(server.store.clone(), 0).await?;
+async fn check_as_leader(server: &Arc<EtcdServer>) -> crate::status::Result<()> {
+    let first = hash_kv(server.store().clone(), 0).await?;
     let peers = peer_hashes(
-        server.transport.dialer(),
+        server.transport().dialer(),
         other_members(server),
         first.current_revision,
     )
     .await;
-    let again = hash_kv(server.store.clone(), 0).await?;
+    let again = hash_kv(server.store().clone(), 0).await?;
 
     let mut corrupt = None;
     if again.hash != first.hash
@@ -204,7 +204,7 @@ async fn check_as_leader(server: &Arc<EtcdServer>) -> anyhow::Result<()> {
             leader_hash = again.hash,
             "found hash mismatch"
         );
-        corrupt.get_or_insert(server.member_id);
+        corrupt.get_or_insert(server.member_id());
     }
     let mut checked = 0;
     for peer in peers {

@@ -46,7 +46,7 @@ pub async fn downgrade(
 async fn validate(server: &EtcdServer, version: &str) -> Result<DowngradeResponse, EtcdError> {
     let target = version::parse_downgrade_target(version)?;
     let cluster = server
-        .cluster
+        .cluster()
         .cluster_version()
         .ok_or(EtcdError::ClusterVersionUnavailable)?;
     check_target(server, target).await?;
@@ -59,13 +59,13 @@ async fn validate(server: &EtcdServer, version: &str) -> Result<DowngradeRespons
 async fn check_target(server: &EtcdServer, target: MajorMinor) -> Result<(), EtcdError> {
     server.read_barrier().await?;
     let cluster = server
-        .cluster
+        .cluster()
         .cluster_version()
         .ok_or(EtcdError::ClusterVersionUnavailable)?;
     if target != cluster.allowed_downgrade() {
         return Err(EtcdError::InvalidDowngradeTargetVersion);
     }
-    if server.cluster.downgrade_info().enabled {
+    if server.cluster().downgrade_info().enabled {
         return Err(EtcdError::DowngradeInProcess);
     }
     Ok(())
@@ -75,13 +75,13 @@ async fn enable(server: &EtcdServer, version: &str) -> Result<DowngradeResponse,
     let target = version::parse_downgrade_target(version)?;
     check_target(server, target).await?;
     propose_job(server, true, target.to_string()).await?;
-    Ok(answer(server.cluster.cluster_version()))
+    Ok(answer(server.cluster().cluster_version()))
 }
 
 async fn cancel(server: &EtcdServer) -> DowngradeResponse {
     let cancelled = async {
         server.read_barrier().await?;
-        if !server.cluster.downgrade_info().enabled {
+        if !server.cluster().downgrade_info().enabled {
             return Err(EtcdError::NoInflightDowngrade);
         }
         propose_job(server, false, String::new()).await
@@ -89,7 +89,7 @@ async fn cancel(server: &EtcdServer) -> DowngradeResponse {
     if let Err(e) = cancelled.await {
         tracing::warn!(error = %e, "failed to cancel downgrade");
     }
-    answer(server.cluster.cluster_version())
+    answer(server.cluster().cluster_version())
 }
 
 async fn propose_job(server: &EtcdServer, enabled: bool, ver: String) -> Result<(), EtcdError> {
@@ -115,10 +115,10 @@ fn answer(cluster: Option<MajorMinor>) -> DowngradeResponse {
 /// the cluster version where the members and the job say, and ends a job
 /// once every member runs its target.
 pub async fn monitor(server: &EtcdServer) {
-    let job = server.cluster.downgrade_info();
+    let job = server.cluster().downgrade_info();
     let decision = version::decide_cluster_version(
-        server.cluster.cluster_version(),
-        server.cluster.lowest_member_version(),
+        server.cluster().cluster_version(),
+        server.cluster().lowest_member_version(),
         &job,
     );
     match decision {
@@ -148,7 +148,7 @@ pub async fn monitor(server: &EtcdServer) {
     let Some(target) = job.target() else {
         return;
     };
-    let versions = server.cluster.member_versions();
+    let versions = server.cluster().member_versions();
     if versions.is_empty() || !version::downgrade_finished(&versions, target) {
         return;
     }

@@ -21,7 +21,7 @@ pub async fn run_expiry(server: Arc<EtcdServer>, stop: tokio::sync::watch::Recei
     let tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
     crate::server::on_ticks_as_leader(server, tick, stop, |server| async move {
         let now = Instant::now();
-        for id in server.lessor.expired(now, REVOKES_PER_CHECK_MAX) {
+        for id in server.lessor().expired(now, REVOKES_PER_CHECK_MAX) {
             let server = server.clone();
             tokio::spawn(async move {
                 let revoke = InternalRaftRequest {
@@ -29,7 +29,7 @@ pub async fn run_expiry(server: Arc<EtcdServer>, stop: tokio::sync::watch::Recei
                     ..Default::default()
                 };
                 match server.propose(revoke).await {
-                    Ok(_) => server.metrics.lease_expired.inc(),
+                    Ok(_) => server.metrics().lease_expired.inc(),
                     Err(EtcdError::LeaseNotFound) => {}
                     Err(e) => tracing::warn!(
                         lease_id = %format!("{id:016x}"),
@@ -40,7 +40,7 @@ pub async fn run_expiry(server: Arc<EtcdServer>, stop: tokio::sync::watch::Recei
             });
         }
         let due = server
-            .lessor
+            .lessor()
             .due_checkpoints(now, lease::CHECKPOINT_BATCH_MAX);
         if !due.is_empty() {
             server.propose_lease_checkpoints(due);

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::status::{Context, Result};
 use api::etcdserverpb::{
     request_op, AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, RequestOp,
@@ -197,7 +197,7 @@ impl Applier {
         self.watch_hub.restored(self.store.current_revision());
         self.cluster
             .restore(cluster)
-            .map_err(anyhow::Error::msg)
+            .map_err(crate::status::Error::fatal)
             .context("restore the cluster view from the leader's snapshot")?;
         self.last_snapshot_index = index;
         let (consistent_index, _) = self.store.consistent_index();
@@ -312,7 +312,7 @@ impl Applier {
                 }
                 EntryType::EntryConfChangeV2 => {
                     // This server proposes only v1 conf changes (as etcd does).
-                    anyhow::bail!(
+                    crate::status::bail!(
                         "entry {} is a v2 conf change, which this version does not apply",
                         entry.index
                     );
@@ -396,7 +396,7 @@ impl Applier {
         let applied = self
             .cluster
             .apply_request(change)
-            .map_err(anyhow::Error::msg)
+            .map_err(crate::status::Error::fatal)
             .context("applying a cluster version")?;
         if let Err(e) = applied {
             return Ok(Some(Err(e)));
@@ -524,7 +524,7 @@ impl Applier {
             // A backend failure is not a request error: stop rather than diverge.
             Err(e) => match request_error(e) {
                 Ok(etcd) => Ok(Err(etcd)),
-                Err(fatal) => Err(anyhow::Error::new(fatal).context("applying a committed entry")),
+                Err(fatal) => Err(fatal).context("applying a committed entry"),
             },
         }
     }
@@ -580,9 +580,7 @@ impl Applier {
                 Err(e) => {
                     return match request_error(e) {
                         Ok(etcd) => Ok(Err(etcd)),
-                        Err(fatal) => {
-                            Err(anyhow::Error::new(fatal).context("revoking a lease's keys"))
-                        }
+                        Err(fatal) => Err(fatal).context("revoking a lease's keys"),
                     }
                 }
             }
@@ -606,7 +604,7 @@ fn header(revision: i64) -> ResponseHeader {
 /// Loads the alarm list from the backend (at start, after a leader's snapshot).
 pub fn recover_alarms(store: &mvcc::Store, alarms: &AlarmStore) -> Result<()> {
     let rows = store.alarms().context("read the alarms from the backend")?;
-    alarms.recover(&rows).map_err(anyhow::Error::msg)?;
+    alarms.recover(&rows)?;
     for a in alarms.active() {
         tracing::warn!(
             member_id = %format!("{:x}", a.member_id),

@@ -23,7 +23,7 @@
 
 use std::fs::{self, File};
 
-use anyhow::{bail, Context, Result};
+use crate::status::{bail, Context, Error, Result};
 use api::etcdserverpb::WalMetadata;
 use prost::Message;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState, Snapshot};
@@ -60,7 +60,7 @@ pub fn open(cfg: &Config, joined: Option<&Discovered>) -> Result<Bootstrapped> {
     let member_dir = cfg.member_dir();
     fs::create_dir_all(&member_dir)
         .with_context(|| format!("cannot access data directory {}", member_dir.display()))?;
-    let lock = lock_dir(&member_dir)?;
+    let lock = lock_dir(&member_dir).map_err(Error::from_cause)?;
     let snap_dir = cfg.snap_dir();
     fs::create_dir_all(&snap_dir)
         .with_context(|| format!("cannot create {}", snap_dir.display()))?;
@@ -90,12 +90,14 @@ fn create(
     snapshotter: Snapshotter,
     lock: File,
 ) -> Result<Bootstrapped> {
-    let local = local_member(&members, &cfg.name, &cfg.initial_advertise_peer_urls)?;
+    let local = local_member(&members, &cfg.name, &cfg.initial_advertise_peer_urls)
+        .map_err(Error::from_cause)?;
     let member_id = local.id;
     let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
     let cluster_id = ids::cluster_id(&voters);
-    let (entries, hs) = founding_entries(&members)?;
-    let wal = create_founding_wal(&cfg.wal_dir(), member_id, cluster_id, &entries, &hs)?;
+    let (entries, hs) = founding_entries(&members).map_err(Error::from_cause)?;
+    let wal = create_founding_wal(&cfg.wal_dir(), member_id, cluster_id, &entries, &hs)
+        .map_err(Error::from_cause)?;
 
     let storage = MemStorage::new();
     {

@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::status::{Context, Result};
 use api::etcdserverpb::{ClusterSnapshot, Member, RaftSnapshotData};
 use api::EtcdError;
 use prost::Message as _;
@@ -121,33 +121,96 @@ impl RaftStatus {
 }
 
 pub struct RaftNode {
+    member_id: u64,
+    raw: RawNode<RaftStorage>,
+    wal: Wal,
+    snapshotter: Arc<Snapshotter>,
+    snap_dir: PathBuf,
+    apply_tx: Sender<ApplyBatch>,
+    status: Arc<RaftStatus>,
+    wait: Arc<Wait>,
+    transport: Arc<dyn Transport>,
+    /// Where the loop reads the time (ticks, read-index retries, heartbeat gaps).
+    clock: Arc<dyn Clock>,
+    /// Demoted here as soon as leadership is lost (promoted by the applier).
+    lessor: Arc<lease::Lessor>,
+    tick_interval: Duration,
+    metrics: Arc<Metrics>,
+    /// The commit index last written to the WAL.
+    saved_commit: u64,
+    /// The highest index of a committed conf change known to this loop, and
+    /// the highest the applier has applied to raft: while the first is ahead,
+    /// raft's configuration is not final and this member must not campaign.
+    conf_pending_through: u64,
+    conf_applied_through: u64,
+    /// When the leader last sent a heartbeat to each member (etcd's timeout
+    /// detector behind `heartbeat_send_failures_total`).
+    heartbeats_sent: HashMap<u64, Instant>,
+    /// What the loop carries from one turn to the next.
+    turns: Turns,
+}
+
+/// What a raft loop is made of: its raft node and log, and the seams and
+/// channels to the rest of the member. The loop's own state starts empty.
+pub struct Parts {
     pub member_id: u64,
     pub raw: RawNode<RaftStorage>,
     pub wal: Wal,
     pub snapshotter: Arc<Snapshotter>,
     pub snap_dir: PathBuf,
+    /// Committed entries go to the applier here.
     pub apply_tx: Sender<ApplyBatch>,
+    /// Published after every turn (term, leader, indexes).
     pub status: Arc<RaftStatus>,
+    /// Proposers waiting for their entries.
     pub wait: Arc<Wait>,
     pub transport: Arc<dyn Transport>,
-    /// Where the loop reads the time (ticks, read-index retries, heartbeat gaps).
     pub clock: Arc<dyn Clock>,
-    /// Demoted here as soon as leadership is lost (promoted by the applier).
     pub lessor: Arc<lease::Lessor>,
+    /// How often raft ticks (`--heartbeat-interval`).
     pub tick_interval: Duration,
-    /// The commit index last written to the WAL.
-    pub saved_commit: u64,
-    /// The highest index of a committed conf change known to this loop, and
-    /// the highest the applier has applied to raft: while the first is ahead,
-    /// raft's configuration is not final and this member must not campaign.
-    pub conf_pending_through: u64,
-    pub conf_applied_through: u64,
     pub metrics: Arc<Metrics>,
-    /// When the leader last sent a heartbeat to each member (etcd's timeout
-    /// detector behind `heartbeat_send_failures_total`).
-    pub heartbeats_sent: HashMap<u64, Instant>,
-    /// What the loop carries from one turn to the next.
-    pub turns: Turns,
+}
+
+impl RaftNode {
+    /// A raft loop over `parts`, not yet started (see [`RaftNode::start`]).
+    pub fn new(parts: Parts) -> RaftNode {
+        let Parts {
+            member_id,
+            raw,
+            wal,
+            snapshotter,
+            snap_dir,
+            apply_tx,
+            status,
+            wait,
+            transport,
+            clock,
+            lessor,
+            tick_interval,
+            metrics,
+        } = parts;
+        RaftNode {
+            member_id,
+            raw,
+            wal,
+            snapshotter,
+            snap_dir,
+            apply_tx,
+            status,
+            wait,
+            transport,
+            clock,
+            lessor,
+            tick_interval,
+            metrics,
+            saved_commit: 0,
+            conf_pending_through: 0,
+            conf_applied_through: 0,
+            heartbeats_sent: HashMap::new(),
+            turns: Turns::default(),
+        }
+    }
 }
 
 /// What the raft loop carries from one turn to the next.
@@ -619,12 +682,13 @@ impl RaftNode {
         let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
         let data = RaftSnapshotData::decode(&snap.data[..])
             .context("the leader's snapshot data is unreadable")?;
-        anyhow::ensure!(
-            data.version == RAFT_SNAPSHOT_DATA_VERSION,
-            "the leader's snapshot data has format version {}, this build reads {}",
-            data.version,
-            RAFT_SNAPSHOT_DATA_VERSION
-        );
+        if data.version != RAFT_SNAPSHOT_DATA_VERSION {
+            crate::status::bail!(
+                "the leader's snapshot data has format version {}, this build reads {}",
+                data.version,
+                RAFT_SNAPSHOT_DATA_VERSION
+            );
+        }
         tracing::info!(
             snapshot_index = index,
             snapshot_term = term,

@@ -16,6 +16,9 @@ use raft::storage::{MemStorage, MemStorageCore};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use wal::Snapshotter;
 
+use super::seams::Clock;
+use crate::status::Context;
+
 /// The committed entries raft still holds (from its first index through `commit`).
 pub fn committed_entries(storage: &impl Storage, commit: u64) -> raft::Result<Vec<Entry>> {
     let first = storage.first_index()?;
@@ -39,6 +42,8 @@ pub struct RaftStorage {
     store: Arc<mvcc::Store>,
     /// Observes how long imaging the backend takes (`etcd_disk_backend_snapshot_duration_seconds`).
     snapshot_duration: prometheus::Histogram,
+    /// The raft loop's clock (raft asks for snapshots from the loop).
+    clock: Arc<dyn Clock>,
 }
 
 impl RaftStorage {
@@ -47,12 +52,14 @@ impl RaftStorage {
         snapshotter: Arc<Snapshotter>,
         store: Arc<mvcc::Store>,
         snapshot_duration: prometheus::Histogram,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         RaftStorage {
             mem,
             snapshotter,
             store,
             snapshot_duration,
+            clock,
         }
     }
 
@@ -65,26 +72,26 @@ impl RaftStorage {
     }
 
     /// The newest saved snapshot with the backend image attached.
-    fn snapshot_to_send(&self, request_index: u64) -> Result<Snapshot, String> {
+    fn snapshot_to_send(&self, request_index: u64) -> crate::status::Result<Snapshot> {
         let mut snap = self
             .snapshotter
             .load_newest()
-            .map_err(|e| format!("cannot load the newest snapshot: {e}"))?
-            .ok_or("no snapshot has been taken yet")?;
+            .context("cannot load the newest snapshot")?
+            .context("no snapshot has been taken yet")?;
         if snap.get_metadata().index < request_index {
-            return Err(format!(
+            crate::status::bail!(
                 "the newest snapshot ({}) is older than requested ({request_index})",
                 snap.get_metadata().index
-            ));
+            );
         }
         let mut image = Vec::new();
-        let started = std::time::Instant::now();
+        let started = self.clock.now();
         let info = self
             .store
             .write_image(&mut image)
-            .map_err(|e| format!("cannot image the backend: {e}"))?;
+            .context("cannot image the backend")?;
         self.snapshot_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(self.clock.now().duration_since(started).as_secs_f64());
         tracing::info!(
             snapshot_index = snap.get_metadata().index,
             backend_consistent_index = info.consistent_index,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use raft::eraftpb::{ConfChange, EntryType, Message};
 
 use super::bootstrap;
-use super::raft_node::{raft_config, ApplyBatch, RaftMsg, RaftNode, RaftStatus, Turns};
+use super::raft_node::{raft_config, ApplyBatch, Parts, RaftMsg, RaftNode, RaftStatus};
 use super::raft_storage::RaftStorage;
 use super::seams::{ManualClock, PeerChange, Transport};
 use super::wait::Wait;
@@ -102,6 +102,7 @@ impl Sim {
                 snapshotter.clone(),
                 store,
                 metrics.backend_snapshot.clone(),
+                clock.clone(),
             );
             // One election timeout per member (raft-rs draws it from
             // [min, max), a range of one here): the run depends on the seed only.
@@ -114,7 +115,7 @@ impl Sim {
             let outbox = Arc::new(Outbox::default());
             let (apply_tx, applied) = channel();
             let status = Arc::new(RaftStatus::default());
-            let mut node = RaftNode {
+            let mut node = RaftNode::new(Parts {
                 member_id: boot.member_id,
                 raw,
                 wal: boot.wal,
@@ -127,13 +128,8 @@ impl Sim {
                 clock: clock.clone(),
                 lessor: Arc::new(lease::Lessor::new(lease::LessorConfig::default())),
                 tick_interval: TICK,
-                saved_commit: 0,
-                conf_pending_through: 0,
-                conf_applied_through: 0,
                 metrics,
-                heartbeats_sent: Default::default(),
-                turns: Turns::default(),
-            };
+            });
             node.start().expect("start the raft loop");
             members.push(Member {
                 id: boot.member_id,

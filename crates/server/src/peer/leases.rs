@@ -40,7 +40,7 @@ impl Leases for LeaseForwardService {
     ) -> Result<Response<LeaseRenewResponse>, Status> {
         let r = request.into_inner();
         let server = running(&self.server, r.version)?;
-        if server.raft_status.leader() != server.member_id {
+        if server.leader() != server.member_id() {
             return Err(Status::unavailable("etcdserver: not leader"));
         }
         let attempt = match server.renew_local(r.id).await {
@@ -56,7 +56,7 @@ impl Leases for LeaseForwardService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let r = request.into_inner();
         let server = running(&self.server, r.version)?;
-        if server.raft_status.leader() != server.member_id {
+        if server.leader() != server.member_id() {
             return Err(Status::unavailable("etcdserver: not leader"));
         }
         let req = r.request.unwrap_or_default();

@@ -40,17 +40,20 @@ use crate::transport::Transport;
 use datadir::ids::RequestIdGenerator;
 use datadir::membership::Cluster;
 
+/// The member's core: what it knows (configuration, membership, alarms,
+/// the store, the lessor, the watch hub, raft's status) is private and read
+/// through the accessors below; what it does goes through its verbs.
 pub struct EtcdServer {
-    pub cfg: Arc<Config>,
-    pub member_id: u64,
-    pub cluster: Arc<Cluster>,
-    pub alarms: Arc<AlarmStore>,
-    pub transport: Transport,
-    pub store: Arc<mvcc::Store>,
-    pub raft_status: Arc<RaftStatus>,
-    pub lessor: Arc<lease::Lessor>,
-    pub watch_hub: Arc<mvcc::WatchHub>,
-    pub metrics: Arc<Metrics>,
+    cfg: Arc<Config>,
+    member_id: u64,
+    cluster: Arc<Cluster>,
+    alarms: Arc<AlarmStore>,
+    transport: Transport,
+    store: Arc<mvcc::Store>,
+    raft_status: Arc<RaftStatus>,
+    lessor: Arc<lease::Lessor>,
+    watch_hub: Arc<mvcc::WatchHub>,
+    metrics: Arc<Metrics>,
     raft_tx: Sender<RaftMsg>,
     wait: Arc<Wait>,
     applied: watch::Receiver<u64>,
@@ -95,6 +98,61 @@ impl EtcdServer {
             request_ids: RequestIdGenerator::new(member_id, now_ms),
             proposal_slots: Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX),
         }
+    }
+
+    /// The member's configuration, as it started.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// This member's ID.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// The cluster's membership and versions, as applied.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// The alarms raised in the cluster, as applied.
+    pub fn alarms(&self) -> &AlarmStore {
+        &self.alarms
+    }
+
+    /// Connections to the other members (their peer ports).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The key-value store (reads only: writes go through raft).
+    pub fn store(&self) -> &Arc<mvcc::Store> {
+        &self.store
+    }
+
+    /// The leader's ID as this member last heard it (0: none known).
+    pub fn leader(&self) -> u64 {
+        self.raft_status.leader()
+    }
+
+    /// The raft node's term, index and leader, as it last published them.
+    pub fn raft_status(&self) -> &RaftStatus {
+        &self.raft_status
+    }
+
+    /// The lessor (leases as applied, and the primary lessor's clocks).
+    pub fn lessor(&self) -> &Arc<lease::Lessor> {
+        &self.lessor
+    }
+
+    /// Where watchers register and committed changes are fanned out.
+    pub fn watch_hub(&self) -> &Arc<mvcc::WatchHub> {
+        &self.watch_hub
+    }
+
+    /// The member's Prometheus families.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// A fresh ID from the member's request ID generator (also lease IDs).

@@ -33,11 +33,12 @@ pub struct AlarmStore {
 
 impl AlarmStore {
     /// Loads the list from the backend's alarm rows (replacing it).
-    pub fn recover(&self, rows: &[Vec<u8>]) -> Result<(), String> {
+    pub fn recover(&self, rows: &[Vec<u8>]) -> crate::status::Result<()> {
+        use crate::status::Context;
         let mut loaded = Vec::with_capacity(rows.len());
         for row in rows {
             let a = AlarmMember::decode(row.as_slice())
-                .map_err(|e| format!("an alarm row of the backend is unreadable: {e}"))?;
+                .context("an alarm row of the backend is unreadable")?;
             loaded.push(a);
         }
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) = loaded;

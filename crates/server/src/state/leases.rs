@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::status::{Context, Result};
 use api::etcdserverpb::RangeRequest;
 use api::EtcdError;
 use lease::{LeaseError, LeaseRecord, Lessor};

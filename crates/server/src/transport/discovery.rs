@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use crate::status::{bail, Context, Result};
 use api::etcdserverpb::{Member, MemberPromoteResponse};
 use api::peerpb::membership_client::MembershipClient;
 use api::peerpb::{MembersRequest, PromoteRequest};
@@ -53,15 +53,19 @@ pub async fn discover(
     let mut last_error = String::from("no peer URL to ask");
     for url in peer_urls {
         let answer = async {
-            let channel = dialer.connect(url).await.map_err(anyhow::Error::msg)?;
+            let channel = dialer
+                .connect(url)
+                .await
+                .map_err(crate::status::Error::fatal)?;
             let mut client = MembershipClient::new(channel);
             let call = client.members(MembersRequest {
                 version: PROTOCOL_VERSION,
             });
             let resp = tokio::time::timeout(DISCOVERY_TIMEOUT, call)
                 .await
-                .map_err(|_| anyhow::anyhow!("timed out"))??;
-            anyhow::Ok(resp.into_inner())
+                .context("timed out")?
+                .context("the members call failed")?;
+            Ok::<_, crate::status::Error>(resp.into_inner())
         }
         .await;
         let resp = match answer {

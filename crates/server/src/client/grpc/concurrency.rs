@@ -221,7 +221,7 @@ impl InternalWatch {
         let (tx, rx) = mpsc::channel(64);
         let stream = INTERNAL_STREAM_BASE
             + INTERNAL_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = server.watch_hub.watch(
+        let id = server.watch_hub().watch(
             stream,
             WatchSpec {
                 key: key.to_vec(),
@@ -255,7 +255,7 @@ impl InternalWatch {
 
 impl Drop for InternalWatch {
     fn drop(&mut self) {
-        self.server.watch_hub.cancel(self.id);
+        self.server.watch_hub().cancel(self.id);
     }
 }
 

@@ -70,15 +70,19 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.server
             .check_quota(crate::state::quota::txn_cost(&req))?;
-        mvcc::validate_txn(&req, self.server.cfg.max_txn_ops).map_err(mvcc_status)?;
+        mvcc::validate_txn(&req, self.server.config().max_txn_ops).map_err(mvcc_status)?;
         // A txn that only reads is served locally, as etcd serves it.
         if mvcc::is_txn_read_only(&req) {
             if !mvcc::is_txn_serializable(&req) {
                 self.refuse_learner()?;
                 self.server.read_barrier().await?;
             }
-            let mut resp = self.server.store.txn_read_only(&req).map_err(mvcc_status)?;
-            self.server.metrics.mvcc.record_txn(&req, &resp);
+            let mut resp = self
+                .server
+                .store()
+                .txn_read_only(&req)
+                .map_err(mvcc_status)?;
+            self.server.metrics().mvcc.record_txn(&req, &resp);
             self.server.fill_header(&mut resp.header);
             return Ok(Response::new(resp));
         }

@@ -113,7 +113,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let leases = self
             .server
-            .lessor
+            .lessor()
             .leases(Instant::now())
             .into_iter()
             .map(|id| LeaseStatus { id })

@@ -27,10 +27,10 @@ use super::snapshot::SnapshotStream;
 impl Maintenance for MaintenanceService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.server;
-        let quota = if s.cfg.quota_backend_bytes <= 0 {
+        let quota = if s.config().quota_backend_bytes <= 0 {
             crate::state::quota::DEFAULT_QUOTA_BYTES
         } else {
-            s.cfg.quota_backend_bytes
+            s.config().quota_backend_bytes
         };
         let status = s.status();
         let job = status.downgrade;
@@ -86,8 +86,8 @@ impl Maintenance for MaintenanceService {
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         tracing::info!("starting defragment");
-        let store = self.server.store.clone();
-        let metrics = &self.server.metrics;
+        let store = self.server.store().clone();
+        let metrics = &self.server.metrics();
         metrics.defrag_inflight.set(1);
         let report = tokio::task::spawn_blocking(move || store.defragment()).await;
         metrics.defrag_inflight.set(0);
@@ -115,11 +115,11 @@ impl Maintenance for MaintenanceService {
         let started = std::time::Instant::now();
         let hash = self
             .server
-            .store
+            .store()
             .hash()
             .map_err(crate::status::mvcc_status)?;
         self.server
-            .metrics
+            .metrics()
             .hash
             .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(HashResponse {
@@ -136,11 +136,11 @@ impl Maintenance for MaintenanceService {
         let started = std::time::Instant::now();
         let h = self
             .server
-            .store
+            .store()
             .hash_kv(rev)
             .map_err(crate::status::mvcc_status)?;
         self.server
-            .metrics
+            .metrics()
             .hash_rev
             .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(HashKvResponse {
@@ -156,8 +156,8 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let cluster = datadir::interchange::backend::EtcdCluster::of(&self.server.cluster);
-        super::snapshot::stream(&self.server.store, cluster).map(Response::new)
+        let cluster = datadir::interchange::backend::EtcdCluster::of(self.server.cluster());
+        super::snapshot::stream(self.server.store(), cluster).map(Response::new)
     }
     /// Only the leader moves leadership (etcdctl finds it among the endpoints).
     /// etcd's response carries no header.

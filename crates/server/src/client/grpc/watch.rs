@@ -103,7 +103,7 @@ impl Watch for WatchService {
             state.clone(),
         ));
         let progress = tokio::spawn(progress_ticks(self.server.clone(), state.clone()));
-        self.server.metrics.watch_streams.inc();
+        self.server.metrics().watch_streams.inc();
         Ok(Response::new(Box::pin(ResponseStream {
             server: self.server.clone(),
             stream_id,
@@ -168,8 +168,8 @@ impl Drop for ResponseStream {
         for task in &self.tasks {
             task.abort();
         }
-        self.server.watch_hub.cancel_stream(self.stream_id);
-        self.server.metrics.watch_streams.dec();
+        self.server.watch_hub().cancel_stream(self.stream_id);
+        self.server.metrics().watch_streams.dec();
     }
 }
 
@@ -207,9 +207,9 @@ async fn receive(
             Some(RequestUnion::CancelRequest(cancel)) => {
                 let removed = lock(&state).watchers.remove(&cancel.watch_id);
                 if let Some(w) = removed {
-                    server.watch_hub.cancel(w.hub_id);
+                    server.watch_hub().cancel(w.hub_id);
                     let resp = WatchResponse {
-                        header: Some(server.header(server.watch_hub.notified_rev())),
+                        header: Some(server.header(server.watch_hub().notified_rev())),
                         watch_id: cancel.watch_id,
                         canceled: true,
                         ..Default::default()
@@ -220,7 +220,7 @@ async fn receive(
                 }
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                server.watch_hub.request_progress(stream_id, sink.clone());
+                server.watch_hub().request_progress(stream_id, sink.clone());
             }
             None => {}
         }
@@ -262,7 +262,7 @@ async fn create_watcher(
         Ok(id) => id,
         Err(reason) => {
             let resp = WatchResponse {
-                header: Some(server.header(server.watch_hub.notified_rev())),
+                header: Some(server.header(server.watch_hub().notified_rev())),
                 watch_id: -1,
                 created: true,
                 canceled: true,
@@ -297,13 +297,13 @@ async fn create_watcher(
         no_put: create.filters.contains(&(FilterType::Noput as i32)),
         no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
     };
-    let hub_id = server.watch_hub.watch(stream_id, spec, sink.clone());
+    let hub_id = server.watch_hub().watch(stream_id, spec, sink.clone());
     let mut st = lock(state);
     match st.watchers.get_mut(&id) {
         Some(w) => w.hub_id = hub_id,
         // Canceled while the answer was queued.
         None => {
-            server.watch_hub.cancel(hub_id);
+            server.watch_hub().cancel(hub_id);
         }
     }
     true
@@ -311,7 +311,7 @@ async fn create_watcher(
 
 /// Ticks of `--experimental-watch-progress-notify-interval` for one stream.
 async fn progress_ticks(server: Arc<EtcdServer>, state: Arc<Mutex<StreamState>>) {
-    let interval = server.cfg.watch_progress_notify_interval;
+    let interval = server.config().watch_progress_notify_interval;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         ticks.tick().await;
@@ -325,7 +325,7 @@ fn progress_tick(server: &EtcdServer, state: &Mutex<StreamState>) {
     let mut st = lock(state);
     for w in st.watchers.values_mut() {
         if w.progress_notify && !w.active {
-            server.watch_hub.watcher_progress(w.hub_id);
+            server.watch_hub().watcher_progress(w.hub_id);
         }
         w.active = false;
     }
@@ -416,7 +416,7 @@ fn event_responses(
             header,
             watch_id,
             events,
-            server.cfg.max_request_bytes as usize,
+            server.config().max_request_bytes as usize,
         )
     } else {
         vec![WatchResponse {
@@ -438,7 +438,7 @@ fn fill_prev_kvs(server: &EtcdServer, events: &mut [Event]) {
             revision: kv.mod_revision - 1,
             ..Default::default()
         };
-        if let Ok(resp) = server.store.range(&req) {
+        if let Ok(resp) = server.store().range(&req) {
             ev.prev_kv = resp.kvs.into_iter().next();
         }
     }
@@ -491,8 +491,8 @@ fn fragments(
 /// The catch-up thread: serves unsynced watchers and victims.
 pub fn run_sync(server: Arc<EtcdServer>, stop: tokio::sync::watch::Receiver<bool>) {
     while !*stop.borrow() {
-        server.watch_hub.wait_for_work(Duration::from_millis(100));
-        if server.watch_hub.sync_round(&server.store) {
+        server.watch_hub().wait_for_work(Duration::from_millis(100));
+        if server.watch_hub().sync_round(server.store()) {
             // More to do: a short pause lets slow consumers drain.
             std::thread::sleep(Duration::from_millis(5));
         }
