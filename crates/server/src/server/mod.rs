@@ -46,18 +46,23 @@ use datadir::membership::Cluster;
 pub struct EtcdServer {
     cfg: Arc<Config>,
     member_id: u64,
+    // What the applier keeps up to date (and the raft loop publishes).
     cluster: Arc<Cluster>,
     alarms: Arc<AlarmStore>,
-    transport: Transport,
     store: Arc<mvcc::Store>,
-    raft_status: Arc<RaftStatus>,
     lessor: Arc<lease::Lessor>,
     watch_hub: Arc<mvcc::WatchHub>,
+    raft_status: Arc<RaftStatus>,
+    transport: Transport,
     metrics: Arc<Metrics>,
+    /// Proposals and read-index requests go to the raft loop here.
     raft_tx: Sender<RaftMsg>,
+    /// Proposers wait here for their entries' outcomes.
     wait: Arc<Wait>,
+    /// The applier's last applied index.
     applied: watch::Receiver<u64>,
     request_ids: RequestIdGenerator,
+    /// Bounds the proposals in flight (`limits::PROPOSALS_IN_FLIGHT_MAX`).
     proposal_slots: Semaphore,
 }
 
