@@ -50,6 +50,8 @@ pub enum EtcdError {
     InvalidAuthToken,
     InvalidAuthMgmt,
     AuthOldRevision,
+    PermissionNotGiven,
+    NoPasswordUser,
     NoLeader,
     NotLeader,
     LeaderChanged,
@@ -75,7 +77,7 @@ pub enum EtcdError {
 
 impl EtcdError {
     /// Every variant, for tables and reverse lookups.
-    pub const ALL: [EtcdError; 60] = {
+    pub const ALL: [EtcdError; 62] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -117,6 +119,8 @@ impl EtcdError {
             InvalidAuthToken,
             InvalidAuthMgmt,
             AuthOldRevision,
+            PermissionNotGiven,
+            NoPasswordUser,
             NoLeader,
             NotLeader,
             LeaderChanged,
@@ -246,6 +250,13 @@ impl EtcdError {
             AuthOldRevision => (
                 Code::InvalidArgument,
                 "etcdserver: revision of auth store is old",
+            ),
+            PermissionNotGiven => (Code::InvalidArgument, "etcdserver: permission not given"),
+            // Not in etcd's gRPC error map: it goes out with code Unknown
+            // and the auth store's own words.
+            NoPasswordUser => (
+                Code::Unknown,
+                "auth: authentication failed, password was given for no password user",
             ),
             NoLeader => (Code::Unavailable, "etcdserver: no leader"),
             NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
@@ -439,7 +450,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for e in EtcdError::ALL {
             assert!(seen.insert(e.message()), "duplicate message for {e:?}");
-            assert!(e.message().starts_with("etcdserver: "));
+            // One error etcd sends in its auth store's words.
+            let prefix = if e == EtcdError::NoPasswordUser {
+                "auth: "
+            } else {
+                "etcdserver: "
+            };
+            assert!(e.message().starts_with(prefix), "{e:?}");
             assert_eq!(EtcdError::from_status(&e.into()), Some(e));
         }
     }
