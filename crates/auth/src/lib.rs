@@ -1,7 +1,7 @@
 //! etcd's authentication and role-based access control: users, roles and
 //! key permissions as every member applies them from the log
 //! ([`store::AuthStore`]), merged permission sets ([`perms`]) and
-//! passwords ([`password`]).
+//! passwords ([`password`]), and the simple tokens a member holds ([`token`]).
 //!
 //! The server proposes auth changes through raft and applies them with
 //! [`store::AuthStore`], writing the rows it returns in the same backend
@@ -11,5 +11,6 @@
 pub mod password;
 pub mod perms;
 pub mod store;
+pub mod token;
 
 pub use store::{Access, AuthInfo, AuthStore, Bucket, Row};
