@@ -34,6 +34,25 @@ pub(crate) const AUTH_ROLES_TABLE: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("authRoles");
 
 /// A table of byte keys and values.
+/// One of the auth buckets (etcd's `auth`, `authUsers`, `authRoles`),
+/// whose rows the server's auth store writes and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthTable {
+    Auth,
+    Users,
+    Roles,
+}
+
+impl AuthTable {
+    pub(crate) fn definition(self) -> BytesTable {
+        match self {
+            AuthTable::Auth => AUTH_TABLE,
+            AuthTable::Users => AUTH_USERS_TABLE,
+            AuthTable::Roles => AUTH_ROLES_TABLE,
+        }
+    }
+}
+
 pub(crate) type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// The tables whose rows this crate stores without reading them, by image

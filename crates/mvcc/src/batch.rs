@@ -72,6 +72,7 @@ pub struct WriteBatch<'s> {
     lease_rows: Vec<(i64, Option<Vec<u8>>)>,
     /// Alarm rows to write (true) or delete (false) at commit, in order.
     alarm_rows: Vec<(Vec<u8>, bool)>,
+    auth_rows: Vec<(backend::AuthTable, Vec<u8>, Option<Vec<u8>>)>,
     /// The storage version to record (Some(None): remove the record).
     storage_version: Option<Option<String>>,
     /// The store's writer lock; declared last so the transaction drops first.
@@ -104,6 +105,7 @@ impl<'s> WriteBatch<'s> {
             leases: None,
             lease_rows: Vec::new(),
             alarm_rows: Vec::new(),
+            auth_rows: Vec::new(),
             storage_version: None,
             _writer: writer,
         }
@@ -127,6 +129,17 @@ impl<'s> WriteBatch<'s> {
     /// Removes an alarm row (with the batch).
     pub fn delete_alarm(&mut self, key: Vec<u8>) {
         self.alarm_rows.push((key, false));
+    }
+
+    /// Stores (`Some`) or removes (`None`) a row of an auth bucket (with
+    /// the batch).
+    pub fn put_auth_row(
+        &mut self,
+        table: backend::AuthTable,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) {
+        self.auth_rows.push((table, key, value));
     }
 
     /// Makes puts check that their lease exists ([`Error::LeaseNotFound`]).
@@ -302,6 +315,17 @@ impl<'s> WriteBatch<'s> {
                     alarms.remove(key.as_slice()).context("delete alarm")?;
                 }
             }
+        }
+        for (table, key, value) in self.auth_rows.drain(..) {
+            let mut rows = txn
+                .open_table(table.definition())
+                .context("open an auth table")?;
+            match value {
+                Some(v) => rows
+                    .insert(key.as_slice(), v.as_slice())
+                    .context("write an auth row")?,
+                None => rows.remove(key.as_slice()).context("delete an auth row")?,
+            };
         }
         if let Some((index, term)) = self.consistent {
             let mut meta = txn.open_table(META_TABLE).context("open meta table")?;

@@ -96,6 +96,7 @@ mod store_tests;
 #[cfg(test)]
 mod txn_tests;
 
+pub use backend::AuthTable;
 pub use batch::WriteBatch;
 pub use defrag::DefragReport;
 pub use error::{Error, Result};

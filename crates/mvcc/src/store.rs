@@ -323,6 +323,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Every row of an auth bucket, in key order.
+    pub fn auth_rows(&self, table: crate::backend::AuthTable) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use redb::ReadableTable;
+        let txn = self.db().begin_read().context("begin auth read")?;
+        let rows = match txn.open_table(table.definition()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).context("open an auth table"),
+        };
+        let mut out = Vec::new();
+        for row in rows.iter().context("scan an auth table")? {
+            let (key, value) = row.context("scan an auth table")?;
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// The changes of revisions `from..=to` as watch events, in revision
     /// order, at most about `max_events` of them: reading stops at a revision
     /// boundary once that many are read. Returns the events and the last

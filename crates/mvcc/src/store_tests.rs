@@ -926,3 +926,28 @@ fn size_measures() {
         );
     }
 }
+
+#[test]
+fn auth_rows_are_written_with_the_batch_and_survive_a_reopen() {
+    use crate::AuthTable;
+    let t = open();
+    assert!(t.store.auth_rows(AuthTable::Users).unwrap().is_empty());
+    let mut batch = t.store.write_batch().unwrap();
+    batch.put_auth_row(AuthTable::Users, b"u".to_vec(), Some(b"user-row".to_vec()));
+    batch.put_auth_row(AuthTable::Users, b"gone".to_vec(), Some(b"x".to_vec()));
+    batch.put_auth_row(AuthTable::Users, b"gone".to_vec(), None);
+    batch.put_auth_row(
+        AuthTable::Auth,
+        b"authRevision".to_vec(),
+        Some(vec![0, 0, 0, 0, 0, 0, 0, 2]),
+    );
+    batch.set_consistent_index(5, 1);
+    batch.commit(true).unwrap();
+    let t = t.reopen();
+    assert_eq!(
+        t.store.auth_rows(AuthTable::Users).unwrap(),
+        vec![(b"u".to_vec(), b"user-row".to_vec())]
+    );
+    assert_eq!(t.store.auth_rows(AuthTable::Auth).unwrap().len(), 1);
+    assert!(t.store.auth_rows(AuthTable::Roles).unwrap().is_empty());
+}
