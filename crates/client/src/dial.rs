@@ -45,6 +45,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::tls::ALPN_H2;
 use crate::Error;
 
+/// The port a TLS dial uses when the endpoint names none (as grpc-go).
+const HTTPS_PORT: u16 = 443;
+
 /// How an endpoint asks to be reached, when it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -110,13 +113,15 @@ impl Target {
         &self.authority
     }
 
+    /// The port, if the endpoint names one (TLS dials 443 without).
+    pub fn port(&self) -> Option<u16> {
+        self.base.uri().port_u16()
+    }
+
     /// The host, without the brackets of an IPv6 address: the name a
     /// server certificate is checked against by default.
     pub fn host(&self) -> &str {
-        let host = match self.authority.rsplit_once(':') {
-            Some((host, _port)) => host,
-            None => &self.authority,
-        };
+        let host = self.base.uri().host().unwrap_or_default();
         host.trim_start_matches('[').trim_end_matches(']')
     }
 }
@@ -229,14 +234,15 @@ pub async fn dial(target: &Target, options: &DialOptions) -> Result<Channel, Err
                 let server_name = ServerName::try_from(name.clone())
                     .map_err(|source| Error::ServerName { name, source })?;
                 let connector = TlsConnector::from(tls.clone());
-                let address = target.authority.clone();
+                let host = target.host().to_string();
+                let port = target.port().unwrap_or(HTTPS_PORT);
                 let nodelay = options.tcp_nodelay;
                 let connect = tower::service_fn(move |_: Uri| {
                     let connector = connector.clone();
                     let server_name = server_name.clone();
-                    let address = address.clone();
+                    let host = host.clone();
                     async move {
-                        let tcp = TcpStream::connect(address).await?;
+                        let tcp = TcpStream::connect((host.as_str(), port)).await?;
                         tcp.set_nodelay(nodelay)?;
                         let tls = connector.connect(server_name, tcp).await?;
                         Ok::<_, io::Error>(TokioIo::new(tls))
@@ -311,7 +317,8 @@ mod tests {
         let plain = Target::parse("127.0.0.1:2379").expect("host:port");
         assert_eq!(plain.scheme(), None);
         assert_eq!(plain.authority(), "127.0.0.1:2379");
-        assert_eq!(plain.host(), "127.0.0.1");
+        assert_eq!((plain.host(), plain.port()), ("127.0.0.1", Some(2379)));
+        assert_eq!(Target::parse("https://a/").expect("no port").port(), None);
         let http = Target::parse("http://a:1/").expect("http URL");
         assert_eq!(
             (http.scheme(), http.authority()),
@@ -328,6 +335,7 @@ mod tests {
         assert_eq!(absolute.host(), "etcd.example.com");
         let v6 = Target::parse("http://[::1]:2379").expect("IPv6");
         assert_eq!((v6.authority(), v6.host()), ("[::1]:2379", "::1"));
+        assert_eq!(Target::parse("[::1]").expect("IPv6, no port").host(), "::1");
         // A lone "." is a host of its own, not an absolute name.
         assert_eq!(Target::parse(".:1").expect("dot").authority(), ".:1");
     }
