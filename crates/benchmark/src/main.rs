@@ -20,7 +20,9 @@ use anyhow::{bail, Context, Result};
 use api::etcdserverpb::kv_client::KvClient;
 use api::etcdserverpb::{PutRequest, RangeRequest};
 use clap::{Parser, Subcommand};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use etcd_rs_client::dial::{self, DialOptions, Scheme, Target};
+use etcd_rs_client::tls::{self, TlsFiles};
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 #[command(name = "benchmark", about = "A low-level benchmark tool for etcd3")]
@@ -42,7 +44,8 @@ struct Cli {
     /// Print a one-line JSON summary instead of the text report.
     #[arg(long, global = true)]
     json: bool,
-    /// Verify the server's certificate with this CA bundle (https:// endpoints).
+    /// Verify the server's certificate with this CA bundle, else the
+    /// system's roots (https:// endpoints).
     #[arg(long, global = true)]
     cacert: Option<std::path::PathBuf>,
     /// Identify with this client certificate (https:// endpoints).
@@ -213,47 +216,43 @@ impl Rng {
     }
 }
 
-/// TLS for https:// endpoints, from --cacert, --cert and --key.
-fn tls_config(cli: &Cli) -> Result<ClientTlsConfig> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+/// How to dial `http://` (and scheme-less) endpoints, and `https://` ones:
+/// TLS from --cacert (else the system's roots), --cert and --key. The TLS
+/// files are read when an endpoint is https:// or a TLS flag is given.
+fn dial_options(cli: &Cli) -> Result<(DialOptions, DialOptions)> {
+    let plain = DialOptions::new().tcp_nodelay(true);
+    let any_https = cli.endpoints.iter().any(|e| e.starts_with("https://"));
+    let any_flag = cli.cacert.is_some() || cli.tls_cert.is_some() || cli.tls_key.is_some();
+    if !any_https && !any_flag {
+        return Ok((plain.clone(), plain));
+    }
+    let files = TlsFiles {
+        ca: cli.cacert.clone(),
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+        skip_verify: false,
     };
-    let mut tls = ClientTlsConfig::new();
-    if let Some(ca) = &cli.cacert {
-        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-    }
-    Ok(tls)
+    let config = tls::client_config(&files).context("TLS configuration")?;
+    let secure = plain.clone().tls(Some(Arc::new(config)));
+    Ok((plain, secure))
 }
 
+/// `conns` channels over `endpoints`, round robin. A benchmark measures the
+/// endpoints it was given, so one that cannot be reached fails the run
+/// instead of being failed over.
 async fn connect(
     endpoints: &[String],
     conns: usize,
-    tls: &ClientTlsConfig,
+    (plain, secure): &(DialOptions, DialOptions),
 ) -> Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(conns);
     for i in 0..conns.max(1) {
-        let ep = &endpoints[i % endpoints.len()];
-        let uri = if ep.contains("://") {
-            ep.clone()
-        } else {
-            format!("http://{ep}")
+        let target = Target::parse(&endpoints[i % endpoints.len()])?;
+        let options = match target.scheme() {
+            Some(Scheme::Https) => secure,
+            Some(Scheme::Http) | None => plain,
         };
-        let mut endpoint = Endpoint::from_shared(uri.clone())
-            .with_context(|| format!("bad endpoint {ep}"))?
-            .tcp_nodelay(true);
-        if uri.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .context("TLS configuration")?;
-        }
-        let channel = endpoint
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {uri}"))?;
-        out.push(channel);
+        out.push(dial::dial(&target, options).await?);
     }
     Ok(out)
 }
@@ -264,7 +263,7 @@ async fn main() -> Result<()> {
     if cli.endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
-    let conns = connect(&cli.endpoints, cli.conns, &tls_config(&cli)?).await?;
+    let conns = connect(&cli.endpoints, cli.conns, &dial_options(&cli)?).await?;
     let total = match &cli.cmd {
         Cmd::Put { total, .. } | Cmd::Range { total, .. } => *total,
         Cmd::Watch {

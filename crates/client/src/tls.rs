@@ -1,6 +1,11 @@
 //! TLS on the client side, as Go's clients (etcd, etcdctl) do it: a CA file
 //! or else the system's roots, PEM certificates, and a verifier that skips
 //! the chain but still checks the handshake's signatures.
+//!
+//! [`client_config`] puts them together from the files a user names
+//! (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`); a member
+//! builds its peer configuration itself (its certificate reloads) from the
+//! same pieces.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,8 +13,62 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::Error;
+
+/// ALPN's name for HTTP/2, which gRPC needs the server to pick.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// The files a client's TLS comes from.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA bundle that server certificates must chain to; without it,
+    /// the system's roots.
+    pub ca: Option<PathBuf>,
+    /// This client's certificate chain (needs `key`).
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Accept any server certificate chain ([`SkipChain`]); `ca` is then
+    /// not read.
+    pub skip_verify: bool,
+}
+
+/// A client configuration from `files`, with the ring provider, rustls's
+/// default protocol versions and ALPN h2. The checks run in a fixed order
+/// (roots, then the certificate, then its key), so a tool reports the same
+/// failure for the same flags every time.
+pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(Error::Versions)?;
+    let builder = if files.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(SkipChain::new(provider))
+    } else {
+        builder.with_root_certificates(roots(files.ca.as_deref())?)
+    };
+    let mut config = match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|source| Error::Key {
+                path: key.clone(),
+                source,
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(Error::ClientCert)?
+        }
+        (Some(_), None) | (None, Some(_)) => return Err(Error::HalfKeyPair),
+        (None, None) => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
 
 /// Why certificates could not be read; each tool words it its own way.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +218,44 @@ mod tests {
         match roots(Some(&missing)) {
             Err(CertError::Read { path, .. }) => assert_eq!(path, missing),
             other => panic!("expected Read, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_config_refuses_a_missing_file_and_half_a_key_pair() {
+        let dir =
+            std::env::temp_dir().join(format!("etcd-rs-client-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let missing = dir.join("missing-ca.pem");
+        let files = TlsFiles {
+            ca: Some(missing.clone()),
+            ..TlsFiles::default()
+        };
+        match client_config(&files) {
+            Err(Error::Cert(CertError::Read { path, .. })) => assert_eq!(path, missing),
+            other => panic!("expected a CA read error, got {other:?}"),
+        }
+        // Skipping verification does not read the CA at all.
+        let skip = TlsFiles {
+            skip_verify: true,
+            ..files
+        };
+        let config = client_config(&skip).expect("a config that skips the chain");
+        assert_eq!(config.alpn_protocols, vec![ALPN_H2.to_vec()]);
+        let missing_cert = dir.join("missing-cert.pem");
+        let half = TlsFiles {
+            cert: Some(missing_cert.clone()),
+            ..skip.clone()
+        };
+        assert!(matches!(client_config(&half), Err(Error::HalfKeyPair)));
+        let whole = TlsFiles {
+            key: Some(dir.join("missing-key.pem")),
+            ..half
+        };
+        match client_config(&whole) {
+            Err(Error::Cert(CertError::Read { path, .. })) => assert_eq!(path, missing_cert),
+            other => panic!("expected a certificate read error, got {other:?}"),
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

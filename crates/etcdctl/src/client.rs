@@ -1,28 +1,25 @@
-//! The connection to the cluster, as clientv3 makes it for etcdctl.
+//! The connection to the cluster, as clientv3 makes it for etcdctl: a thin
+//! layer over `etcd_rs_client`, which dials, fails over and authenticates.
+//! What stays here is etcdctl's policy and wording.
 //!
 //! - Endpoints are tried in order; the first one that answers within
-//!   `--dial-timeout` serves the command (failover when members are down).
+//!   `--dial-timeout` (and authenticates) serves the command (failover
+//!   when members are down).
 //! - TLS (rustls) when a certificate, key or CA is given, with
 //!   `--insecure-transport=false`, or for `https://` endpoints; the server
 //!   name comes from the endpoint or `--discovery-srv`, and
 //!   `--insecure-skip-tls-verify` turns verification off.
 //! - With `--user`, the Auth service's token rides on every request.
 //! - Message limits are clientv3's: 2 MiB to send, no limit to receive.
+//! - Every failure is worded as etcdctl words it, with its exit code.
 
-use std::io;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConfig as TlsConfig;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use api::etcdserverpb::auth_client::AuthClient;
 use api::etcdserverpb::cluster_client::ClusterClient;
@@ -33,9 +30,10 @@ use api::etcdserverpb::watch_client::WatchClient;
 use api::etcdserverpb::AuthenticateRequest;
 use api::v3electionpb::election_client::ElectionClient;
 use api::v3lockpb::lock_client::LockClient;
-use api::EtcdError;
 
-use etcd_rs_client::tls::{self, CertError, SkipChain};
+use etcd_rs_client::auth::{self, AuthToken};
+use etcd_rs_client::dial::{self, DialOptions, Target};
+use etcd_rs_client::tls::{self, CertError, TlsFiles};
 
 use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
 use crate::global::{ClientConfig, TlsSettings};
@@ -49,19 +47,6 @@ pub const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
 /// keep-alive stream of a long-running command.
 pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
 
-/// Adds the auth token to each request.
-#[derive(Clone, Default)]
-pub struct AuthToken(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for AuthToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            req.metadata_mut().insert("token", token.clone());
-        }
-        Ok(req)
-    }
-}
-
 pub type Svc = InterceptedService<Channel, AuthToken>;
 
 /// A connection to one member of the cluster.
@@ -73,27 +58,30 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first endpoint that answers, then authenticates.
+    /// Connects to the first endpoint that answers, then authenticates;
+    /// the last endpoint's failure when none does.
     pub async fn connect(config: &ClientConfig) -> CtlResult<Client> {
         if config.endpoints.is_empty() {
             return Err(CtlError::new(EXIT_BAD_ARGS, "no endpoints given"));
         }
-        let mut last = None;
-        for endpoint in &config.endpoints {
-            match Self::connect_to(config, endpoint).await {
-                Ok(client) => return Ok(client),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(CtlError::deadline))
+        dial::failover(&config.endpoints, |endpoint| {
+            Self::connect_to(config, endpoint)
+        })
+        .await
+        .map_err(|failures| {
+            failures
+                .into_iter()
+                .last()
+                .unwrap_or_else(CtlError::deadline)
+        })
     }
 
     /// Connects to one endpoint (for commands that visit each member).
     pub async fn connect_to(config: &ClientConfig, endpoint: &str) -> CtlResult<Client> {
-        let channel = dial(config, endpoint).await?;
+        let channel = connect_channel(config, endpoint).await?;
         let mut client = Client {
             channel,
-            token: AuthToken::default(),
+            token: AuthToken::none(),
             config: config.clone(),
         };
         // clientv3 authenticates only with both a name and a password, and
@@ -103,22 +91,27 @@ impl Client {
             .as_ref()
             .filter(|c| !c.user.is_empty() && !c.password.is_empty());
         if let Some(creds) = creds {
-            let request = AuthenticateRequest {
+            // clientv3's send limit holds for the request too.
+            check_send_size(&AuthenticateRequest {
                 name: creds.user.clone(),
                 password: creds.password.clone(),
-            };
-            let resp = match client.unary(client.auth().authenticate(request)).await {
-                Ok(resp) => resp,
-                Err(e) if e.message == EtcdError::AuthNotEnabled.message() => return Ok(client),
+            })
+            .map_err(|e| e.with_code(EXIT_BAD_CONNECTION))?;
+            let authenticate =
+                auth::authenticate(client.channel.clone(), &creds.user, &creds.password);
+            client.token = match deadline(config.command_timeout, authenticate).await {
+                Ok(Ok(token)) => token,
+                Ok(Err(etcd_rs_client::Error::Authenticate(status))) => {
+                    return Err(map_status(&status).with_code(EXIT_BAD_CONNECTION))
+                }
+                Ok(Err(_)) => {
+                    return Err(CtlError::new(
+                        EXIT_BAD_CONNECTION,
+                        "the server sent an unusable auth token",
+                    ))
+                }
                 Err(e) => return Err(e.with_code(EXIT_BAD_CONNECTION)),
             };
-            let token = MetadataValue::try_from(resp.token.as_str()).map_err(|_| {
-                CtlError::new(
-                    EXIT_BAD_CONNECTION,
-                    "the server sent an unusable auth token",
-                )
-            })?;
-            client.token = AuthToken(Some(token));
         }
         Ok(client)
     }
@@ -200,18 +193,24 @@ impl Client {
         timeout: Duration,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> CtlResult<T> {
-        // A deadline that has passed before the call starts fails it, as
-        // an expired Go context does (`--command-timeout=1ns`, or `0s`).
-        let deadline = tokio::time::Instant::now() + timeout;
-        if tokio::time::Instant::now() >= deadline {
-            return Err(CtlError::deadline());
-        }
-        match tokio::time::timeout_at(deadline, call).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(map_status(&status)),
-            Err(_) => Err(CtlError::deadline()),
+        match deadline(timeout, call).await? {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(map_status(&status)),
         }
     }
+}
+
+/// Runs `work` under `timeout`. A deadline that has passed before the work
+/// starts fails it, as an expired Go context does (`--command-timeout=1ns`,
+/// or `0s`).
+async fn deadline<F: std::future::Future>(timeout: Duration, work: F) -> CtlResult<F::Output> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    if tokio::time::Instant::now() >= deadline {
+        return Err(CtlError::deadline());
+    }
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .map_err(|_| CtlError::deadline())
 }
 
 /// clientv3 refuses to send a message over its 2 MiB limit, in grpc-go's words.
@@ -244,92 +243,51 @@ fn map_status(status: &tonic::Status) -> CtlError {
     CtlError::from_status(status)
 }
 
-/// `host:port` and whether the endpoint asks for TLS by its scheme. A host
-/// written as an absolute DNS name (`a.example.com.`, as SRV discovery
-/// gives them) loses its final dot: Go's resolver and certificate checks
-/// treat both forms alike, the system's `getaddrinfo` does not.
-fn split_endpoint(endpoint: &str) -> (String, bool) {
-    let (rest, https) = if let Some(rest) = endpoint.strip_prefix("https://") {
-        (rest, true)
-    } else if let Some(rest) = endpoint.strip_prefix("http://") {
-        (rest, false)
-    } else {
-        (endpoint, false)
-    };
-    let authority = rest.trim_end_matches('/');
-    let authority = match authority.rsplit_once(':') {
-        Some((host, port)) if host.len() > 1 && host.ends_with('.') => {
-            format!("{}:{port}", &host[..host.len() - 1])
-        }
-        _ => authority.to_string(),
-    };
-    (authority, https)
-}
-
 /// grpc-go's connect deadline when clientv3 gives none (`--dial-timeout=0s`).
 const GRPC_MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
-    let (authority, https) = split_endpoint(endpoint);
+/// Dials `endpoint` as clientv3 would: TLS with the flags' settings, or
+/// with the defaults for an `https://` endpoint given no TLS flags.
+async fn connect_channel(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
+    let target = Target::parse(endpoint).map_err(|e| match e {
+        etcd_rs_client::Error::InvalidEndpoint { endpoint, source } => CtlError::new(
+            EXIT_BAD_ARGS,
+            format!("invalid endpoint {endpoint:?}: {source}"),
+        ),
+        other => CtlError::new(EXIT_BAD_ARGS, etcd_rs_client::error_chain(&other)),
+    })?;
     let dial_timeout = if config.dial_timeout.is_zero() {
         GRPC_MIN_CONNECT_TIMEOUT
     } else {
         config.dial_timeout
     };
-    let uri = format!("http://{authority}");
-    let ep = Endpoint::from_shared(uri)
-        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(dial_timeout)
-        .http2_keep_alive_interval(config.keepalive_time.max(MIN_KEEPALIVE_TIME))
-        .keep_alive_timeout(config.keepalive_timeout)
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true);
-    let tls = match (&config.tls, https) {
+    let https = target.scheme() == Some(dial::Scheme::Https);
+    let settings = match (&config.tls, https) {
         (Some(settings), _) => Some(settings.clone()),
         (None, true) => Some(TlsSettings::default()),
         (None, false) => None,
     };
-    let connect = async {
-        match tls {
-            None => ep.connect().await.map_err(|_| CtlError::deadline()),
-            Some(settings) => {
-                let tls_config = Arc::new(tls_config(&settings)?);
-                let host = authority
-                    .rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or(&authority);
-                let host = host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let name = settings.server_name.clone().unwrap_or(host);
-                let server_name = ServerName::try_from(name).map_err(|e| {
-                    CtlError::new(EXIT_BAD_ARGS, format!("invalid server name: {e}"))
-                })?;
-                let addr = authority.clone();
-                let connector = tower::service_fn(move |_: Uri| {
-                    let tls_config = tls_config.clone();
-                    let server_name = server_name.clone();
-                    let addr = addr.clone();
-                    async move {
-                        let tcp = TcpStream::connect(addr).await?;
-                        tcp.set_nodelay(true)?;
-                        let tls = TlsConnector::from(tls_config)
-                            .connect(server_name, tcp)
-                            .await?;
-                        Ok::<_, io::Error>(TokioIo::new(tls))
-                    }
-                });
-                ep.connect_with_connector(connector)
-                    .await
-                    .map_err(|e| transport_failure(&e, &authority))
-            }
-        }
-    };
-    match tokio::time::timeout(dial_timeout, connect).await {
-        Ok(result) => result,
-        Err(_) => Err(CtlError::deadline()),
+    let mut options = DialOptions::new()
+        .dial_timeout(dial_timeout)
+        .keepalive(
+            config.keepalive_time.max(MIN_KEEPALIVE_TIME),
+            config.keepalive_timeout,
+        )
+        .tcp_nodelay(true);
+    if let Some(settings) = &settings {
+        options = options
+            .tls(Some(Arc::new(tls_config(settings)?)))
+            .server_name(settings.server_name.clone());
     }
+    dial::dial(&target, &options).await.map_err(|e| match e {
+        etcd_rs_client::Error::ServerName { source, .. } => {
+            CtlError::new(EXIT_BAD_ARGS, format!("invalid server name: {source}"))
+        }
+        etcd_rs_client::Error::Connect { source, .. } if options.uses_tls() => {
+            transport_failure(&source, target.authority())
+        }
+        _ => CtlError::deadline(),
+    })
 }
 
 /// clientv3 keeps retrying a connection whose handshake fails until the
@@ -337,13 +295,7 @@ async fn dial(config: &ClientConfig, endpoint: &str) -> CtlResult<Channel> {
 /// the cause shows only in its retry interceptor's warning. We fail at once
 /// with the same error and write that warning, cause included.
 fn transport_failure(e: &tonic::transport::Error, authority: &str) -> CtlError {
-    let mut causes = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-    }
-    if let Some(cause) = causes.last() {
+    if let Some(cause) = etcd_rs_client::innermost_cause(e) {
         let mut line = serde_json::Map::new();
         line.insert("level".into(), "warn".into());
         line.insert(
@@ -395,52 +347,37 @@ fn rfc3339_millis(t: std::time::SystemTime) -> String {
     )
 }
 
+/// The rustls configuration of etcdctl's TLS flags (ALPN h2).
 pub(crate) fn tls_config(settings: &TlsSettings) -> CtlResult<TlsConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = TlsConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .map_err(|e| CtlError::error(format!("tls: {e}")))?;
-    let builder = if settings.skip_verify {
-        builder
-            .dangerous()
-            // `--insecure-skip-tls-verify`: any server certificate (the
-            // handshake's signatures are still checked).
-            .with_custom_certificate_verifier(SkipChain::new(provider))
-    } else {
-        let roots = tls::roots(settings.cacert.as_deref().map(Path::new)).map_err(cert_error)?;
-        builder.with_root_certificates(roots)
+    let files = TlsFiles {
+        ca: settings.cacert.as_ref().map(PathBuf::from),
+        cert: settings.cert.as_ref().map(PathBuf::from),
+        key: settings.key.as_ref().map(PathBuf::from),
+        skip_verify: settings.skip_verify,
     };
-    let mut config = match (&settings.cert, &settings.key) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("open {key}: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("tls: {e}")))?
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(CtlError::new(
-                EXIT_BAD_ARGS,
-                "tls: both --cert and --key are needed for a client certificate",
-            ))
-        }
-        (None, None) => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    tls::client_config(&files).map_err(tls_error)
 }
 
-fn read_certs(path: &str) -> CtlResult<Vec<CertificateDer<'static>>> {
-    tls::read_certs(Path::new(path)).map_err(cert_error)
-}
-
-/// etcdctl's wording of a certificate file it cannot use.
-fn cert_error(e: CertError) -> CtlError {
+/// etcdctl's wording of a TLS setting it cannot use.
+fn tls_error(e: etcd_rs_client::Error) -> CtlError {
+    use etcd_rs_client::Error;
     let msg = match e {
-        CertError::Read { path, source } => format!("open {}: {source}", path.display()),
-        CertError::Empty { path } => format!("{}: no certificates found", path.display()),
-        CertError::Untrusted { path, source } => format!("{}: {source}", path.display()),
+        Error::Versions(e) => return CtlError::error(format!("tls: {e}")),
+        Error::Cert(CertError::Read { path, source }) => {
+            format!("open {}: {source}", path.display())
+        }
+        Error::Cert(CertError::Empty { path }) => {
+            format!("{}: no certificates found", path.display())
+        }
+        Error::Cert(CertError::Untrusted { path, source }) => {
+            format!("{}: {source}", path.display())
+        }
+        Error::Key { path, source } => format!("open {}: {source}", path.display()),
+        Error::ClientCert(e) => format!("tls: {e}"),
+        Error::HalfKeyPair => {
+            "tls: both --cert and --key are needed for a client certificate".to_string()
+        }
+        other => etcd_rs_client::error_chain(&other),
     };
     CtlError::new(EXIT_BAD_ARGS, msg)
 }
@@ -450,18 +387,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_with_and_without_scheme() {
-        assert_eq!(
-            split_endpoint("127.0.0.1:2379"),
-            ("127.0.0.1:2379".into(), false)
-        );
-        assert_eq!(split_endpoint("http://a:1/"), ("a:1".into(), false));
+    fn warning_time_as_zap_writes_it() {
         let t = std::time::UNIX_EPOCH + Duration::from_millis(1_795_288_783_486);
         assert_eq!(rfc3339_millis(t), "2026-11-21T19:19:43.486Z");
-        assert_eq!(split_endpoint("https://a:1"), ("a:1".into(), true));
+    }
+
+    #[test]
+    fn tls_failures_in_etcdctl_words() {
+        let missing = |flag: &str| format!("/nonexistent-etcdctl-test/{flag}.pem");
+        let settings = TlsSettings {
+            cacert: Some(missing("ca")),
+            ..TlsSettings::default()
+        };
+        let e = tls_config(&settings).expect_err("no CA file");
+        assert_eq!(e.code, EXIT_BAD_ARGS);
+        assert!(
+            e.message
+                .starts_with("open /nonexistent-etcdctl-test/ca.pem: "),
+            "{}",
+            e.message
+        );
+        let settings = TlsSettings {
+            cert: Some(missing("cert")),
+            skip_verify: true,
+            ..TlsSettings::default()
+        };
+        let e = tls_config(&settings).expect_err("no key");
         assert_eq!(
-            split_endpoint("https://etcd.example.com.:2379"),
-            ("etcd.example.com:2379".into(), true)
+            (e.code, e.message.as_str()),
+            (
+                EXIT_BAD_ARGS,
+                "tls: both --cert and --key are needed for a client certificate"
+            )
         );
     }
 }

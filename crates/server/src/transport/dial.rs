@@ -1,14 +1,17 @@
-//! Opening connections to a peer: the one place that turns a peer URL into a
-//! gRPC channel, with peer TLS for `https://` URLs.
+//! Opening connections to a peer: the one place in a member that turns a
+//! peer URL into a gRPC channel, with peer TLS for `https://` URLs. The dial
+//! itself (TCP, TLS, HTTP/2, keepalives, time bounds) is
+//! `etcd_rs_client::dial`'s; what stays here is the member's policy: which
+//! URLs it dials, with what TLS, how long it waits, and its error texts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::peerpb::raft_client::RaftClient;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint};
+use etcd_rs_client::dial::{self, DialOptions, Scheme, Target};
+use tonic::transport::Channel;
+
+pub(super) use etcd_rs_client::error_chain;
 
 use super::{
     DIAL_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, PEER_GRPC_MESSAGE_SIZE_MAX_BYTES,
@@ -38,64 +41,45 @@ impl Dialer {
 
     /// Connects to one peer URL, with peer-port keepalives and a bounded dial time.
     pub async fn connect(&self, url: &str) -> Result<Channel, String> {
-        let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
+        if !url.starts_with("https://") && !url.starts_with("http://") {
             return Err(format!("unsupported peer URL {url:?}"));
-        };
-        // tonic sees every URL as http://: TLS, when wanted, is ours (below).
-        let endpoint = Endpoint::from_shared(format!("http://{rest}"))
-            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
-            .connect_timeout(Duration::from_millis(DIAL_TIMEOUT_MS))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
-            .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
-            .keep_alive_while_idle(true);
-        // connect_timeout bounds the TCP connect (and the TLS handshake); the
-        // outer timeout bounds the HTTP/2 handshake too.
-        let bound = Duration::from_millis(DIAL_TIMEOUT_MS * 2);
-        let connected = if !secure {
-            tokio::time::timeout(bound, endpoint.connect()).await
-        } else {
-            let Some(tls) = self.tls.clone() else {
-                return Err(format!(
-                    "{url}: an https peer URL needs --peer-cert-file and --peer-key-file, or --peer-auto-tls"
-                ));
-            };
-            let connector = tokio_rustls::TlsConnector::from(tls);
-            let connect = tower::service_fn(move |uri: axum::http::Uri| {
-                let connector = connector.clone();
-                async move { tls_connect(connector, uri).await }
-            });
-            tokio::time::timeout(bound, endpoint.connect_with_connector(connect)).await
-        };
-        match connected {
-            Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(format!("{url}: {}", error_chain(&e))),
-            Err(_) => Err(format!("{url}: timed out")),
         }
+        let target = Target::parse(url).map_err(|e| match e {
+            etcd_rs_client::Error::InvalidEndpoint { source, .. } => {
+                format!("bad peer URL {url:?}: {}", error_chain(&source))
+            }
+            other => format!("bad peer URL {url:?}: {}", error_chain(&other)),
+        })?;
+        let tls = match target.scheme() {
+            Some(Scheme::Https) => match &self.tls {
+                Some(tls) => Some(tls.clone()),
+                None => {
+                    return Err(format!(
+                        "{url}: an https peer URL needs --peer-cert-file and --peer-key-file, or --peer-auto-tls"
+                    ))
+                }
+            },
+            Some(Scheme::Http) | None => None,
+        };
+        // The connect timeout bounds the TCP connect and the TLS handshake;
+        // the dial timeout bounds the HTTP/2 handshake too.
+        let options = DialOptions::new()
+            .connect_timeout(Duration::from_millis(DIAL_TIMEOUT_MS))
+            .dial_timeout(Duration::from_millis(DIAL_TIMEOUT_MS * 2))
+            .tcp_nodelay(true)
+            .keepalive(
+                Duration::from_millis(KEEPALIVE_INTERVAL_MS),
+                Duration::from_millis(KEEPALIVE_TIMEOUT_MS),
+            )
+            .tls(tls);
+        dial::dial(&target, &options).await.map_err(|e| match e {
+            etcd_rs_client::Error::Timeout { .. } => format!("{url}: timed out"),
+            etcd_rs_client::Error::Connect { source, .. } => {
+                format!("{url}: {}", error_chain(&source))
+            }
+            other => format!("{url}: {}", error_chain(&other)),
+        })
     }
-}
-
-/// TCP, then a TLS handshake naming the URL's host (a DNS name or an IP).
-async fn tls_connect(
-    connector: tokio_rustls::TlsConnector,
-    uri: axum::http::Uri,
-) -> std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
-    let host = uri
-        .host()
-        .ok_or_else(|| std::io::Error::other("no host in the peer URL"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(host)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    Ok(TokioIo::new(connector.connect(name, tcp).await?))
 }
 
 /// A connected client with the peer port's message limits.
@@ -114,28 +98,10 @@ pub(super) async fn connect_any(
     if urls.is_empty() {
         return Err("no peer URLs".to_string());
     }
-    let mut errors = Vec::with_capacity(urls.len());
-    for url in urls {
-        match dialer.connect(url).await {
-            Ok(channel) => return Ok((url.clone(), client(channel))),
-            Err(e) => errors.push(e),
-        }
-    }
-    Err(errors.join("; "))
-}
-
-/// An error with its sources ("transport error: connection refused"), since
-/// tonic's own message is only the outermost one.
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    dial::failover(urls, |url| async move {
+        let channel = dialer.connect(url).await?;
+        Ok((url.to_string(), client(channel)))
+    })
+    .await
+    .map_err(|errors: Vec<String>| errors.join("; "))
 }
