@@ -42,17 +42,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `what: cause: cause's cause …`, each cause once.
 fn fatal_text(what: &str, source: Option<&(dyn std::error::Error + Send + Sync)>) -> String {
-    let mut text = what.to_string();
-    let mut next = source.map(|s| s as &dyn std::error::Error);
-    while let Some(cause) = next {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        next = cause.source();
+    let Some(source) = source else {
+        return what.to_string();
+    };
+    let chain = etcd_rs_client::error_chain(source);
+    if chain.starts_with(what) {
+        chain
+    } else {
+        format!("{what}: {chain}")
     }
-    text
 }
 
 impl Error {
