@@ -60,12 +60,13 @@ impl EtcdServer {
     }
 
     /// The caller a request's token stands for (etcd's `AuthInfoFromCtx`):
-    /// none without a token; a token this member does not hold (once it has
-    /// applied the entry that made it) is `InvalidAuthToken`. A token is
-    /// checked at the auth revision of now.
+    /// none while auth is off or without a token; a token this member does
+    /// not hold (once it has applied the entry that made it) is
+    /// `InvalidAuthToken`. A token is checked at the auth revision of now.
     pub async fn caller(&self, token: Option<&str>) -> Result<Caller, EtcdError> {
-        let Some(token) = token else {
-            return Ok(Caller::Client(None));
+        let token = match token {
+            Some(t) if self.auth.read().is_enabled() => t.strip_prefix("Bearer ").unwrap_or(t),
+            _ => return Ok(Caller::Client(None)),
         };
         let index = auth::token::index_of(token).ok_or(EtcdError::InvalidAuthToken)?;
         let deadline = tokio::time::Instant::now() + self.request_timeout();
