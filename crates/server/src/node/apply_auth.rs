@@ -90,7 +90,7 @@ pub fn check(
         // A user may read the roles it has.
         let has = store
             .user(&who.user)
-            .is_some_and(|u| u.roles.iter().any(|role| *role == r.role));
+            .is_some_and(|u| u.roles.contains(&r.role));
         if store.check_admin(Some(who)).is_err() && !has {
             return store.check_admin(Some(who));
         }

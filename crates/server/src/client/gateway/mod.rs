@@ -127,7 +127,6 @@ macro_rules! bidi_stream {
 /// Paths as etcd 3.5's *.pb.gw.go register them (Hash and HashKV share
 /// `/maintenance/hash`; the first registered, Hash, serves it).
 fn api_routes() -> Router<Arc<Gateway>> {
-    use api::etcdserverpb as pb;
     Router::new()
         .route("/kv/range", unary!(kv, range))
         .route("/kv/put", unary!(kv, put))
