@@ -22,6 +22,18 @@ pub fn prefix(mut random: impl FnMut() -> u64) -> String {
         .collect()
 }
 
+/// A random token prefix from the operating system's random source.
+pub fn random_prefix() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; PREFIX_LEN * 8];
+    getrandom::fill(&mut bytes)?;
+    let mut words = bytes.chunks_exact(8).map(|c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    });
+    Ok(prefix(|| words.next().unwrap_or(0)))
+}
+
 /// The raft index a simple token names, if it has etcd's form.
 pub fn index_of(token: &str) -> Option<u64> {
     let (_, index) = token.split_once('.')?;
@@ -73,6 +85,9 @@ impl SimpleTokens {
     pub fn assign(&self, user: &str, prefix: &str, index: u64, now: Instant) -> String {
         let token = format!("{prefix}.{index}");
         if let Some(held) = self.lock().as_mut() {
+            // Tokens past their life go as new ones come (a bcrypt check
+            // costs far more than this pass).
+            held.retain(|_, h| now <= h.expires);
             held.insert(
                 token.clone(),
                 Held {
@@ -165,6 +180,9 @@ mod tests {
         });
         assert_eq!(p.len(), 16);
         assert!(p.bytes().all(|c| c.is_ascii_alphabetic()));
+        let random = random_prefix().expect("random");
+        assert_eq!(random.len(), 16);
+        assert_ne!(random, random_prefix().expect("random"));
         assert_eq!(index_of("abc.42"), Some(42));
         assert_eq!(index_of("abc"), None);
         assert_eq!(index_of("a.b.1"), None);

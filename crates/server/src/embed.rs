@@ -37,7 +37,7 @@ pub use crate::config::{ClusterState, Config, TlsInfo};
 use crate::duties::{compactor, corrupt, downgrade, lease_expiry};
 use crate::node::{apply, bootstrap, raft_node, raft_storage, seams, wait};
 pub use crate::server::report::MemberStatus;
-use crate::server::EtcdServer;
+use crate::server::{Caller, EtcdServer};
 use crate::state::{alarm, leases, quota};
 use crate::status::{bail, Context};
 use crate::{limits, metrics, peer, transport};
@@ -193,12 +193,12 @@ impl Server {
 
     /// Reads keys (linearizable unless `req.serializable`).
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, crate::Error> {
-        self.0.range(&req).await
+        self.0.range(&Caller::Member, &req).await
     }
 
     /// Writes a key.
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, crate::Error> {
-        Ok(self.0.put(req).await?)
+        Ok(self.0.put(&Caller::Member, req).await?)
     }
 
     /// Deletes a key or a range.
@@ -206,12 +206,12 @@ impl Server {
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, crate::Error> {
-        Ok(self.0.delete_range(req).await?)
+        Ok(self.0.delete_range(&Caller::Member, req).await?)
     }
 
     /// A transaction that writes (a read-only one too, through raft).
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, crate::Error> {
-        Ok(self.0.txn(req).await?)
+        Ok(self.0.txn(&Caller::Member, req).await?)
     }
 
     /// Compacts the key history.
@@ -219,7 +219,7 @@ impl Server {
         &self,
         req: CompactionRequest,
     ) -> Result<CompactionResponse, crate::Error> {
-        Ok(self.0.compact(req).await?)
+        Ok(self.0.compact(&Caller::Member, req).await?)
     }
 
     /// Grants a lease (ID 0: the member picks one).
@@ -227,7 +227,7 @@ impl Server {
         &self,
         req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, crate::Error> {
-        Ok(self.0.lease_grant(req).await?)
+        Ok(self.0.lease_grant(&Caller::Member, req).await?)
     }
 
     /// Revokes a lease and deletes its keys.
@@ -235,7 +235,7 @@ impl Server {
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, crate::Error> {
-        Ok(self.0.lease_revoke(req).await?)
+        Ok(self.0.lease_revoke(&Caller::Member, req).await?)
     }
 }
 
@@ -499,6 +499,17 @@ async fn start(mut cfg: Config) -> crate::status::Result<Etcd> {
     let wait = Arc::new(wait::Wait::default());
     let alarms = Arc::new(alarm::AlarmStore::default());
     apply::recover_alarms(&store, &alarms)?;
+    if cfg.auth_token != "simple" {
+        bail!(
+            "--auth-token {:?}: this build issues simple tokens only (jwt is not supported yet)",
+            cfg.auth_token
+        );
+    }
+    let auth = Arc::new(crate::state::auth::Auth::recover(
+        &store,
+        cfg.bcrypt_cost,
+        Duration::from_secs(cfg.auth_token_ttl_secs),
+    )?);
     match quota::effective_quota(cfg.quota_backend_bytes) {
         None => tracing::info!(
             quota_size_bytes = cfg.quota_backend_bytes,
@@ -610,6 +621,7 @@ async fn start(mut cfg: Config) -> crate::status::Result<Etcd> {
         raft_status: raft_status.clone(),
         lease_extend: Duration::from_millis(cfg.election_timeout_ms),
         metrics: metrics.clone(),
+        auth: auth.clone(),
     };
     let apply_fatal = fatal_tx.clone();
     let apply_thread = std::thread::Builder::new()
@@ -635,6 +647,7 @@ async fn start(mut cfg: Config) -> crate::status::Result<Etcd> {
         raft_tx,
         wait,
         applied_rx,
+        auth,
     ));
     let watch_sync = {
         let server = server.clone();

@@ -188,6 +188,11 @@ fn scrape_time(server: &EtcdServer) -> Vec<MetricFamily> {
             status.revision as f64,
         ),
         gauge(
+            "etcd_debugging_auth_revision",
+            "The current revision of auth store.",
+            server.auth().read().revision() as f64,
+        ),
+        gauge(
             "etcd_debugging_mvcc_compact_revision",
             "The revision of the last compaction in store.",
             status.compact_revision as f64,

@@ -142,6 +142,12 @@ pub struct Config {
     pub election_timeout_ms: u64,
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
+    /// `--auth-token`: `simple`, or `jwt,…` with its options.
+    pub auth_token: String,
+    /// `--auth-token-ttl`: a simple token's life after its last use, in seconds.
+    pub auth_token_ttl_secs: u64,
+    /// `--bcrypt-cost`, for hashing passwords.
+    pub bcrypt_cost: u32,
     /// HTTP/2 streams one client connection may open at once (`--max-concurrent-streams`).
     pub max_concurrent_streams: u32,
     pub quota_backend_bytes: i64,
@@ -291,6 +297,9 @@ const FLAGS: &[Flag] = &[
     value("max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept."),
     value("max-concurrent-streams", "4294967295", "Maximum concurrent streams that each client can open at a time."),
     value("max-txn-ops", "128", "Maximum number of operations permitted in a transaction."),
+    value("auth-token", "simple", "Specify auth token specific options."),
+    value("auth-token-ttl", "300", "The lifetime in seconds of the auth token."),
+    value("bcrypt-cost", "10", "Specify bcrypt algorithm cost factor for auth password hashing."),
     value("quota-backend-bytes", "0", "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
     value("auto-compaction-retention", "0", "Auto compaction retention length. 0 means disable auto compaction."),
     value("auto-compaction-mode", "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
@@ -675,6 +684,9 @@ impl Lookup<'_> {
             election_timeout_ms: self.parsed("election-timeout")?,
             max_request_bytes: self.parsed("max-request-bytes")?,
             max_txn_ops: self.parsed("max-txn-ops")?,
+            auth_token: self.string("auth-token"),
+            auth_token_ttl_secs: self.parsed("auth-token-ttl")?,
+            bcrypt_cost: self.parsed("bcrypt-cost")?,
             // etcd leaves streams per connection unbounded by default; we bound
             // them unless the flag asks otherwise.
             max_concurrent_streams: if self.is_set("max-concurrent-streams") {

@@ -31,11 +31,13 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::node::apply_auth;
 use crate::node::raft_node::RaftStatus;
 use crate::node::raft_node::{ApplyBatch, RaftMsg};
 use crate::node::seams::{Clock, PeerChange, Transport};
 use crate::node::wait::Wait;
 use crate::state::alarm::{AlarmRow, AlarmStore};
+use crate::state::auth::Auth;
 use crate::state::leases::{encode_record, lease_error, LessorLookup};
 use crate::status::request_error;
 use datadir::membership::{Cluster, MembershipRequest};
@@ -50,6 +52,23 @@ pub enum ApplyResult {
     Alarm(AlarmResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    AuthEnable(api::etcdserverpb::AuthEnableResponse),
+    AuthDisable(api::etcdserverpb::AuthDisableResponse),
+    AuthStatus(api::etcdserverpb::AuthStatusResponse),
+    Authenticate(api::etcdserverpb::AuthenticateResponse),
+    UserAdd(api::etcdserverpb::AuthUserAddResponse),
+    UserGet(api::etcdserverpb::AuthUserGetResponse),
+    UserList(api::etcdserverpb::AuthUserListResponse),
+    UserDelete(api::etcdserverpb::AuthUserDeleteResponse),
+    UserChangePassword(api::etcdserverpb::AuthUserChangePasswordResponse),
+    UserGrantRole(api::etcdserverpb::AuthUserGrantRoleResponse),
+    UserRevokeRole(api::etcdserverpb::AuthUserRevokeRoleResponse),
+    RoleAdd(api::etcdserverpb::AuthRoleAddResponse),
+    RoleGet(api::etcdserverpb::AuthRoleGetResponse),
+    RoleList(api::etcdserverpb::AuthRoleListResponse),
+    RoleDelete(api::etcdserverpb::AuthRoleDeleteResponse),
+    RoleGrantPermission(api::etcdserverpb::AuthRoleGrantPermissionResponse),
+    RoleRevokePermission(api::etcdserverpb::AuthRoleRevokePermissionResponse),
     /// Cluster metadata requests carry no client-visible response.
     Done,
 }
@@ -110,6 +129,8 @@ pub struct Applier {
     /// How much longer than their TTL leases live after a leader change.
     pub lease_extend: Duration,
     pub metrics: Arc<Metrics>,
+    /// Users, roles and tokens: checked before each request, changed by auth requests.
+    pub auth: Arc<Auth>,
 }
 
 impl Applier {
@@ -194,6 +215,7 @@ impl Applier {
         restore_backend(&self.store, image_path)?;
         crate::state::leases::recover(&self.store, &self.lessor)?;
         recover_alarms(&self.store, &self.alarms)?;
+        self.auth.reload(&self.store)?;
         self.watch_hub.restored(self.store.current_revision());
         self.cluster
             .restore(cluster)
@@ -273,7 +295,7 @@ impl Applier {
                         outcome
                     } else if let Some(wb) = wb.as_mut().filter(|_| fresh) {
                         let started = self.clock.now();
-                        let outcome = self.apply_request(wb, req, &mut events)?;
+                        let outcome = self.apply_request(wb, req, entry.index, &mut events)?;
                         let took = self.clock.now().saturating_duration_since(started);
                         if took > SLOW_APPLY {
                             self.metrics.slow_applies.inc();
@@ -431,8 +453,30 @@ impl Applier {
         &self,
         wb: &mut mvcc::WriteBatch<'_>,
         req: InternalRaftRequest,
+        index: u64,
         events_out: &mut Vec<Event>,
     ) -> Result<ApplyOutcome> {
+        {
+            let lease_keys = |id: i64| self.lessor.keys(id).unwrap_or_default();
+            let auth = self.auth.read();
+            let who = apply_auth::proposer(&req);
+            if let Err(e) = apply_auth::check(&auth, who.as_ref(), &req, &lease_keys) {
+                return Ok(Err(e));
+            }
+        }
+        if apply_auth::is_auth_request(&req) {
+            let mut rows = Vec::new();
+            let outcome = apply_auth::apply(
+                &self.auth,
+                &req,
+                index,
+                self.clock.now(),
+                header(wb.revision()),
+                &mut rows,
+            );
+            crate::state::auth::write_rows(wb, rows);
+            return Ok(outcome);
+        }
         let refusal = if req.put.is_some() || req.lease_grant.is_some() {
             self.alarms.refusal(true)
         } else if let Some(r) = &req.txn {

@@ -9,6 +9,7 @@
 //! crates.
 
 pub mod apply;
+pub mod apply_auth;
 pub mod bootstrap;
 pub mod raft_node;
 pub mod raft_storage;

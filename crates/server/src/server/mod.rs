@@ -9,6 +9,7 @@
 //!
 //! May import: `node`, `state`, `config`, `transport`, the crate root.
 
+mod auth;
 pub mod leases;
 pub mod membership;
 pub mod report;
@@ -35,8 +36,10 @@ use crate::node::apply::{ApplyOutcome, ApplyResult};
 use crate::node::raft_node::{RaftMsg, RaftStatus};
 use crate::node::wait::Wait;
 use crate::state::alarm::AlarmStore;
+use crate::state::auth::Auth;
 use crate::status::Error;
 use crate::transport::Transport;
+pub use auth::Caller;
 use datadir::ids::RequestIdGenerator;
 use datadir::membership::Cluster;
 
@@ -64,6 +67,8 @@ pub struct EtcdServer {
     request_ids: RequestIdGenerator,
     /// Bounds the proposals in flight (`limits::PROPOSALS_IN_FLIGHT_MAX`).
     proposal_slots: Semaphore,
+    /// Users, roles and the tokens this member holds (changed by the applier).
+    auth: Arc<Auth>,
 }
 
 impl EtcdServer {
@@ -82,6 +87,7 @@ impl EtcdServer {
         raft_tx: Sender<RaftMsg>,
         wait: Arc<Wait>,
         applied: watch::Receiver<u64>,
+        auth: Arc<Auth>,
     ) -> Self {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -102,6 +108,7 @@ impl EtcdServer {
             applied,
             request_ids: RequestIdGenerator::new(member_id, now_ms),
             proposal_slots: Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX),
+            auth,
         }
     }
 
@@ -153,6 +160,11 @@ impl EtcdServer {
     /// Where watchers register and committed changes are fanned out.
     pub fn watch_hub(&self) -> &Arc<mvcc::WatchHub> {
         &self.watch_hub
+    }
+
+    /// Users, roles and tokens, as applied.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// The member's Prometheus families.
@@ -234,10 +246,11 @@ impl EtcdServer {
 
     /// Reads keys (etcd's `RaftKV.Range`): linearizable through ReadIndex
     /// unless `req.serializable`; validation and learners are the caller's.
-    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+    pub async fn range(&self, caller: &Caller, req: &RangeRequest) -> Result<RangeResponse, Error> {
         if !req.serializable {
             self.read_barrier().await?;
         }
+        self.check_read(caller, &req.key, &req.range_end)?;
         self.metrics.mvcc.record(1, 0, 0, 0);
         let mut resp = self.store.range(req)?;
         self.fill_header(&mut resp.header);
@@ -247,42 +260,59 @@ impl EtcdServer {
     /// Writes a key (etcd's `RaftKV.Put`): proposed through raft, answered
     /// once applied, with this member's header. The edge's checks (quota,
     /// validation, learners) are the caller's, as in etcd.
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
-        self.write(InternalRaftRequest {
-            put: Some(req),
-            ..Default::default()
-        })
+    pub async fn put(&self, caller: &Caller, req: PutRequest) -> Result<PutResponse, EtcdError> {
+        self.write(
+            caller,
+            InternalRaftRequest {
+                put: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
     /// Deletes a key or a range (etcd's `RaftKV.DeleteRange`).
     pub async fn delete_range(
         &self,
+        caller: &Caller,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
-        self.write(InternalRaftRequest {
-            delete_range: Some(req),
-            ..Default::default()
-        })
+        self.write(
+            caller,
+            InternalRaftRequest {
+                delete_range: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
     /// A transaction that writes, through raft (etcd's `RaftKV.Txn`; a
     /// read-only one is the caller's to serve locally).
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        self.write(InternalRaftRequest {
-            txn: Some(req),
-            ..Default::default()
-        })
+    pub async fn txn(&self, caller: &Caller, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        self.write(
+            caller,
+            InternalRaftRequest {
+                txn: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
     /// Compacts the key history (etcd's `RaftKV.Compact`).
-    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        self.write(InternalRaftRequest {
-            compaction: Some(req),
-            ..Default::default()
-        })
+    pub async fn compact(
+        &self,
+        caller: &Caller,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, EtcdError> {
+        self.write(
+            caller,
+            InternalRaftRequest {
+                compaction: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
@@ -290,44 +320,63 @@ impl EtcdServer {
     /// member picks one, positive, from its request IDs, as etcd does.
     pub async fn lease_grant(
         &self,
+        caller: &Caller,
         mut req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, EtcdError> {
         while req.id == lease::NO_LEASE {
             req.id = (self.next_request_id() & (i64::MAX as u64)) as i64;
         }
-        self.write(InternalRaftRequest {
-            lease_grant: Some(req),
-            ..Default::default()
-        })
+        self.write(
+            caller,
+            InternalRaftRequest {
+                lease_grant: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
     /// Revokes a lease and deletes its keys (etcd's `Lessor.LeaseRevoke`).
     pub async fn lease_revoke(
         &self,
+        caller: &Caller,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, EtcdError> {
-        self.write(InternalRaftRequest {
-            lease_revoke: Some(req),
-            ..Default::default()
-        })
+        self.write(
+            caller,
+            InternalRaftRequest {
+                lease_revoke: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
     /// Activates, deactivates or lists alarms; every action goes through
     /// raft, a GET included, as in etcd.
-    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
-        self.write(InternalRaftRequest {
-            alarm: Some(req),
-            ..Default::default()
-        })
+    pub async fn alarm(
+        &self,
+        caller: &Caller,
+        req: AlarmRequest,
+    ) -> Result<AlarmResponse, EtcdError> {
+        self.write(
+            caller,
+            InternalRaftRequest {
+                alarm: Some(req),
+                ..Default::default()
+            },
+        )
         .await
     }
 
     /// Proposes `request` and returns the applier's answer of type `T`,
     /// with this member's header.
-    async fn write<T: Answer>(&self, request: InternalRaftRequest) -> Result<T, EtcdError> {
-        match T::pick(self.propose(request).await?) {
+    async fn write<T: Answer>(
+        &self,
+        caller: &Caller,
+        request: InternalRaftRequest,
+    ) -> Result<T, EtcdError> {
+        match T::pick(self.propose_as(caller, request).await?) {
             Ok(mut resp) => {
                 self.fill_header(resp.header_mut());
                 Ok(resp)
@@ -338,12 +387,25 @@ impl EtcdServer {
 
     /// Proposes `req` through raft and waits until it is applied; the typed
     /// verbs above are the way in for client requests.
-    pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<ApplyResult, EtcdError> {
+    pub async fn propose(&self, req: InternalRaftRequest) -> Result<ApplyResult, EtcdError> {
+        self.propose_as(&Caller::Member, req).await
+    }
+
+    /// Proposes `req` for `caller`, whose identity the entry carries so
+    /// that the applier checks its permissions (etcd's header username and
+    /// auth revision).
+    pub async fn propose_as(
+        &self,
+        caller: &Caller,
+        mut req: InternalRaftRequest,
+    ) -> Result<ApplyResult, EtcdError> {
         let max_request_bytes = self.cfg.max_request_bytes;
+        let who = self.identity(caller);
         self.submit(|id| {
             req.header = Some(RequestHeader {
                 id,
-                ..Default::default()
+                username: who.user,
+                auth_revision: who.revision,
             });
             let data = req.encode_to_vec();
             if data.len() as u64 > max_request_bytes {
@@ -583,6 +645,23 @@ answers! {
     Alarm => AlarmResponse,
     LeaseGrant => LeaseGrantResponse,
     LeaseRevoke => LeaseRevokeResponse,
+    AuthEnable => api::etcdserverpb::AuthEnableResponse,
+    AuthDisable => api::etcdserverpb::AuthDisableResponse,
+    AuthStatus => api::etcdserverpb::AuthStatusResponse,
+    Authenticate => api::etcdserverpb::AuthenticateResponse,
+    UserAdd => api::etcdserverpb::AuthUserAddResponse,
+    UserGet => api::etcdserverpb::AuthUserGetResponse,
+    UserList => api::etcdserverpb::AuthUserListResponse,
+    UserDelete => api::etcdserverpb::AuthUserDeleteResponse,
+    UserChangePassword => api::etcdserverpb::AuthUserChangePasswordResponse,
+    UserGrantRole => api::etcdserverpb::AuthUserGrantRoleResponse,
+    UserRevokeRole => api::etcdserverpb::AuthUserRevokeRoleResponse,
+    RoleAdd => api::etcdserverpb::AuthRoleAddResponse,
+    RoleGet => api::etcdserverpb::AuthRoleGetResponse,
+    RoleList => api::etcdserverpb::AuthRoleListResponse,
+    RoleDelete => api::etcdserverpb::AuthRoleDeleteResponse,
+    RoleGrantPermission => api::etcdserverpb::AuthRoleGrantPermissionResponse,
+    RoleRevokePermission => api::etcdserverpb::AuthRoleRevokePermissionResponse,
 }
 
 /// A result of another kind than the request's: a bug of ours, never a

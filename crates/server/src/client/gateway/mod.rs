@@ -19,8 +19,8 @@
 //! - Streams (watch, lease keep-alive, election observe, snapshot) answer
 //!   one `{"result":…}` line per message while the request stays open; the
 //!   request body of watch and keep-alive may hold many JSON values.
-//! - There is no Auth service yet: `/v3/auth/*` decode their request and
-//!   answer what a gRPC server without that service answers.
+//! - `/v3/auth/*` call the Auth service; the `Authorization` header carries
+//!   the token (as `token` metadata), on every route.
 //!
 //! Left out: the websocket upgrade of streaming routes (etcd's wsproxy), and
 //! etcd's access controller (`--cors`, `--host-whitelist`), which is not
@@ -32,6 +32,7 @@ mod reply;
 use std::future::Future;
 use std::sync::Arc;
 
+use api::etcdserverpb::auth_server::Auth;
 use api::etcdserverpb::cluster_server::Cluster;
 use api::etcdserverpb::kv_server::Kv;
 use api::etcdserverpb::lease_server::Lease;
@@ -123,22 +124,9 @@ macro_rules! bidi_stream {
     };
 }
 
-/// An Auth route, until the Auth service exists.
-macro_rules! auth {
-    ($request:ty) => {
-        any(|State(gw): GatewayState, request: Request| async move {
-            unary(&gw, request, |_: tonic::Request<$request>| async {
-                Err::<tonic::Response<api::etcdserverpb::AuthStatusResponse>, _>(no_auth_service())
-            })
-            .await
-        })
-    };
-}
-
 /// Paths as etcd 3.5's *.pb.gw.go register them (Hash and HashKV share
 /// `/maintenance/hash`; the first registered, Hash, serves it).
 fn api_routes() -> Router<Arc<Gateway>> {
-    use api::etcdserverpb as pb;
     Router::new()
         .route("/kv/range", unary!(kv, range))
         .route("/kv/put", unary!(kv, put))
@@ -172,32 +160,23 @@ fn api_routes() -> Router<Arc<Gateway>> {
             unary!(maintenance, move_leader),
         )
         .route("/maintenance/downgrade", unary!(maintenance, downgrade))
-        .route("/auth/enable", auth!(pb::AuthEnableRequest))
-        .route("/auth/disable", auth!(pb::AuthDisableRequest))
-        .route("/auth/status", auth!(pb::AuthStatusRequest))
-        .route("/auth/authenticate", auth!(pb::AuthenticateRequest))
-        .route("/auth/user/add", auth!(pb::AuthUserAddRequest))
-        .route("/auth/user/get", auth!(pb::AuthUserGetRequest))
-        .route("/auth/user/list", auth!(pb::AuthUserListRequest))
-        .route("/auth/user/delete", auth!(pb::AuthUserDeleteRequest))
-        .route(
-            "/auth/user/changepw",
-            auth!(pb::AuthUserChangePasswordRequest),
-        )
-        .route("/auth/user/grant", auth!(pb::AuthUserGrantRoleRequest))
-        .route("/auth/user/revoke", auth!(pb::AuthUserRevokeRoleRequest))
-        .route("/auth/role/add", auth!(pb::AuthRoleAddRequest))
-        .route("/auth/role/get", auth!(pb::AuthRoleGetRequest))
-        .route("/auth/role/list", auth!(pb::AuthRoleListRequest))
-        .route("/auth/role/delete", auth!(pb::AuthRoleDeleteRequest))
-        .route(
-            "/auth/role/grant",
-            auth!(pb::AuthRoleGrantPermissionRequest),
-        )
-        .route(
-            "/auth/role/revoke",
-            auth!(pb::AuthRoleRevokePermissionRequest),
-        )
+        .route("/auth/enable", unary!(auth, auth_enable))
+        .route("/auth/disable", unary!(auth, auth_disable))
+        .route("/auth/status", unary!(auth, auth_status))
+        .route("/auth/authenticate", unary!(auth, authenticate))
+        .route("/auth/user/add", unary!(auth, user_add))
+        .route("/auth/user/get", unary!(auth, user_get))
+        .route("/auth/user/list", unary!(auth, user_list))
+        .route("/auth/user/delete", unary!(auth, user_delete))
+        .route("/auth/user/changepw", unary!(auth, user_change_password))
+        .route("/auth/user/grant", unary!(auth, user_grant_role))
+        .route("/auth/user/revoke", unary!(auth, user_revoke_role))
+        .route("/auth/role/add", unary!(auth, role_add))
+        .route("/auth/role/get", unary!(auth, role_get))
+        .route("/auth/role/list", unary!(auth, role_list))
+        .route("/auth/role/delete", unary!(auth, role_delete))
+        .route("/auth/role/grant", unary!(auth, role_grant_permission))
+        .route("/auth/role/revoke", unary!(auth, role_revoke_permission))
         .route("/lock/lock", unary!(lock, lock))
         .route("/lock/unlock", unary!(lock, unlock))
         .route("/election/campaign", unary!(election, campaign))
@@ -206,11 +185,6 @@ fn api_routes() -> Router<Arc<Gateway>> {
         .route("/election/observe", server_stream!(election, observe))
         .route("/election/resign", unary!(election, resign))
         .route("/{*rest}", any(|| async { reply::not_found() }))
-}
-
-/// What gRPC-Go answers for a service the server does not register.
-fn no_auth_service() -> Status {
-    Status::unimplemented("unknown service etcdserverpb.Auth")
 }
 
 /// Only POST reaches a call; OPTIONS is answered empty (etcd answers every

@@ -46,6 +46,10 @@ struct Client {
     server: Arc<EtcdServer>,
     kv: KvService,
     lease: LeaseService,
+    /// The token of the request this client works for, passed on to the
+    /// KV and Lease calls it makes (etcd's v3client passes the caller's
+    /// context), so they are checked as that caller's.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -54,15 +58,36 @@ impl Client {
             kv: KvService::new(server.clone()),
             lease: LeaseService::new(server.clone()),
             server,
+            token: None,
         }
     }
 
+    /// A client working for `request`'s caller.
+    fn for_request<T>(&self, request: &Request<T>) -> Arc<Client> {
+        let token = super::token(request).and_then(|t| t.parse().ok());
+        Arc::new(Client {
+            server: self.server.clone(),
+            kv: KvService::new(self.server.clone()),
+            lease: LeaseService::new(self.server.clone()),
+            token,
+        })
+    }
+
+    /// `msg` as a request of this client's caller.
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut request = Request::new(msg);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        request
+    }
+
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
-        Ok(self.kv.txn(Request::new(req)).await?.into_inner())
+        Ok(self.kv.txn(self.request(req)).await?.into_inner())
     }
 
     async fn range(&self, req: RangeRequest) -> Result<api::etcdserverpb::RangeResponse, Status> {
-        Ok(self.kv.range(Request::new(req)).await?.into_inner())
+        Ok(self.kv.range(self.request(req)).await?.into_inner())
     }
 
     /// The session's lease: the one given, or a new one (etcd's NewSession).
@@ -72,7 +97,7 @@ impl Client {
         }
         let resp = self
             .lease
-            .lease_grant(Request::new(LeaseGrantRequest {
+            .lease_grant(self.request(LeaseGrantRequest {
                 ttl: DEFAULT_SESSION_TTL,
                 id: 0,
             }))
@@ -321,8 +346,9 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let client = self.client.for_request(&request);
         let req = request.into_inner();
-        let c = &self.client;
+        let c = &client;
         let lease = c.session_lease(req.lease).await?;
         let mut prefix = req.name.clone();
         prefix.push(b'/');
@@ -375,11 +401,11 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let client = self.client.for_request(&request);
         let key = request.into_inner().key;
-        let resp = self
-            .client
+        let resp = client
             .kv
-            .delete_range(Request::new(DeleteRangeRequest {
+            .delete_range(client.request(DeleteRangeRequest {
                 key,
                 ..Default::default()
             }))
@@ -421,8 +447,9 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let client = self.client.for_request(&request);
         let req = request.into_inner();
-        let c = &self.client;
+        let c = &client;
         let lease = c.session_lease(req.lease).await?;
         let prefix = election_prefix(&req.name);
         let key = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
@@ -466,9 +493,10 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let client = self.client.for_request(&request);
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader)?;
-        let header = proclaim(&self.client, &leader.key, leader.rev, &req.value).await?;
+        let header = proclaim(&client, &leader.key, leader.rev, &req.value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
@@ -476,13 +504,14 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let client = self.client.for_request(&request);
         let prefix = election_prefix(&request.into_inner().name);
-        let (header, kv) = self.client.by_create(&prefix, true, 0).await?;
+        let (header, kv) = client.by_create(&prefix, true, 0).await?;
         let Some(kv) = kv else {
             return Err(Status::unknown("election: no leader"));
         };
         let mut header = Some(header);
-        self.client.server.fill_header(&mut header);
+        client.server.fill_header(&mut header);
         Ok(Response::new(LeaderResponse {
             header,
             kv: Some(kv),
@@ -495,8 +524,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let client = self.client.for_request(&request);
         let prefix = election_prefix(&request.into_inner().name);
-        let client = self.client.clone();
         Ok(Response::new(super::lease::async_stream(
             move |tx| async move {
                 observe(client, prefix, tx).await;
@@ -508,8 +537,9 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let client = self.client.for_request(&request);
         let leader = request.into_inner().leader.ok_or_else(missing_leader)?;
-        let header = resign(&self.client, &leader.key, leader.rev).await?;
+        let header = resign(&client, &leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

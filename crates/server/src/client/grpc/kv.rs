@@ -39,34 +39,38 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
         mvcc::validate_range(&req).map_err(mvcc_status)?;
         if !req.serializable {
             self.refuse_learner()?;
         }
-        Ok(Response::new(self.server.range(&req).await?))
+        Ok(Response::new(self.server.range(&caller, &req).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
         self.server
             .check_quota(crate::state::quota::put_cost(&req))?;
         mvcc::validate_put(&req).map_err(mvcc_status)?;
         self.refuse_learner()?;
-        Ok(Response::new(self.server.put(req).await?))
+        Ok(Response::new(self.server.put(&caller, req).await?))
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
         mvcc::validate_delete_range(&req).map_err(mvcc_status)?;
         self.refuse_learner()?;
-        Ok(Response::new(self.server.delete_range(req).await?))
+        Ok(Response::new(self.server.delete_range(&caller, req).await?))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
         self.server
             .check_quota(crate::state::quota::txn_cost(&req))?;
@@ -77,6 +81,7 @@ impl Kv for KvService {
                 self.refuse_learner()?;
                 self.server.read_barrier().await?;
             }
+            self.server.check_txn(&caller, &req)?;
             let mut resp = self
                 .server
                 .store()
@@ -87,15 +92,16 @@ impl Kv for KvService {
             return Ok(Response::new(resp));
         }
         self.refuse_learner()?;
-        Ok(Response::new(self.server.txn(req).await?))
+        Ok(Response::new(self.server.txn(&caller, req).await?))
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
         self.refuse_learner()?;
-        Ok(Response::new(self.server.compact(req).await?))
+        Ok(Response::new(self.server.compact(&caller, req).await?))
     }
 }

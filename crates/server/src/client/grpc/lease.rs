@@ -37,17 +37,19 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
         self.server.check_quota(crate::state::quota::LEASE_COST)?;
-        Ok(Response::new(self.server.lease_grant(req).await?))
+        Ok(Response::new(self.server.lease_grant(&caller, req).await?))
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
-        Ok(Response::new(self.server.lease_revoke(req).await?))
+        Ok(Response::new(self.server.lease_revoke(&caller, req).await?))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -19,6 +19,13 @@ impl MaintenanceService {
     pub fn new(server: Arc<EtcdServer>) -> Self {
         MaintenanceService { server }
     }
+
+    /// The admin-only calls (etcd's `authMaintenanceServer`): root once
+    /// auth is on.
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = super::caller(&self.server, request).await?;
+        Ok(self.server.check_admin(&caller)?)
+    }
 }
 
 use super::snapshot::SnapshotStream;
@@ -75,16 +82,18 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
-        Ok(Response::new(self.server.alarm(req).await?))
+        Ok(Response::new(self.server.alarm(&caller, req).await?))
     }
     /// Defragments this member's backend (etcdctl asks each endpoint). Reads
     /// go on meanwhile and writes wait only for the switch-over
     /// (`mvcc::Store::defragment`). etcd's response carries no header.
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(&request).await?;
         tracing::info!("starting defragment");
         let store = self.server.store().clone();
         let metrics = &self.server.metrics();
@@ -111,7 +120,8 @@ impl Maintenance for MaintenanceService {
         }
     }
     /// A hash of the whole backend but the raft position (etcd: for tests).
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin(&request).await?;
         let started = std::time::Instant::now();
         let hash = self
             .server
@@ -132,6 +142,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin(&request).await?;
         let rev = request.into_inner().revision;
         let started = std::time::Instant::now();
         let h = self
@@ -154,8 +165,9 @@ impl Maintenance for MaintenanceService {
     /// The backend image in 32 KiB chunks, then its SHA-256 (`snapshot.rs`).
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(&request).await?;
         let cluster = datadir::interchange::backend::EtcdCluster::of(self.server.cluster());
         super::snapshot::stream(self.server.store(), cluster).map(Response::new)
     }
@@ -165,6 +177,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.admin(&request).await?;
         self.server
             .move_leader(request.into_inner().target_id)
             .await?;
@@ -176,6 +189,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.admin(&request).await?;
         let mut resp =
             crate::duties::downgrade::downgrade(&self.server, &request.into_inner()).await?;
         resp.header = Some(self.server.header(0));

@@ -1,7 +1,8 @@
-//! The gRPC services of etcd's v3 API that this server implements so far:
-//! KV, Watch, Lease, Cluster, Maintenance, Lock and Election. Auth is not
-//! registered yet (its issue is open).
+//! The gRPC services of etcd's v3 API: KV, Watch, Lease, Cluster,
+//! Maintenance, Auth, Lock and Election, and who each request comes from
+//! (its token).
 
+mod auth;
 mod cluster;
 mod concurrency;
 mod kv;
@@ -13,14 +14,33 @@ mod watch;
 use std::sync::Arc;
 
 use crate::limits;
-use crate::server::EtcdServer;
+use crate::server::{Caller, EtcdServer};
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use concurrency::{ElectionService, LockService};
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 pub use watch::{run_sync as run_watch_sync, WatchService};
+
+/// The token a request carries: gRPC metadata `token` (clientv3), or
+/// `authorization` (the gateway, and the gRPC-gateway swagger name).
+pub fn token<T>(request: &tonic::Request<T>) -> Option<String> {
+    let md = request.metadata();
+    md.get("token")
+        .or_else(|| md.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Who a request comes from (etcd's `AuthInfoFromCtx`).
+pub async fn caller<T>(
+    server: &EtcdServer,
+    request: &tonic::Request<T>,
+) -> Result<Caller, tonic::Status> {
+    Ok(server.caller(token(request).as_deref()).await?)
+}
 
 /// One instance of each client service, shared by the gRPC routes and the
 /// HTTP/JSON gateway (so both draw, e.g., watch stream IDs from one counter).
@@ -30,6 +50,7 @@ pub struct Services {
     pub lease: Arc<LeaseService>,
     pub cluster: Arc<ClusterService>,
     pub maintenance: Arc<MaintenanceService>,
+    pub auth: Arc<AuthService>,
     pub lock: Arc<LockService>,
     pub election: Arc<ElectionService>,
 }
@@ -42,6 +63,7 @@ impl Services {
             lease: Arc::new(LeaseService::new(server.clone())),
             cluster: Arc::new(ClusterService::new(server.clone())),
             maintenance: Arc::new(MaintenanceService::new(server.clone())),
+            auth: Arc::new(AuthService::new(server.clone())),
             lock: Arc::new(LockService::new(server.clone())),
             election: Arc::new(ElectionService::new(server)),
         }
@@ -79,7 +101,11 @@ pub fn routes(services: &Services, max_request_bytes: u64) -> tonic::service::Ro
     let cluster = ClusterServer::from_arc(services.cluster.clone())
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
+    let auth = api::etcdserverpb::auth_server::AuthServer::from_arc(services.auth.clone())
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
     tonic::service::Routes::new(kv)
+        .add_service(auth)
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)

@@ -95,9 +95,11 @@ impl Watch for WatchService {
         let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (queue_tx, queue_rx) = mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = Arc::new(Mutex::new(StreamState::default()));
+        let token = super::token(&request);
         let receiving = tokio::spawn(receive(
             self.server.clone(),
             stream_id,
+            token,
             request.into_inner(),
             queue_tx,
             state.clone(),
@@ -182,6 +184,7 @@ fn lock(state: &Mutex<StreamState>) -> std::sync::MutexGuard<'_, StreamState> {
 async fn receive(
     server: Arc<EtcdServer>,
     stream_id: u64,
+    token: Option<String>,
     mut requests: Streaming<WatchRequest>,
     queue: mpsc::Sender<Outgoing>,
     state: Arc<Mutex<StreamState>>,
@@ -198,6 +201,26 @@ async fn receive(
         };
         match req.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
+                if let Err(e) = watch_permitted(&server, token.as_deref(), &create).await {
+                    // Refused as etcd refuses it: created and canceled at once,
+                    // with the gRPC error's text.
+                    let resp = WatchResponse {
+                        header: Some(server.header(server.watch_hub().notified_rev())),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: format!(
+                            "rpc error: code = {:?} desc = {}",
+                            tonic::Status::from(e).code(),
+                            e.message()
+                        ),
+                        ..Default::default()
+                    };
+                    if queue.send(Outgoing::Response(resp)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let created =
                     create_watcher(&server, stream_id, create, &state, &sink, &queue).await;
                 if !created {
@@ -225,6 +248,27 @@ async fn receive(
             None => {}
         }
     }
+}
+
+/// Whether the stream's caller may watch the whole of the create request's
+/// range (checked against the range as sent, before any rewriting: a read
+/// grant on one key does not cover a watch from that key onward,
+/// GHSA-xg4h-6gfc-h4m8). Errors other than etcd's token and revision ones
+/// are `PermissionDenied`, as etcd reports them.
+async fn watch_permitted(
+    server: &EtcdServer,
+    token: Option<&str>,
+    create: &WatchCreateRequest,
+) -> Result<(), api::EtcdError> {
+    use api::EtcdError as E;
+    let checked = match server.caller(token).await {
+        Ok(caller) => server.check_read(&caller, &create.key, &create.range_end),
+        Err(e) => Err(e),
+    };
+    checked.map_err(|e| match e {
+        E::InvalidAuthToken | E::AuthOldRevision | E::UserEmpty => e,
+        _ => E::PermissionDenied,
+    })
 }
 
 /// Registers a watcher and queues its "created" answer first. False when the

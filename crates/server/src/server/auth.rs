@@ -1,0 +1,376 @@
+//! Who a request comes from, and the Auth service's verbs (etcd's
+//! `AuthGetter` and the auth half of `v3_server.go`).
+//!
+//! Every auth request goes through raft, reads included, as in etcd; the
+//! applier checks admin rights. Passwords are hashed and checked here,
+//! before proposing and off the async threads, never on the raft loop or
+//! the applier.
+
+use api::etcdserverpb::{
+    AuthDisableRequest, AuthDisableResponse, AuthEnableRequest, AuthEnableResponse,
+    AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleDeleteRequest, AuthRoleDeleteResponse,
+    AuthRoleGetRequest, AuthRoleGetResponse, AuthRoleGrantPermissionRequest,
+    AuthRoleGrantPermissionResponse, AuthRoleListRequest, AuthRoleListResponse,
+    AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse, AuthStatusRequest,
+    AuthStatusResponse, AuthUserAddRequest, AuthUserAddResponse, AuthUserChangePasswordRequest,
+    AuthUserChangePasswordResponse, AuthUserDeleteRequest, AuthUserDeleteResponse,
+    AuthUserGetRequest, AuthUserGetResponse, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse,
+    AuthUserListRequest, AuthUserListResponse, AuthUserRevokeRoleRequest,
+    AuthUserRevokeRoleResponse, AuthenticateRequest, AuthenticateResponse,
+    InternalAuthenticateRequest, InternalRaftRequest,
+};
+use api::EtcdError;
+use auth::{Access, AuthInfo};
+
+use super::EtcdServer;
+
+/// Who a request is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A client: with the identity its token (or certificate) gave, or
+    /// none.
+    Client(Option<AuthInfo>),
+    /// The member itself (lease expiry, alarms, in-process use through
+    /// `embed`): acts as root, as etcd's `WithRoot`.
+    Member,
+}
+
+/// How the password of a new user or a changed password is carried: hashed
+/// with the member's bcrypt cost, off the async threads.
+async fn hash_password(password: String, cost: u32) -> Result<String, EtcdError> {
+    tokio::task::spawn_blocking(move || auth::password::hash_for_proposal(&password, cost))
+        .await
+        .map_err(|_| EtcdError::Stopped)?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot hash a password");
+            EtcdError::AuthFailed
+        })
+}
+
+impl EtcdServer {
+    /// The identity an entry proposed for `caller` carries.
+    pub(super) fn identity(&self, caller: &Caller) -> AuthInfo {
+        match caller {
+            Caller::Client(who) => who.clone().unwrap_or_default(),
+            Caller::Member => AuthInfo {
+                user: auth::store::ROOT.to_string(),
+                revision: self.auth.read().revision(),
+            },
+        }
+    }
+
+    /// The caller a request's token stands for (etcd's `AuthInfoFromCtx`):
+    /// none while auth is off or without a token; a token this member does
+    /// not hold (once it has applied the entry that made it) is
+    /// `InvalidAuthToken`. A token is checked at the auth revision of now.
+    pub async fn caller(&self, token: Option<&str>) -> Result<Caller, EtcdError> {
+        let token = match token {
+            Some(t) if self.auth.read().is_enabled() => t.strip_prefix("Bearer ").unwrap_or(t),
+            _ => return Ok(Caller::Client(None)),
+        };
+        let index = auth::token::index_of(token).ok_or(EtcdError::InvalidAuthToken)?;
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        self.wait_applied(index, deadline)
+            .await
+            .map_err(|_| EtcdError::InvalidAuthToken)?;
+        let user = self
+            .auth
+            .tokens()
+            .user(token, std::time::Instant::now())
+            .ok_or(EtcdError::InvalidAuthToken)?;
+        Ok(Caller::Client(Some(AuthInfo {
+            user,
+            revision: self.auth.read().revision(),
+        })))
+    }
+
+    /// Whether `caller` may read `[key, range_end)` (etcd's ranges).
+    pub fn check_read(
+        &self,
+        caller: &Caller,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), EtcdError> {
+        match caller {
+            Caller::Member => Ok(()),
+            Caller::Client(who) => {
+                self.auth
+                    .read()
+                    .check(who.as_ref(), key, range_end, Access::Read)
+            }
+        }
+    }
+
+    /// Whether `caller` may make an admin call (defragment, snapshot,
+    /// hashes, move-leader, downgrade, membership).
+    pub fn check_admin(&self, caller: &Caller) -> Result<(), EtcdError> {
+        match caller {
+            Caller::Member => Ok(()),
+            Caller::Client(who) => self.auth.read().check_admin(who.as_ref()),
+        }
+    }
+
+    /// Whether `caller` may run a read-only txn served locally (every
+    /// compare and every operation of both branches).
+    pub fn check_txn(
+        &self,
+        caller: &Caller,
+        txn: &api::etcdserverpb::TxnRequest,
+    ) -> Result<(), EtcdError> {
+        match caller {
+            Caller::Member => Ok(()),
+            Caller::Client(who) => {
+                let lease_keys = |id: i64| self.lessor.keys(id).unwrap_or_default();
+                let store = self.auth.read();
+                let empty = AuthInfo::default();
+                crate::node::apply_auth::check_txn_request(
+                    &store,
+                    who.as_ref().unwrap_or(&empty),
+                    txn,
+                    &lease_keys,
+                )
+            }
+        }
+    }
+
+    /// Authenticate: the password is checked here, then an entry assigns
+    /// the token on every member; retried when auth changed meanwhile.
+    pub async fn authenticate(
+        &self,
+        req: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, EtcdError> {
+        self.read_barrier().await?;
+        loop {
+            let (hash, checked_at) = self.auth.read().password_hash(&req.name)?;
+            let password = req.password.clone();
+            let matches =
+                tokio::task::spawn_blocking(move || auth::password::verify(&password, &hash))
+                    .await
+                    .map_err(|_| EtcdError::Stopped)?;
+            if !matches {
+                return Err(EtcdError::AuthFailed);
+            }
+            let simple_token = auth::token::random_prefix().map_err(|e| {
+                tracing::error!(error = %e, "no random source for a token");
+                EtcdError::AuthFailed
+            })?;
+            let resp: AuthenticateResponse = self
+                .write(
+                    &Caller::Client(None),
+                    InternalRaftRequest {
+                        authenticate: Some(InternalAuthenticateRequest {
+                            name: req.name.clone(),
+                            password: String::new(),
+                            simple_token,
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if checked_at == self.auth.read().revision() {
+                return Ok(resp);
+            }
+            tracing::info!("revision when password checked became stale; retrying");
+        }
+    }
+
+    pub async fn auth_enable(
+        &self,
+        caller: &Caller,
+        req: AuthEnableRequest,
+    ) -> Result<AuthEnableResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_enable: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn auth_disable(
+        &self,
+        caller: &Caller,
+        req: AuthDisableRequest,
+    ) -> Result<AuthDisableResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_disable: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn auth_status(
+        &self,
+        caller: &Caller,
+        req: AuthStatusRequest,
+    ) -> Result<AuthStatusResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_status: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_add(
+        &self,
+        caller: &Caller,
+        mut req: AuthUserAddRequest,
+    ) -> Result<AuthUserAddResponse, EtcdError> {
+        if !req.options.is_some_and(|o| o.no_password) {
+            let password = std::mem::take(&mut req.password);
+            req.hashed_password = hash_password(password, self.auth.bcrypt_cost()).await?;
+        }
+        let request = InternalRaftRequest {
+            auth_user_add: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_change_password(
+        &self,
+        caller: &Caller,
+        mut req: AuthUserChangePasswordRequest,
+    ) -> Result<AuthUserChangePasswordResponse, EtcdError> {
+        if !req.password.is_empty() {
+            let password = std::mem::take(&mut req.password);
+            req.hashed_password = hash_password(password, self.auth.bcrypt_cost()).await?;
+        }
+        let request = InternalRaftRequest {
+            auth_user_change_password: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_get(
+        &self,
+        caller: &Caller,
+        req: AuthUserGetRequest,
+    ) -> Result<AuthUserGetResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_user_get: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_list(
+        &self,
+        caller: &Caller,
+        req: AuthUserListRequest,
+    ) -> Result<AuthUserListResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_user_list: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_delete(
+        &self,
+        caller: &Caller,
+        req: AuthUserDeleteRequest,
+    ) -> Result<AuthUserDeleteResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_user_delete: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_grant_role(
+        &self,
+        caller: &Caller,
+        req: AuthUserGrantRoleRequest,
+    ) -> Result<AuthUserGrantRoleResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_user_grant_role: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn user_revoke_role(
+        &self,
+        caller: &Caller,
+        req: AuthUserRevokeRoleRequest,
+    ) -> Result<AuthUserRevokeRoleResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_user_revoke_role: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn role_add(
+        &self,
+        caller: &Caller,
+        req: AuthRoleAddRequest,
+    ) -> Result<AuthRoleAddResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_role_add: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn role_get(
+        &self,
+        caller: &Caller,
+        req: AuthRoleGetRequest,
+    ) -> Result<AuthRoleGetResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_role_get: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn role_list(
+        &self,
+        caller: &Caller,
+        req: AuthRoleListRequest,
+    ) -> Result<AuthRoleListResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_role_list: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn role_delete(
+        &self,
+        caller: &Caller,
+        req: AuthRoleDeleteRequest,
+    ) -> Result<AuthRoleDeleteResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_role_delete: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn role_grant_permission(
+        &self,
+        caller: &Caller,
+        req: AuthRoleGrantPermissionRequest,
+    ) -> Result<AuthRoleGrantPermissionResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_role_grant_permission: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+
+    pub async fn role_revoke_permission(
+        &self,
+        caller: &Caller,
+        req: AuthRoleRevokePermissionRequest,
+    ) -> Result<AuthRoleRevokePermissionResponse, EtcdError> {
+        let request = InternalRaftRequest {
+            auth_role_revoke_permission: Some(req),
+            ..Default::default()
+        };
+        self.write(caller, request).await
+    }
+}
