@@ -290,4 +290,71 @@ async fn watches_and_maintenance_as_etcd_3_7() {
     );
     assert_eq!(outcome(root.hash_kv(0).await), "ok");
     assert_eq!(outcome(alice.status().await), "ok");
+
+    // 3.7's requireAuthInfo: a user is needed for Status, alarm lists,
+    // member lists and lease calls; raising alarms and changing members
+    // is root's; TimeToLive with keys and the lease list need read on
+    // every key of the leases.
+    let mut anonymous = connect(&ours, None).await;
+    let empty = "InvalidArgument: etcdserver: user name is empty";
+    assert_eq!(outcome(anonymous.status().await), empty);
+    assert_eq!(outcome(anonymous.member_list().await), empty);
+    assert_eq!(
+        outcome(
+            anonymous
+                .alarm(
+                    etcd_client::AlarmAction::Get,
+                    etcd_client::AlarmType::None,
+                    None
+                )
+                .await
+        ),
+        empty
+    );
+    assert_eq!(outcome(anonymous.lease_grant(10, None).await), empty);
+    assert_eq!(outcome(alice.member_list().await), "ok");
+    assert_eq!(
+        outcome(
+            alice
+                .alarm(
+                    etcd_client::AlarmAction::Get,
+                    etcd_client::AlarmType::None,
+                    None
+                )
+                .await
+        ),
+        "ok"
+    );
+    assert_eq!(
+        outcome(
+            alice
+                .alarm(
+                    etcd_client::AlarmAction::Activate,
+                    etcd_client::AlarmType::Nospace,
+                    None
+                )
+                .await
+        ),
+        denied
+    );
+    assert_eq!(
+        outcome(alice.member_add(["http://127.0.0.1:1"], None).await),
+        denied
+    );
+    let lease = root.lease_grant(60, None).await.expect("grant").id();
+    root.put(
+        "secret",
+        "s",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .expect("attach");
+    let with_keys = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+    assert_eq!(
+        outcome(alice.lease_time_to_live(lease, Some(with_keys)).await),
+        denied
+    );
+    assert_eq!(outcome(alice.lease_time_to_live(lease, None).await), "ok");
+    assert_eq!(outcome(alice.leases().await), denied);
+    assert_eq!(outcome(root.leases().await), "ok");
 }

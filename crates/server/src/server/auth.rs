@@ -110,6 +110,37 @@ impl EtcdServer {
         }
     }
 
+    /// Whether `caller` is someone, once auth is on (etcd 3.7's
+    /// `requireAuthInfo`: lease calls, Status, alarm lists, member lists).
+    pub fn require_user(&self, caller: &Caller) -> Result<(), EtcdError> {
+        match caller {
+            Caller::Client(None) if self.auth.read().is_enabled() => Err(EtcdError::UserEmpty),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `caller` may read every key attached to each of `leases`
+    /// (TimeToLive with keys, the lease list); root may.
+    pub fn check_lease_keys(&self, caller: &Caller, leases: &[i64]) -> Result<(), EtcdError> {
+        let Caller::Client(who) = caller else {
+            return Ok(());
+        };
+        let store = self.auth.read();
+        if !store.is_enabled() {
+            return Ok(());
+        }
+        let who = who.as_ref().ok_or(EtcdError::UserEmpty)?;
+        if store.check_admin(Some(who)).is_ok() {
+            return Ok(());
+        }
+        for &id in leases {
+            for key in self.lessor.keys(id).unwrap_or_default() {
+                store.check(Some(who), &key, b"", Access::Read)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `caller` may run a read-only txn served locally (every
     /// compare and every operation of both branches).
     pub fn check_txn(

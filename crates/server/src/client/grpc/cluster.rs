@@ -19,13 +19,24 @@ impl ClusterService {
     }
 }
 
+impl ClusterService {
+    /// Membership changes are root's once auth is on (etcd's
+    /// `checkMembershipOperationPermission`).
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = super::caller(&self.server, request).await?;
+        Ok(self.server.check_admin(&caller)?)
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(
         &self,
         request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
         let linearizable = request.get_ref().linearizable;
+        self.server.require_user(&caller)?;
         Ok(Response::new(self.server.member_list(linearizable).await?))
     }
 
@@ -33,6 +44,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.admin(&request).await?;
         let req = request.into_inner();
         Ok(Response::new(self.server.member_add(req).await?))
     }
@@ -41,6 +53,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.admin(&request).await?;
         let id = request.into_inner().id;
         Ok(Response::new(self.server.member_remove(id).await?))
     }
@@ -49,6 +62,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.admin(&request).await?;
         let req = request.into_inner();
         Ok(Response::new(self.server.member_update(req).await?))
     }
@@ -57,6 +71,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.admin(&request).await?;
         let id = request.into_inner().id;
         Ok(Response::new(self.server.member_promote(id).await?))
     }

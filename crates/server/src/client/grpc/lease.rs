@@ -38,6 +38,7 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let caller = super::caller(&self.server, &request).await?;
+        self.server.require_user(&caller)?;
         let req = request.into_inner();
         self.server.check_quota(crate::state::quota::LEASE_COST)?;
         Ok(Response::new(self.server.lease_grant(&caller, req).await?))
@@ -48,6 +49,7 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let caller = super::caller(&self.server, &request).await?;
+        self.server.require_user(&caller)?;
         let req = request.into_inner();
         Ok(Response::new(self.server.lease_revoke(&caller, req).await?))
     }
@@ -93,8 +95,15 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
+        self.server.require_user(&caller)?;
         let req = request.into_inner();
-        let id = req.id;
+        let (id, with_keys) = (req.id, req.keys);
+        // With keys, every key must be readable (etcd's checkLeaseTimeToLive).
+        let checked_at = self.server.auth().read().revision();
+        if with_keys {
+            self.server.check_lease_keys(&caller, &[id])?;
+        }
         let mut resp = match self.server.lease_time_to_live(req).await {
             Ok(resp) => resp,
             // etcd answers an unknown lease with TTL -1, not an error.
@@ -105,21 +114,29 @@ impl Lease for LeaseService {
             },
             Err(e) => return Err(e.into()),
         };
+        if with_keys {
+            let auth = self.server.auth().read();
+            if auth.is_enabled() && auth.revision() != checked_at {
+                return Err(EtcdError::AuthOldRevision.into());
+            }
+        }
         resp.header = Some(self.server.header(0));
         Ok(Response::new(resp))
     }
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let leases = self
-            .server
-            .lessor()
-            .leases(Instant::now())
-            .into_iter()
-            .map(|id| LeaseStatus { id })
-            .collect();
+        let caller = super::caller(&self.server, &request).await?;
+        let ids = self.server.lessor().leases(Instant::now());
+        // Every key of every lease must be readable (etcd's checkLeaseLeases).
+        let checked_at = self.server.auth().read().revision();
+        self.server.check_lease_keys(&caller, &ids)?;
+        if self.server.auth().read().revision() != checked_at {
+            return Err(EtcdError::AuthOldRevision.into());
+        }
+        let leases = ids.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(self.server.header(0)),
             leases,

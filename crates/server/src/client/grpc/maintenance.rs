@@ -32,7 +32,12 @@ use super::snapshot::SnapshotStream;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let caller = super::caller(&self.server, &request).await?;
+        self.server.require_user(&caller)?;
         let s = &self.server;
         let quota = if s.config().quota_backend_bytes <= 0 {
             crate::state::quota::DEFAULT_QUOTA_BYTES
@@ -84,6 +89,12 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<AlarmResponse>, Status> {
         let caller = super::caller(&self.server, &request).await?;
         let req = request.into_inner();
+        // Listing needs a user; raising or clearing one is root's (etcd 3.7).
+        if req.action == api::etcdserverpb::alarm_request::AlarmAction::Get as i32 {
+            self.server.require_user(&caller)?;
+        } else {
+            self.server.check_admin(&caller)?;
+        }
         Ok(Response::new(self.server.alarm(&caller, req).await?))
     }
     /// Defragments this member's backend (etcdctl asks each endpoint). Reads
