@@ -739,3 +739,49 @@ fn tls_client_on_a_plain_port_is_refused() {
     let put = v35.run(&server.endpoint(), &["put", "k", "v"], None);
     assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
 }
+
+/// With `--client-cert-auth` and auth on, a request without a token is the
+/// user its client certificate names (CommonName), as etcd's
+/// `AuthInfoFromTLS`; a token, when given, wins.
+#[test]
+fn client_certificate_common_name_is_the_user() {
+    let certs = Certs::generate();
+    let server = start(&certs, true);
+    let ctl = Etcdctl::reference(Kind::Ref35);
+    let as_member = vec![
+        format!("--cacert={}", certs.path("ca.pem")),
+        format!("--cert={}", certs.path("member.pem")),
+        format!("--key={}", certs.path("member.key")),
+    ];
+    wait_ready(&ctl, &server, &as_member, server._data.path());
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "r"],
+        &["role", "grant-permission", "r", "readwrite", "k"],
+        &["user", "add", "member:pw"],
+        &["user", "grant-role", "member", "r"],
+        &["auth", "enable"],
+    ] {
+        let out = run(&ctl, &server, &as_member, args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+    }
+    let put = run(&ctl, &server, &as_member, &["put", "k", "v"]);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    let denied = run(&ctl, &server, &as_member, &["put", "other", "v"]);
+    assert_eq!(denied.code, 1, "{denied:?}");
+    assert!(
+        denied.stderr.contains("etcdserver: permission denied"),
+        "{denied:?}"
+    );
+    // A token wins over the certificate.
+    let mut with_root = as_member.clone();
+    with_root.push("--user=root:rootpw".into());
+    let put = run(&ctl, &server, &with_root, &["put", "other", "v"]);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{put:?}");
+    // A certificate naming no user of the store is refused.
+    let stranger = tls_args(&certs, true);
+    let get = run(&ctl, &server, &stranger, &["get", "k"]);
+    assert_eq!(get.code, 1, "{get:?}");
+    assert!(get.stderr.contains("permission denied"), "{get:?}");
+}

@@ -13,6 +13,10 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::limits;
 
+/// The CommonName of the certificate a client presented on this connection.
+#[derive(Debug, Clone)]
+pub struct CertName(pub String);
+
 /// How long a client may take to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -43,18 +47,35 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let conn_shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(stream, service, max_streams, conn_shutdown, peer).await,
+                None => {
+                    let service = TowerToHyperService::new(router);
+                    serve_connection(stream, service, max_streams, conn_shutdown, peer).await
+                }
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
+                            // The client certificate's CommonName rides with
+                            // each request of the connection (a user name for
+                            // auth with --client-cert-auth).
+                            let name = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(crate::config::tls::common_name);
+                            let router = match name {
+                                Some(name) => router.layer(axum::Extension(CertName(name))),
+                                None => router,
+                            };
+                            let service = TowerToHyperService::new(router);
                             serve_connection(tls_stream, service, max_streams, conn_shutdown, peer)
                                 .await
                         }

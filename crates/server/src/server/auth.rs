@@ -60,13 +60,28 @@ impl EtcdServer {
     }
 
     /// The caller a request's token stands for (etcd's `AuthInfoFromCtx`):
-    /// none while auth is off or without a token; a token this member does
-    /// not hold (once it has applied the entry that made it) is
-    /// `InvalidAuthToken`. A token is checked at the auth revision of now.
-    pub async fn caller(&self, token: Option<&str>) -> Result<Caller, EtcdError> {
-        let token = match token {
-            Some(t) if self.auth.read().is_enabled() => t.strip_prefix("Bearer ").unwrap_or(t),
-            _ => return Ok(Caller::Client(None)),
+    /// none while auth is off; without a token, the CommonName of the
+    /// client certificate (`cert_name`) with `--client-cert-auth`, else
+    /// none; a token this member does not hold (once it has applied the
+    /// entry that made it) is `InvalidAuthToken`. Either is checked at the
+    /// auth revision of now.
+    pub async fn caller(
+        &self,
+        token: Option<&str>,
+        cert_name: Option<&str>,
+    ) -> Result<Caller, EtcdError> {
+        if !self.auth.read().is_enabled() {
+            return Ok(Caller::Client(None));
+        }
+        let token = match (token, cert_name) {
+            (Some(t), _) => t.strip_prefix("Bearer ").unwrap_or(t),
+            (None, Some(name)) if self.cfg.client_tls.client_cert_auth => {
+                return Ok(Caller::Client(Some(AuthInfo {
+                    user: name.to_string(),
+                    revision: self.auth.read().revision(),
+                })));
+            }
+            (None, _) => return Ok(Caller::Client(None)),
         };
         let index = auth::token::index_of(token).ok_or(EtcdError::InvalidAuthToken)?;
         let deadline = tokio::time::Instant::now() + self.request_timeout();

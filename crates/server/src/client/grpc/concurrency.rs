@@ -50,6 +50,8 @@ struct Client {
     /// KV and Lease calls it makes (etcd's v3client passes the caller's
     /// context), so they are checked as that caller's.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// The client certificate's name of that request, passed on likewise.
+    cert_name: Option<crate::client::serve::CertName>,
 }
 
 impl Client {
@@ -59,17 +61,23 @@ impl Client {
             lease: LeaseService::new(server.clone()),
             server,
             token: None,
+            cert_name: None,
         }
     }
 
     /// A client working for `request`'s caller.
     fn for_request<T>(&self, request: &Request<T>) -> Arc<Client> {
         let token = super::token(request).and_then(|t| t.parse().ok());
+        let cert_name = request
+            .extensions()
+            .get::<crate::client::serve::CertName>()
+            .cloned();
         Arc::new(Client {
             server: self.server.clone(),
             kv: KvService::new(self.server.clone()),
             lease: LeaseService::new(self.server.clone()),
             token,
+            cert_name,
         })
     }
 
@@ -78,6 +86,9 @@ impl Client {
         let mut request = Request::new(msg);
         if let Some(token) = &self.token {
             request.metadata_mut().insert("token", token.clone());
+        }
+        if let Some(name) = &self.cert_name {
+            request.extensions_mut().insert(name.clone());
         }
         request
     }

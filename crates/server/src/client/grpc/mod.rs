@@ -34,12 +34,17 @@ pub fn token<T>(request: &tonic::Request<T>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Who a request comes from (etcd's `AuthInfoFromCtx`).
+/// Who a request comes from (etcd's `AuthInfoFromCtx`, then
+/// `AuthInfoFromTLS`): its token, or else its client certificate's name.
 pub async fn caller<T>(
     server: &EtcdServer,
     request: &tonic::Request<T>,
 ) -> Result<Caller, tonic::Status> {
-    Ok(server.caller(token(request).as_deref()).await?)
+    let cert_name = request
+        .extensions()
+        .get::<crate::client::serve::CertName>()
+        .map(|n| n.0.as_str());
+    Ok(server.caller(token(request).as_deref(), cert_name).await?)
 }
 
 /// One instance of each client service, shared by the gRPC routes and the

@@ -96,10 +96,14 @@ impl Watch for WatchService {
         let (queue_tx, queue_rx) = mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = Arc::new(Mutex::new(StreamState::default()));
         let token = super::token(&request);
+        let cert_name = request
+            .extensions()
+            .get::<crate::client::serve::CertName>()
+            .map(|n| n.0.clone());
         let receiving = tokio::spawn(receive(
             self.server.clone(),
             stream_id,
-            token,
+            (token, cert_name),
             request.into_inner(),
             queue_tx,
             state.clone(),
@@ -184,7 +188,7 @@ fn lock(state: &Mutex<StreamState>) -> std::sync::MutexGuard<'_, StreamState> {
 async fn receive(
     server: Arc<EtcdServer>,
     stream_id: u64,
-    token: Option<String>,
+    (token, cert_name): (Option<String>, Option<String>),
     mut requests: Streaming<WatchRequest>,
     queue: mpsc::Sender<Outgoing>,
     state: Arc<Mutex<StreamState>>,
@@ -201,7 +205,9 @@ async fn receive(
         };
         match req.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
-                if let Err(e) = watch_permitted(&server, token.as_deref(), &create).await {
+                if let Err(e) =
+                    watch_permitted(&server, token.as_deref(), cert_name.as_deref(), &create).await
+                {
                     // Refused as etcd refuses it: created and canceled at once,
                     // with the gRPC error's text.
                     let resp = WatchResponse {
@@ -258,10 +264,11 @@ async fn receive(
 async fn watch_permitted(
     server: &EtcdServer,
     token: Option<&str>,
+    cert_name: Option<&str>,
     create: &WatchCreateRequest,
 ) -> Result<(), api::EtcdError> {
     use api::EtcdError as E;
-    let checked = match server.caller(token).await {
+    let checked = match server.caller(token, cert_name).await {
         Ok(caller) => server.check_read(&caller, &create.key, &create.range_end),
         Err(e) => Err(e),
     };
