@@ -56,13 +56,15 @@ impl Auth {
     }
 
     /// Reads the state again after the backend was replaced (a snapshot
-    /// from the leader): every token is dropped, as a restarted etcd
-    /// member has none.
+    /// from the leader). Tokens stay, as in etcd's `Recover`, unless auth
+    /// is off in the snapshot; a token of a user the snapshot no longer has
+    /// stands for no one (its requests are refused).
     pub fn reload(&self, backend: &mvcc::Store) -> Result<()> {
         let store = load(backend, self.bcrypt_cost)?;
-        self.tokens.disable();
         if store.is_enabled() {
             self.tokens.enable();
+        } else {
+            self.tokens.disable();
         }
         *self.write() = store;
         Ok(())
