@@ -296,9 +296,20 @@ async fn bind_all(urls: &[String]) -> crate::status::Result<Vec<Bound>> {
     let mut out = Vec::with_capacity(urls.len());
     for u in urls {
         let url = parse_url(u).map_err(crate::status::Error::fatal)?;
-        let listener = TcpListener::bind((url.host.as_str(), url.port))
-            .await
-            .with_context(|| format!("listen tcp {}:{}", url.host, url.port))?;
+        let listener = match TcpListener::bind((url.host.as_str(), url.port)).await {
+            Ok(listener) => listener,
+            // Go's words, which supervisors and scripts match on.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                bail!(
+                    "listen tcp {}:{}: bind: address already in use",
+                    url.host,
+                    url.port
+                )
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("listen tcp {}:{}", url.host, url.port))
+            }
+        };
         let url = if url.port == 0 {
             let port = listener.local_addr().context("a bound address")?.port();
             let host = if url.host.contains(':') {
