@@ -308,33 +308,31 @@ impl Store {
     /// Every alarm row (opaque to this crate: the server stores etcd's
     /// AlarmMember), in key order.
     pub fn alarms(&self) -> Result<Vec<Vec<u8>>> {
-        use redb::ReadableTable;
-        let txn = self.db().begin_read().context("begin alarm read")?;
-        let table = match txn.open_table(ALARM_TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e).context("open alarm table"),
-        };
-        let mut out = Vec::new();
-        for row in table.iter().context("scan alarm table")? {
-            let (key, _) = row.context("scan alarm table")?;
-            out.push(key.value().to_vec());
-        }
-        Ok(out)
+        let rows = self.table_rows(ALARM_TABLE, "read the alarm table")?;
+        Ok(rows.into_iter().map(|(key, _)| key).collect())
     }
 
     /// Every row of an auth bucket, in key order.
     pub fn auth_rows(&self, table: crate::backend::AuthTable) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.table_rows(table.definition(), "read an auth table")
+    }
+
+    /// Every row of `table` (none when it was never created), in key order.
+    fn table_rows(
+        &self,
+        table: crate::backend::BytesTable,
+        what: &'static str,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         use redb::ReadableTable;
-        let txn = self.db().begin_read().context("begin auth read")?;
-        let rows = match txn.open_table(table.definition()) {
+        let txn = self.db().begin_read().context(what)?;
+        let rows = match txn.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e).context("open an auth table"),
+            Err(e) => return Err(e).context(what),
         };
         let mut out = Vec::new();
-        for row in rows.iter().context("scan an auth table")? {
-            let (key, value) = row.context("scan an auth table")?;
+        for row in rows.iter().context(what)? {
+            let (key, value) = row.context(what)?;
             out.push((key.value().to_vec(), value.value().to_vec()));
         }
         Ok(out)

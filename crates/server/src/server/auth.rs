@@ -220,42 +220,6 @@ impl EtcdServer {
         }
     }
 
-    pub async fn auth_enable(
-        &self,
-        caller: &Caller,
-        req: AuthEnableRequest,
-    ) -> Result<AuthEnableResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_enable: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn auth_disable(
-        &self,
-        caller: &Caller,
-        req: AuthDisableRequest,
-    ) -> Result<AuthDisableResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_disable: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn auth_status(
-        &self,
-        caller: &Caller,
-        req: AuthStatusRequest,
-    ) -> Result<AuthStatusResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_status: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
     pub async fn user_add(
         &self,
         caller: &Caller,
@@ -287,136 +251,41 @@ impl EtcdServer {
         };
         self.write(caller, request).await
     }
+}
 
-    pub async fn user_get(
-        &self,
-        caller: &Caller,
-        req: AuthUserGetRequest,
-    ) -> Result<AuthUserGetResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_user_get: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
+/// Auth verbs that propose their request as it came: each request in its
+/// field of the entry, answered with its response.
+macro_rules! proposed_as_is {
+    ($($verb:ident: $request:ty => $field:ident => $response:ty;)*) => {
+        impl EtcdServer {$(
+            pub async fn $verb(
+                &self,
+                caller: &Caller,
+                req: $request,
+            ) -> Result<$response, EtcdError> {
+                let request = InternalRaftRequest {
+                    $field: Some(req),
+                    ..Default::default()
+                };
+                self.write(caller, request).await
+            }
+        )*}
+    };
+}
 
-    pub async fn user_list(
-        &self,
-        caller: &Caller,
-        req: AuthUserListRequest,
-    ) -> Result<AuthUserListResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_user_list: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn user_delete(
-        &self,
-        caller: &Caller,
-        req: AuthUserDeleteRequest,
-    ) -> Result<AuthUserDeleteResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_user_delete: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn user_grant_role(
-        &self,
-        caller: &Caller,
-        req: AuthUserGrantRoleRequest,
-    ) -> Result<AuthUserGrantRoleResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_user_grant_role: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn user_revoke_role(
-        &self,
-        caller: &Caller,
-        req: AuthUserRevokeRoleRequest,
-    ) -> Result<AuthUserRevokeRoleResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_user_revoke_role: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn role_add(
-        &self,
-        caller: &Caller,
-        req: AuthRoleAddRequest,
-    ) -> Result<AuthRoleAddResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_role_add: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn role_get(
-        &self,
-        caller: &Caller,
-        req: AuthRoleGetRequest,
-    ) -> Result<AuthRoleGetResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_role_get: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn role_list(
-        &self,
-        caller: &Caller,
-        req: AuthRoleListRequest,
-    ) -> Result<AuthRoleListResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_role_list: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn role_delete(
-        &self,
-        caller: &Caller,
-        req: AuthRoleDeleteRequest,
-    ) -> Result<AuthRoleDeleteResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_role_delete: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn role_grant_permission(
-        &self,
-        caller: &Caller,
-        req: AuthRoleGrantPermissionRequest,
-    ) -> Result<AuthRoleGrantPermissionResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_role_grant_permission: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
-
-    pub async fn role_revoke_permission(
-        &self,
-        caller: &Caller,
-        req: AuthRoleRevokePermissionRequest,
-    ) -> Result<AuthRoleRevokePermissionResponse, EtcdError> {
-        let request = InternalRaftRequest {
-            auth_role_revoke_permission: Some(req),
-            ..Default::default()
-        };
-        self.write(caller, request).await
-    }
+proposed_as_is! {
+    auth_enable: AuthEnableRequest => auth_enable => AuthEnableResponse;
+    auth_disable: AuthDisableRequest => auth_disable => AuthDisableResponse;
+    auth_status: AuthStatusRequest => auth_status => AuthStatusResponse;
+    user_get: AuthUserGetRequest => auth_user_get => AuthUserGetResponse;
+    user_list: AuthUserListRequest => auth_user_list => AuthUserListResponse;
+    user_delete: AuthUserDeleteRequest => auth_user_delete => AuthUserDeleteResponse;
+    user_grant_role: AuthUserGrantRoleRequest => auth_user_grant_role => AuthUserGrantRoleResponse;
+    user_revoke_role: AuthUserRevokeRoleRequest => auth_user_revoke_role => AuthUserRevokeRoleResponse;
+    role_add: AuthRoleAddRequest => auth_role_add => AuthRoleAddResponse;
+    role_get: AuthRoleGetRequest => auth_role_get => AuthRoleGetResponse;
+    role_list: AuthRoleListRequest => auth_role_list => AuthRoleListResponse;
+    role_delete: AuthRoleDeleteRequest => auth_role_delete => AuthRoleDeleteResponse;
+    role_grant_permission: AuthRoleGrantPermissionRequest => auth_role_grant_permission => AuthRoleGrantPermissionResponse;
+    role_revoke_permission: AuthRoleRevokePermissionRequest => auth_role_revoke_permission => AuthRoleRevokePermissionResponse;
 }
